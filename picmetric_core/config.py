@@ -1,0 +1,130 @@
+"""All configuration in one settings object, read from the environment and ``.env``.
+
+The old deployment's ``.env`` (``DATABASE_URL``, ``S3_KEY``, ``S3_SECRET``, ``S3_BUCKET``,
+``S3_LOCATION``, ``ExtraArgs``) keeps working unchanged; everything new is prefixed
+``PICMETRIC_`` or named after the S3 setting it extends.
+"""
+
+from __future__ import annotations
+
+import json
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_DATA_DIR = Path.home() / ".picmetric"
+
+
+def _env(*names: str) -> AliasChoices:
+    return AliasChoices(*names)
+
+
+def normalise_database_url(url: str) -> str:
+    """Accept Heroku-style ``postgres://`` and bare ``postgresql://`` URLs for psycopg2.
+
+    >>> normalise_database_url("postgres://u:p@h:5432/db")
+    'postgresql+psycopg2://u:p@h:5432/db'
+    """
+    for prefix in ("postgres://", "postgresql://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg2://" + url[len(prefix) :]
+    return url
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        populate_by_name=True,
+        case_sensitive=False,
+    )
+
+    environment: str = Field("development", validation_alias=_env("PICMETRIC_ENV"))
+    data_dir: Path = Field(DEFAULT_DATA_DIR, validation_alias=_env("PICMETRIC_DATA_DIR"))
+    models_dir: Path | None = Field(None, validation_alias=_env("PICMETRIC_MODELS_DIR"))
+
+    # Database: SQLite under data_dir unless DATABASE_URL is set.
+    database_url: str | None = Field(None, validation_alias=_env("DATABASE_URL"))
+
+    # Object store: a local folder under data_dir unless S3_BUCKET is set.
+    s3_key: SecretStr | None = Field(None, validation_alias=_env("S3_KEY"))
+    s3_secret: SecretStr | None = Field(None, validation_alias=_env("S3_SECRET"))
+    s3_bucket: str | None = Field(None, validation_alias=_env("S3_BUCKET"))
+    s3_location: str | None = Field(None, validation_alias=_env("S3_LOCATION"))
+    s3_endpoint_url: str | None = Field(None, validation_alias=_env("S3_ENDPOINT_URL"))
+    s3_region: str = Field("us-east-1", validation_alias=_env("S3_REGION"))
+    s3_extra_args: dict[str, Any] = Field(
+        default_factory=dict, validation_alias=_env("ExtraArgs", "S3_EXTRA_ARGS")
+    )
+    presign_expiry_s: int = Field(3600, validation_alias=_env("PICMETRIC_PRESIGN_EXPIRY_S"))
+    store_dir: Path | None = Field(None, validation_alias=_env("PICMETRIC_STORE_DIR"))
+
+    # Image intake limits.
+    max_image_bytes: int = Field(20 * 1024 * 1024, validation_alias=_env("PICMETRIC_MAX_BYTES"))
+    max_image_pixels: int = Field(50_000_000, validation_alias=_env("PICMETRIC_MAX_PIXELS"))
+    url_connect_timeout_s: float = Field(5.0, validation_alias=_env("PICMETRIC_URL_CONNECT_TIMEOUT"))
+    url_read_timeout_s: float = Field(15.0, validation_alias=_env("PICMETRIC_URL_READ_TIMEOUT"))
+    url_max_redirects: int = Field(5, validation_alias=_env("PICMETRIC_URL_MAX_REDIRECTS"))
+    allow_private_urls: bool = Field(False, validation_alias=_env("PICMETRIC_ALLOW_PRIVATE_URLS"))
+
+    # Models.
+    classifier_top_k: int = Field(5, validation_alias=_env("PICMETRIC_TOP_K"))
+
+    # API.
+    api_token: SecretStr | None = Field(None, validation_alias=_env("PICMETRIC_API_TOKEN"))
+    cors_origins: list[str] = Field(default_factory=list, validation_alias=_env("PICMETRIC_CORS_ORIGINS"))
+
+    @field_validator("database_url")
+    @classmethod
+    def _normalise_database_url(cls, value: str | None) -> str | None:
+        return normalise_database_url(value) if value else None
+
+    @field_validator("s3_extra_args", mode="before")
+    @classmethod
+    def _parse_extra_args(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return json.loads(value) if value.strip() else {}
+        return value
+
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _split_origins(cls, value: Any) -> Any:
+        if isinstance(value, str) and not value.strip().startswith("["):
+            return [o.strip() for o in value.split(",") if o.strip()]
+        return value
+
+    @model_validator(mode="after")
+    def _refuse_unsafe_production(self) -> Settings:
+        if self.environment == "production" and self.s3_bucket and not self.s3_secret:
+            raise ValueError("S3_BUCKET is set but S3_SECRET is not")
+        return self
+
+    @property
+    def resolved_models_dir(self) -> Path:
+        return self.models_dir or self.data_dir / "models"
+
+    @property
+    def resolved_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.data_dir / 'picmetric.db'}"
+
+    @property
+    def resolved_store_dir(self) -> Path:
+        return self.store_dir or self.data_dir / "store"
+
+    @property
+    def uses_s3(self) -> bool:
+        return bool(self.s3_bucket)
+
+    @property
+    def public_read(self) -> bool:
+        return self.s3_extra_args.get("ACL") == "public-read"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings (tests build their own ``Settings`` instead)."""
+    return Settings()

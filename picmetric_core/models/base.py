@@ -1,0 +1,35 @@
+"""What the pipeline needs from each network. Implementations load once and are thread-safe."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import numpy as np
+
+from picmetric_core.results import Classification, Detection, Face, ModelInfo
+
+
+class Classifier(Protocol):
+    info: ModelInfo
+
+    def classify(self, rgb: np.ndarray, top_k: int = 5) -> list[Classification]:
+        """Top-k ImageNet classes of an HxWx3 uint8 RGB image, best first."""
+        ...
+
+
+class Detector(Protocol):
+    info: ModelInfo
+
+    def detect(
+        self, rgb: np.ndarray, score_threshold: float = 0.1, iou_threshold: float = 0.9
+    ) -> list[Detection]:
+        """COCO objects in an HxWx3 uint8 RGB image, boxes in its pixel coordinates."""
+        ...
+
+
+class FaceDetector(Protocol):
+    info: ModelInfo
+
+    def detect_faces(self, rgb: np.ndarray, min_confidence: float = 0.5) -> list[Face]:
+        """Every face in an HxWx3 uint8 RGB image with its five landmarks."""
+        ...

@@ -1,0 +1,143 @@
+"""Typed results that every model, overlay, store, page and API speaks.
+
+Coordinates are pixels in the original (EXIF-oriented) image, origin top-left.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+LANDMARK_NAMES = ("left_eye", "right_eye", "nose", "mouth_left", "mouth_right")
+
+
+@dataclass(frozen=True)
+class Box:
+    x1: float
+    y1: float
+    x2: float
+    y2: float
+
+    def __post_init__(self) -> None:
+        if self.x2 < self.x1 or self.y2 < self.y1:
+            raise ValueError(f"box corners out of order: {self}")
+
+    @property
+    def width(self) -> float:
+        return self.x2 - self.x1
+
+    @property
+    def height(self) -> float:
+        return self.y2 - self.y1
+
+    @property
+    def area(self) -> float:
+        return self.width * self.height
+
+    def iou(self, other: Box) -> float:
+        ix = max(0.0, min(self.x2, other.x2) - max(self.x1, other.x1))
+        iy = max(0.0, min(self.y2, other.y2) - max(self.y1, other.y1))
+        inter = ix * iy
+        union = self.area + other.area - inter
+        return inter / union if union > 0 else 0.0
+
+    def as_list(self) -> list[float]:
+        return [self.x1, self.y1, self.x2, self.y2]
+
+
+@dataclass(frozen=True)
+class Point:
+    x: float
+    y: float
+
+
+@dataclass(frozen=True)
+class Classification:
+    """One ImageNet class from the classifier, ``score`` a softmax probability."""
+
+    label: str
+    class_id: int
+    score: float
+
+
+@dataclass(frozen=True)
+class Detection:
+    """One COCO object from the detector: every instance keeps its own box."""
+
+    label: str
+    class_id: int
+    score: float
+    box: Box
+
+
+@dataclass(frozen=True)
+class Face:
+    """One face with its box and the five landmarks named in ``LANDMARK_NAMES``."""
+
+    score: float
+    box: Box
+    landmarks: dict[str, Point]
+
+    def __post_init__(self) -> None:
+        missing = set(LANDMARK_NAMES) - set(self.landmarks)
+        if missing:
+            raise ValueError(f"face is missing landmarks: {sorted(missing)}")
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """Which network and which weights actually ran for one role."""
+
+    role: str  # "classifier" | "detector" | "faces"
+    name: str  # e.g. "ResNet50", "EfficientNet-Lite0", "YOLOv3-tiny", "MTCNN"
+    weights: str  # where the weights came from (path or package)
+    full: bool  # True for the intended full model, False for the offline stand-in
+    input_size: int | None = None
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class Analysis:
+    """Everything the three networks found in one image.
+
+    Raw results are kept at low thresholds (see ``picmetric_core.filters``) so a
+    viewer can re-filter by confidence without running a network again.
+    """
+
+    md5: str
+    width: int
+    height: int
+    classifications: tuple[Classification, ...]
+    detections: tuple[Detection, ...]
+    faces: tuple[Face, ...]
+    models: tuple[ModelInfo, ...]
+    timings_ms: dict[str, float] = field(default_factory=dict)
+
+    def model(self, role: str) -> ModelInfo | None:
+        return next((m for m in self.models if m.role == role), None)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Analysis:
+        return cls(
+            md5=data["md5"],
+            width=int(data["width"]),
+            height=int(data["height"]),
+            classifications=tuple(Classification(**c) for c in data["classifications"]),
+            detections=tuple(
+                Detection(d["label"], d["class_id"], d["score"], Box(**d["box"]))
+                for d in data["detections"]
+            ),
+            faces=tuple(
+                Face(
+                    f["score"],
+                    Box(**f["box"]),
+                    {k: Point(**p) for k, p in f["landmarks"].items()},
+                )
+                for f in data["faces"]
+            ),
+            models=tuple(ModelInfo(**m) for m in data["models"]),
+            timings_ms=dict(data.get("timings_ms", {})),
+        )
