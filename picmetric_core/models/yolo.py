@@ -1,0 +1,260 @@
+"""YOLOv3 / YOLOv3-tiny object detector on Keras 3, from darknet cfg + weights.
+
+The network and its decoding run in one compiled TensorFlow function; letterboxing, class-wise
+non-maximum suppression and mapping boxes back to the image happen in numpy around it.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import keras
+import numpy as np
+import tensorflow as tf
+
+from picmetric_core import weights
+from picmetric_core.errors import WeightsError
+from picmetric_core.models.darknet import DarknetNet, YoloHead, load_darknet
+from picmetric_core.results import Box, Detection, ModelInfo
+
+LETTERBOX_GRAY = 0.5  # darknet's letterbox fill
+# Guards NMS against pathological images (or untrained weights) where thousands of
+# (box, class) pairs pass a low threshold; real photos stay far below it.
+MAX_CANDIDATES = 4000
+
+
+@dataclass(frozen=True)
+class Letterbox:
+    """Where an image landed inside the square network input: scale, then offset."""
+
+    scale: float
+    dx: int
+    dy: int
+    width: int  # original image size
+    height: int
+
+
+def read_labels(path: Path = weights.COCO_NAMES) -> tuple[str, ...]:
+    """Class names, one a line, in class-id order."""
+    return tuple(line.strip() for line in path.read_text().splitlines() if line.strip())
+
+
+def letterbox(rgb: np.ndarray, size: int) -> tuple[np.ndarray, Letterbox]:
+    """Resize keeping the aspect ratio and centre on a gray square, as darknet does.
+
+    Args:
+        rgb: HxWx3 uint8 image.
+        size: side of the network input.
+
+    Returns:
+        The (size, size, 3) float32 input in [0, 1] and the :class:`Letterbox` that undoes it.
+    """
+    if rgb.ndim != 3 or rgb.shape[2] != 3:
+        raise ValueError(f"expected an HxWx3 RGB image, got shape {rgb.shape}")
+    height, width = rgb.shape[:2]
+    scale = min(size / width, size / height)
+    new_w, new_h = max(1, round(width * scale)), max(1, round(height * scale))
+    resized = cv2.resize(rgb, (new_w, new_h), interpolation=cv2.INTER_LINEAR)
+    canvas = np.full((size, size, 3), LETTERBOX_GRAY, dtype=np.float32)
+    dx, dy = (size - new_w) // 2, (size - new_h) // 2
+    canvas[dy : dy + new_h, dx : dx + new_w] = resized.astype(np.float32) / 255.0
+    return canvas, Letterbox(scale, dx, dy, width, height)
+
+
+def decode_head(raw: keras.KerasTensor, head: YoloHead, input_size: int) -> keras.KerasTensor:
+    """Decode one ``[yolo]`` head to rows of ``[cx, cy, w, h, objectness, obj * p(class)...]``.
+
+    Coordinates are fractions of the network input, as darknet's and OpenCV's yolo layers give
+    them; rows run over (grid y, grid x, anchor).
+    """
+    _, rows, cols, _ = raw.shape
+    anchors = len(head.anchors)
+    x = keras.ops.reshape(raw, (-1, rows, cols, anchors, 5 + head.classes))
+    grid_x, grid_y = np.meshgrid(np.arange(cols, dtype=np.float32), np.arange(rows, dtype=np.float32))
+    grid = np.stack([grid_x, grid_y], axis=-1)[:, :, None, :]
+    xy = (keras.ops.sigmoid(x[..., 0:2]) + grid) / np.array([cols, rows], dtype=np.float32)
+    wh = keras.ops.exp(x[..., 2:4]) * (np.array(head.anchors, dtype=np.float32) / input_size)
+    objectness = keras.ops.sigmoid(x[..., 4:5])
+    scores = objectness * keras.ops.sigmoid(x[..., 5:])
+    decoded = keras.ops.concatenate([xy, wh, objectness, scores], axis=-1)
+    return keras.ops.reshape(decoded, (-1, rows * cols * anchors, 5 + head.classes))
+
+
+def decoding_model(net: DarknetNet) -> keras.Model:
+    """``net`` plus on-graph decoding: (N, S, S, 3) in [0, 1] to (N, boxes, 5 + classes)."""
+    decoded = [decode_head(raw, head, net.input_size) for raw, head in zip(net.model.outputs, net.heads, strict=True)]
+    merged = decoded[0] if len(decoded) == 1 else keras.ops.concatenate(decoded, axis=1)
+    return keras.Model(net.model.input, merged, name=f"{net.model.name}_decoded")
+
+
+def _iou(box: np.ndarray, others: np.ndarray) -> np.ndarray:
+    ix = np.clip(np.minimum(box[2], others[:, 2]) - np.maximum(box[0], others[:, 0]), 0, None)
+    iy = np.clip(np.minimum(box[3], others[:, 3]) - np.maximum(box[1], others[:, 1]), 0, None)
+    inter = ix * iy
+    area = (box[2] - box[0]) * (box[3] - box[1])
+    areas = (others[:, 2] - others[:, 0]) * (others[:, 3] - others[:, 1])
+    union = area + areas - inter
+    return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
+
+
+def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float) -> list[int]:
+    """Greedy non-maximum suppression; indices kept, best first.
+
+    A box is dropped when its IoU with a better-scoring kept box exceeds ``iou_threshold``.
+    """
+    order = np.argsort(-scores, kind="stable")
+    keep: list[int] = []
+    while order.size:
+        best, order = order[0], order[1:]
+        keep.append(int(best))
+        order = order[_iou(boxes[best], boxes[order]) <= iou_threshold]
+    return keep
+
+
+def _to_image_corners(rows: np.ndarray, size: int, box: Letterbox) -> np.ndarray:
+    """(n, 4) [cx, cy, w, h] input fractions to (n, 4) [x1, y1, x2, y2] clipped image pixels."""
+    cx = (rows[:, 0] * size - box.dx) / box.scale
+    cy = (rows[:, 1] * size - box.dy) / box.scale
+    half_w, half_h = rows[:, 2] * size / box.scale / 2, rows[:, 3] * size / box.scale / 2
+    corners = np.stack([cx - half_w, cy - half_h, cx + half_w, cy + half_h], axis=1)
+    return np.clip(corners, 0, [box.width, box.height, box.width, box.height])
+
+
+def postprocess(
+    decoded: np.ndarray,
+    box: Letterbox,
+    size: int,
+    labels: tuple[str, ...],
+    score_threshold: float,
+    iou_threshold: float,
+) -> list[Detection]:
+    """One image's decoded rows to detections: threshold, class-wise NMS, image pixels.
+
+    A box may pass for several classes (a car that is also a truck); each class keeps its own.
+    """
+    scores = decoded[:, 5:]
+    box_idx, class_idx = np.nonzero(scores >= score_threshold)
+    if box_idx.size == 0:
+        return []
+    candidate_scores = scores[box_idx, class_idx]
+    if candidate_scores.size > MAX_CANDIDATES:
+        top = np.argsort(-candidate_scores)[:MAX_CANDIDATES]
+        box_idx, class_idx, candidate_scores = box_idx[top], class_idx[top], candidate_scores[top]
+    corners = _to_image_corners(decoded[box_idx, :4], size, box)
+    detections = []
+    for class_id in np.unique(class_idx):
+        members = np.flatnonzero(class_idx == class_id)
+        for i in members[nms(corners[members], candidate_scores[members], iou_threshold)]:
+            x1, y1, x2, y2 = (float(v) for v in corners[i])
+            if x2 > x1 and y2 > y1:  # boxes wholly outside the image clip to nothing
+                box_i = Box(x1, y1, x2, y2)
+                detections.append(Detection(labels[class_id], int(class_id), float(candidate_scores[i]), box_i))
+    return sorted(detections, key=lambda d: -d.score)
+
+
+class YoloDetector:
+    """A :class:`~picmetric_core.models.base.Detector` over a darknet YOLOv3-family network.
+
+    Build it once per process (see :func:`load_darknet_detector`); ``detect`` may be called
+    from several threads.
+
+    Example:
+        >>> detector = load_detector(Path("models"))
+        >>> [d.label for d in detector.detect(rgb, score_threshold=0.25, iou_threshold=0.45)]
+        ['dog', 'bicycle', 'car', 'truck']
+    """
+
+    def __init__(self, net: DarknetNet, info: ModelInfo, labels: tuple[str, ...]) -> None:
+        classes = {head.classes for head in net.heads}
+        if classes != {len(labels)}:
+            raise WeightsError(f"{info.name}: heads predict {classes} classes, {len(labels)} labels given")
+        self.info = info
+        self.labels = labels
+        self.net = net
+        self.input_size = net.input_size
+        self.model = decoding_model(net)
+        spec = tf.TensorSpec((None, net.input_size, net.input_size, 3), tf.float32)
+        self._infer = tf.function(lambda x: self.model(x, training=False), input_signature=[spec])
+        self._lock = threading.Lock()
+
+    def infer(self, batch: np.ndarray) -> np.ndarray:
+        """Decoded rows for an (N, S, S, 3) float32 batch: (N, boxes, 5 + classes)."""
+        with self._lock:
+            return self._infer(tf.convert_to_tensor(batch, tf.float32)).numpy()
+
+    def detect(self, rgb: np.ndarray, score_threshold: float = 0.1, iou_threshold: float = 0.9) -> list[Detection]:
+        """COCO objects in an HxWx3 uint8 RGB image, best first.
+
+        Args:
+            rgb: the image.
+            score_threshold: keep (box, class) pairs with objectness x class probability at least this.
+            iou_threshold: within one class, drop a box overlapping a better one by more than this.
+
+        Returns:
+            Detections with boxes in the image's pixel coordinates, clipped to it.
+        """
+        return self.detect_batch([rgb], score_threshold, iou_threshold)[0]
+
+    def detect_batch(
+        self, images: list[np.ndarray], score_threshold: float = 0.1, iou_threshold: float = 0.9
+    ) -> list[list[Detection]]:
+        """:meth:`detect` for several images in one network call; one list per image, in order."""
+        if not images:
+            return []
+        boxed = [letterbox(rgb, self.input_size) for rgb in images]
+        decoded = self.infer(np.stack([inputs for inputs, _ in boxed]))
+        return [
+            postprocess(rows, box, self.input_size, self.labels, score_threshold, iou_threshold)
+            for rows, (_, box) in zip(decoded, boxed, strict=True)
+        ]
+
+
+_CACHE: dict[tuple[Path, Path, int], YoloDetector] = {}
+_CACHE_LOCK = threading.Lock()
+
+
+def load_darknet_detector(
+    cfg_path: Path, weights_path: Path, name: str, full: bool, input_size: int = 416, note: str = ""
+) -> YoloDetector:
+    """The detector for one cfg + weights pair, built once per process and then shared.
+
+    Args:
+        cfg_path: darknet cfg the weights were trained with.
+        weights_path: darknet ``.weights`` file.
+        name: shown in :class:`ModelInfo`, e.g. ``"YOLOv3"``.
+        full: True for the intended full model, False for the offline stand-in.
+        input_size: network input side (multiple of 32); the cfg's own size is ignored.
+        note: shown in :class:`ModelInfo`.
+
+    Raises:
+        WeightsError: the weights do not fit the cfg.
+    """
+    key = (cfg_path.resolve(), weights_path.resolve(), input_size)
+    with _CACHE_LOCK:
+        if key not in _CACHE:
+            net = load_darknet(cfg_path, weights_path, input_size)
+            info = ModelInfo("detector", name, str(weights_path), full, input_size, note)
+            _CACHE[key] = YoloDetector(net, info, read_labels())
+        return _CACHE[key]
+
+
+def load_detector(models_dir: Path) -> YoloDetector:
+    """Full YOLOv3-416 when its weights are in ``models_dir``, else the shipped YOLOv3-tiny.
+
+    Raises:
+        WeightsError: neither weights file is available.
+    """
+    full = weights.locate(weights.YOLOV3, models_dir)
+    if full is not None:
+        return load_darknet_detector(weights.YOLOV3_CFG, full, "YOLOv3", full=True)
+    tiny = weights.locate(weights.YOLOV3_TINY, models_dir)
+    if tiny is None:
+        raise WeightsError(
+            f"no detector weights: {weights.YOLOV3.filename} is not in {models_dir} and the "
+            f"{weights.YOLOV3_TINY.package} package (YOLOv3-tiny) is not installed"
+        )
+    note = f"stand-in: {weights.YOLOV3.filename} not found in {models_dir}"
+    return load_darknet_detector(weights.YOLOV3_TINY_CFG, tiny, "YOLOv3-tiny", full=False, note=note)

