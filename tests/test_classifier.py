@@ -1,0 +1,241 @@
+"""The ImageNet classifier: the offline EfficientNet-Lite0 port, the ResNet50 path, and the .pth reader."""
+
+from __future__ import annotations
+
+import collections
+import pickle
+import sys
+import types
+import zipfile
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+import skimage.data
+
+from picmetric_core import weights
+from picmetric_core.errors import WeightsError
+from picmetric_core.models.classifier import KerasClassifier, center_crop, load_classifier, load_imagenet_names
+from picmetric_core.models.pth import LEGACY_MAGIC, LEGACY_PROTOCOL, UnsafePickleError, load_state_dict
+from picmetric_core.models.synthetic import write_legacy_h5
+
+CATS = {"tabby", "tiger cat", "Egyptian cat"}
+
+
+@pytest.fixture(scope="module")
+def offline_classifier(tmp_path_factory: pytest.TempPathFactory) -> KerasClassifier:
+    return load_classifier(tmp_path_factory.mktemp("no-models"))
+
+
+@pytest.fixture(scope="module")
+def resnet_dir(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, keras.Model]:
+    """A models folder holding an untrained ResNet50 in the official file's legacy h5 layout."""
+    models_dir = tmp_path_factory.mktemp("models")
+    model = keras.applications.ResNet50(weights=None)
+    write_legacy_h5(model, models_dir / weights.RESNET50.filename)
+    return models_dir, model
+
+
+def _assert_ranked(results: list, k: int, labels: list[str]) -> None:
+    scores = [r.score for r in results]
+    assert len(results) == k
+    assert scores == sorted(scores, reverse=True)
+    assert 0.0 <= sum(scores) <= 1.0 + 1e-5
+    assert all(r.label == labels[r.class_id] for r in results)
+
+
+def test_label_file_has_imagenet_order() -> None:
+    names = load_imagenet_names()
+    assert len(names) == 1000
+    assert names[281] == "tabby"
+    assert names[285] == "Egyptian cat"
+
+
+@pytest.mark.slow
+def test_offline_classifier_sees_a_cat(offline_classifier: KerasClassifier) -> None:
+    results = offline_classifier.classify(skimage.data.chelsea())
+    _assert_ranked(results, 5, offline_classifier.labels)
+    assert CATS & {r.label for r in results[:3]}
+
+
+@pytest.mark.slow
+def test_efficientnet_port_reproduces_reference_scores(offline_classifier: KerasClassifier) -> None:
+    # Reference: the PyTorch model on the same crop. Wrong padding or a transposed kernel moves these.
+    scores = {r.label: r.score for r in offline_classifier.classify(skimage.data.chelsea(), top_k=3)}
+    assert scores == pytest.approx({"tiger cat": 0.39, "Egyptian cat": 0.35, "tabby": 0.17}, abs=0.02)
+
+
+@pytest.mark.slow
+def test_offline_classifier_says_it_is_a_stand_in(offline_classifier: KerasClassifier) -> None:
+    info = offline_classifier.info
+    assert (info.role, info.name, info.full, info.input_size) == ("classifier", "EfficientNet-Lite0", False, 224)
+    assert "ResNet50 weights not found" in info.note
+    assert "picmetric weights fetch" in info.note
+
+
+@pytest.mark.slow
+def test_batch_matches_single_images(offline_classifier: KerasClassifier) -> None:
+    images = [skimage.data.chelsea(), skimage.data.coffee(), skimage.data.camera()]
+    batch = offline_classifier.classify_batch(images, top_k=3)
+    for image, results in zip(images, batch, strict=True):
+        single = offline_classifier.classify(image, top_k=3)
+        assert [r.class_id for r in results] == [r.class_id for r in single]
+        assert [r.score for r in results] == pytest.approx([r.score for r in single], abs=1e-5)
+
+
+@pytest.mark.slow
+def test_resnet50_is_picked_when_its_weights_are_present(resnet_dir: tuple[Path, keras.Model]) -> None:
+    models_dir, original = resnet_dir
+    clf = load_classifier(models_dir)
+    assert (clf.info.name, clf.info.full) == ("ResNet50", True)
+    results = clf.classify(skimage.data.chelsea())
+    _assert_ranked(results, 5, clf.labels)
+    # The file really was loaded: the classifier agrees with the model that wrote it.
+    crop = center_crop(skimage.data.chelsea())[None].astype(np.float32)
+    expected = original.predict_on_batch(keras.applications.resnet50.preprocess_input(crop))[0]
+    assert [r.score for r in results] == pytest.approx(sorted(expected, reverse=True)[:5], rel=1e-4)
+
+
+def test_center_crop_handles_any_shape() -> None:
+    assert center_crop(np.zeros((10, 4000, 3), np.uint8)).shape == (224, 224, 3)
+    assert center_crop(np.zeros((600, 50), np.uint8)).shape == (224, 224, 3)
+    assert center_crop(np.zeros((300, 300, 4), np.uint8)).shape == (224, 224, 3)
+    with pytest.raises(ValueError):
+        center_crop(np.zeros((300, 300, 3), np.float32))
+    with pytest.raises(ValueError):
+        center_crop(np.zeros((0, 300, 3), np.uint8))
+
+
+def test_pth_reader_reads_the_shipped_legacy_file() -> None:
+    state = load_state_dict(weights.locate(weights.EFFICIENTNET_LITE0, Path()))
+    assert state["_conv_stem.weight"].shape == (32, 3, 3, 3)
+    assert state["_fc.weight"].shape == (1000, 1280)
+    assert state["_fc.weight"].dtype == np.float32
+
+
+class _Evil:
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple:
+        import os
+
+        return os.system, (f"touch {self.marker}",)
+
+
+def _legacy_header() -> bytes:
+    return b"".join(pickle.dumps(v, protocol=2) for v in (LEGACY_MAGIC, LEGACY_PROTOCOL, {}))
+
+
+def test_pth_reader_refuses_code_in_legacy_layout(tmp_path: Path) -> None:
+    marker = tmp_path / "pwned"
+    path = tmp_path / "evil.pth"
+    path.write_bytes(_legacy_header() + pickle.dumps({"w": _Evil(marker)}, protocol=2))
+    with pytest.raises(UnsafePickleError, match="system"):
+        load_state_dict(path)
+    assert not marker.exists()
+
+
+def test_pth_reader_refuses_code_in_zip_layout(tmp_path: Path) -> None:
+    marker = tmp_path / "pwned"
+    path = tmp_path / "evil.pth"
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("evil/data.pkl", pickle.dumps(_Evil(marker), protocol=2))
+    with pytest.raises(UnsafePickleError, match="system"):
+        load_state_dict(path)
+    assert not marker.exists()
+
+
+class _FakeStorage:
+    def __init__(self, array: np.ndarray) -> None:
+        self.array = array
+
+
+def _fake_torch(monkeypatch: pytest.MonkeyPatch) -> tuple[types.FunctionType, type]:
+    """Just enough of a ``torch`` module for pickle to write the names torch.save writes."""
+    torch = types.ModuleType("torch")
+    utils = types.ModuleType("torch._utils")
+
+    def _rebuild_tensor_v2(*args):
+        raise AssertionError("never called while writing")
+
+    _rebuild_tensor_v2.__module__ = "torch._utils"
+    _rebuild_tensor_v2.__qualname__ = "_rebuild_tensor_v2"
+    float_storage = type("FloatStorage", (), {"__module__": "torch"})
+    utils._rebuild_tensor_v2 = _rebuild_tensor_v2
+    torch.FloatStorage = float_storage
+    torch._utils = utils
+    monkeypatch.setitem(sys.modules, "torch", torch)
+    monkeypatch.setitem(sys.modules, "torch._utils", utils)
+    return _rebuild_tensor_v2, float_storage
+
+
+def _write_zip_pth(
+    path: Path, tensors: dict[str, np.ndarray], monkeypatch: pytest.MonkeyPatch, stride_scale: int = 1
+) -> None:
+    """Write ``tensors`` as ``torch.save`` would; ``stride_scale`` > 1 forges strides past the storage."""
+    rebuild, float_storage = _fake_torch(monkeypatch)
+    storages = {}
+
+    class Tensor:
+        def __init__(self, array: np.ndarray) -> None:
+            self.storage = _FakeStorage(np.ascontiguousarray(array.T).ravel())
+            self.array = array
+            storages[str(len(storages))] = self.storage
+
+        def __reduce__(self) -> tuple:
+            # Stored in Fortran order, so the reader must honour the strides.
+            stride = tuple(int(s) * stride_scale for s in np.cumprod((1, *self.array.shape[:-1])))
+            return rebuild, (self.storage, 0, self.array.shape, stride, False, collections.OrderedDict())
+
+    class Pickler(pickle.Pickler):
+        def persistent_id(self, obj: object) -> tuple | None:
+            if isinstance(obj, _FakeStorage):
+                key = next(k for k, s in storages.items() if s is obj)
+                return ("storage", float_storage, key, "cpu", obj.array.size)
+            return None
+
+    state = collections.OrderedDict((name, Tensor(array)) for name, array in tensors.items())
+    with zipfile.ZipFile(path, "w") as archive:
+        with archive.open("archive/data.pkl", "w") as handle:
+            Pickler(handle, protocol=2).dump(state)
+        for key, storage in storages.items():
+            archive.writestr(f"archive/data/{key}", storage.array.astype("<f4").tobytes())
+
+
+def test_pth_reader_reads_zip_layout(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    rng = np.random.default_rng(0)
+    tensors = {"conv.weight": rng.random((4, 3, 2, 2), np.float32), "fc.bias": rng.random(5, np.float32)}
+    path = tmp_path / "model.pth"
+    _write_zip_pth(path, tensors, monkeypatch)
+    monkeypatch.undo()  # the reader must not need the fake torch
+    state = load_state_dict(path)
+    assert list(state) == list(tensors)
+    for name, array in tensors.items():
+        np.testing.assert_array_equal(state[name], array)
+
+
+def test_pth_reader_refuses_tensors_outside_their_storage(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "forged.pth"
+    _write_zip_pth(path, {"w": np.ones((4, 4), np.float32)}, monkeypatch, stride_scale=1000)
+    monkeypatch.undo()
+    with pytest.raises(WeightsError, match="storage"):
+        load_state_dict(path)
+
+
+@pytest.mark.slow
+def test_classify_is_thread_safe(offline_classifier: KerasClassifier) -> None:
+    images = [skimage.data.chelsea(), skimage.data.coffee()] * 4
+    expected = [offline_classifier.classify(image, top_k=1)[0].class_id for image in images]
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        results = list(pool.map(lambda image: offline_classifier.classify(image, top_k=1)[0].class_id, images))
+    assert results == expected
+
+
+@pytest.mark.slow
+def test_unusable_resnet50_file_is_an_error_not_a_silent_fallback(tmp_path: Path) -> None:
+    (tmp_path / weights.RESNET50.filename).write_bytes(b"not an hdf5 file")
+    with pytest.raises(WeightsError, match="picmetric weights fetch"):
+        load_classifier(tmp_path)
