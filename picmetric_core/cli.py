@@ -1,0 +1,157 @@
+"""The ``picmetric`` command: analyse files or URLs, and manage weights."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from picmetric_core import weights
+from picmetric_core.config import Settings, get_settings
+from picmetric_core.errors import PicMetricError
+from picmetric_core.filters import shown
+from picmetric_core.images import DecodedImage, decode_for
+from picmetric_core.results import Analysis
+
+
+@dataclass(frozen=True)
+class InputResult:
+    source: str
+    analysis: Analysis | None = None
+    error: str | None = None
+
+
+def is_url(text: str) -> bool:
+    return "://" in text
+
+
+def read_input(source: str, settings: Settings) -> DecodedImage:
+    """Bytes of a file or URL, decoded; raises :class:`PicMetricError` with a user-readable message."""
+    if is_url(source):
+        from picmetric_core.fetch import fetch_url
+
+        return decode_for(settings, fetch_url(source, settings).data)
+    path = Path(source)
+    if not path.is_file():
+        raise PicMetricError(f"no such file: {source}")
+    return decode_for(settings, path.read_bytes())
+
+
+def summary_line(source: str, analysis: Analysis) -> str:
+    visible = shown(analysis)
+    top = ", ".join(f"{c.label} {c.score:.0%}" for c in analysis.classifications[:3])
+    objects = ", ".join(f"{d.label} {d.score:.0%}" for d in visible.detections) or "none"
+    return (
+        f"{source}  md5={analysis.md5}  {analysis.width}x{analysis.height}  "
+        f"{analysis.timings_ms.get('total', 0):.0f} ms\n"
+        f"  classes: {top}\n  objects: {objects}\n  faces:   {len(visible.faces)}"
+    )
+
+
+def write_outputs(out_dir: Path, source: str, image: DecodedImage, analysis: Analysis) -> None:
+    from picmetric_core.overlays import render_overlays
+    from picmetric_core.views import full_view
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stem = f"{Path(source.rstrip('/')).stem or 'image'}_{analysis.md5[:8]}"
+    overlays = render_overlays(image, analysis)
+    (out_dir / f"{stem}_detections.png").write_bytes(overlays.detections_png)
+    (out_dir / f"{stem}_faces.png").write_bytes(overlays.faces_png)
+    (out_dir / f"{stem}.json").write_text(json.dumps(full_view(analysis), indent=2))
+
+
+def analyze_command(args: argparse.Namespace, settings: Settings) -> int:
+    from picmetric_core.pipeline import get_analyzer
+
+    analyzer = None
+    results: list[InputResult] = []
+    for source in args.inputs:
+        try:
+            image = read_input(source, settings)
+            analyzer = analyzer or get_analyzer(settings)
+            analysis = analyzer.analyze(image)
+            if args.out:
+                write_outputs(Path(args.out), source, image, analysis)
+            results.append(InputResult(source, analysis=analysis))
+            if not args.json:
+                print(summary_line(source, analysis))
+        except PicMetricError as exc:
+            results.append(InputResult(source, error=str(exc)))
+            print(f"picmetric: {source}: {exc}", file=sys.stderr)
+    if args.json:
+        from picmetric_core.views import full_view
+
+        documents = [
+            {"input": r.source, **full_view(r.analysis)} if r.analysis else {"input": r.source, "error": r.error}
+            for r in results
+        ]
+        print(json.dumps(documents, indent=2))
+    return 1 if any(r.error for r in results) else 0
+
+
+def weights_status_command(settings: Settings) -> int:
+    models_dir = settings.resolved_models_dir
+    print(f"models folder: {models_dir}")
+    for row in weights.status(models_dir):
+        where = f"{row.path}  {row.size:,} B  sha256 {row.sha256}" if row.path else "not found"
+        print(f"  {row.spec.key:<20} {where}")
+    classifier = "ResNet50" if weights.locate(weights.RESNET50, models_dir) else "EfficientNet-Lite0 (offline stand-in)"
+    detector = "YOLOv3-416" if weights.locate(weights.YOLOV3, models_dir) else "YOLOv3-tiny (offline stand-in)"
+    print(f"will run: classifier {classifier}; detector {detector}; faces MTCNN")
+    return 0
+
+
+def weights_fetch_command(settings: Settings) -> int:
+    from tqdm import tqdm
+
+    models_dir = settings.resolved_models_dir
+    failures = 0
+    for spec in weights.FETCHABLE:
+        bar = tqdm(total=spec.size, unit="B", unit_scale=True, desc=spec.key, leave=True)
+
+        def progress(done: int, total: int | None, bar=bar) -> None:
+            bar.total = total
+            bar.update(done - bar.n)
+
+        try:
+            path = weights.fetch(spec, models_dir, progress=progress)
+            bar.close()
+            print(f"{spec.key}: ok, {path}")
+        except PicMetricError as exc:
+            bar.close()
+            failures += 1
+            print(f"{spec.key}: not fetched ({exc})")
+    if failures:
+        print(
+            "Full weights could not be fetched (no internet?). PicMetric runs on the registry-shipped "
+            "weights instead; `picmetric weights status` shows which."
+        )
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="picmetric", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    analyze = commands.add_parser("analyze", help="analyse image files or URLs")
+    analyze.add_argument("inputs", nargs="+", metavar="FILE_OR_URL")
+    analyze.add_argument("--json", action="store_true", help="print full results as JSON")
+    analyze.add_argument("--out", metavar="DIR", help="write overlays and JSON into DIR")
+    weights_parser = commands.add_parser("weights", help="show or fetch model weights")
+    weights_parser.add_argument("action", choices=["status", "fetch"])
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    settings = get_settings()
+    if args.command == "analyze":
+        return analyze_command(args, settings)
+    if args.action == "status":
+        return weights_status_command(settings)
+    return weights_fetch_command(settings)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,145 @@
+"""One image through the three networks: ``Analyzer.analyze(image) -> Analysis``.
+
+Models load once per process (:func:`get_analyzer`) and are shared by every thread; each model
+serialises its own inference, so three threads can run the three networks at the same time.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from picmetric_core.config import Settings
+from picmetric_core.filters import RAW_DETECTION_SCORE, RAW_NMS_IOU
+from picmetric_core.images import DecodedImage
+from picmetric_core.models.base import Classifier, Detector, FaceDetector
+from picmetric_core.results import Analysis, ModelInfo
+
+
+@dataclass(frozen=True)
+class RuntimeInfo:
+    backend: str
+    device: str
+    load_seconds: dict[str, float]
+
+
+@dataclass
+class Analyzer:
+    """The three networks, loaded. Thread-safe."""
+
+    classifier: Classifier
+    detector: Detector
+    faces: FaceDetector
+    top_k: int = 5
+    parallel: bool = False
+    load_seconds: dict[str, float] = field(default_factory=dict)
+    _pool: ThreadPoolExecutor | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.parallel:
+            self._pool = ThreadPoolExecutor(max_workers=3, thread_name_prefix="picmetric-net")
+
+    @property
+    def models(self) -> tuple[ModelInfo, ...]:
+        return (self.classifier.info, self.detector.info, self.faces.info)
+
+    def analyze(self, image: DecodedImage) -> Analysis:
+        """Run all three networks on ``image``; raw results are kept at low thresholds.
+
+        Example:
+            >>> analysis = get_analyzer(Settings()).analyze(decode_image(open("dog.jpg", "rb").read(), ...))
+            >>> sorted({d.label for d in shown(analysis).detections})
+            ['bicycle', 'car', 'dog', 'truck']
+        """
+        rgb = image.rgb
+        stages = {
+            "classifier": lambda: self.classifier.classify(rgb, top_k=self.top_k),
+            "detector": lambda: self.detector.detect(
+                rgb, score_threshold=RAW_DETECTION_SCORE, iou_threshold=RAW_NMS_IOU
+            ),
+            "faces": lambda: self.faces.detect_faces(rgb),
+        }
+        started = time.perf_counter()
+        if self._pool is not None:
+            futures = {name: self._pool.submit(_timed, run) for name, run in stages.items()}
+            outcomes = {name: future.result() for name, future in futures.items()}
+        else:
+            outcomes = {name: _timed(run) for name, run in stages.items()}
+        timings = {name: ms for name, (_, ms) in outcomes.items()}
+        timings["total"] = (time.perf_counter() - started) * 1000
+        return Analysis(
+            md5=image.md5,
+            width=image.width,
+            height=image.height,
+            classifications=tuple(outcomes["classifier"][0]),
+            detections=tuple(outcomes["detector"][0]),
+            faces=tuple(outcomes["faces"][0]),
+            models=self.models,
+            timings_ms={name: round(ms, 2) for name, ms in timings.items()},
+        )
+
+    def runtime(self) -> RuntimeInfo:
+        import keras
+
+        return RuntimeInfo(backend=keras.backend.backend(), device=_device_name(), load_seconds=self.load_seconds)
+
+
+def _timed(run):
+    started = time.perf_counter()
+    result = run()
+    return result, (time.perf_counter() - started) * 1000
+
+
+def _device_name() -> str:
+    import keras
+
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        gpus = tf.config.list_logical_devices("GPU")
+        return gpus[0].name if gpus else "CPU"
+    if keras.backend.backend() == "jax":
+        import jax
+
+        return str(jax.devices()[0])
+    return "CPU"
+
+
+def load_analyzer(models_dir: Path, top_k: int = 5, parallel: bool = False) -> Analyzer:
+    """Load the three networks, preferring full ResNet50/YOLOv3 weights when ``models_dir`` has them."""
+    from picmetric_core.models.classifier import load_classifier
+    from picmetric_core.models.faces import load_face_detector
+    from picmetric_core.models.yolo import load_detector
+
+    load_seconds: dict[str, float] = {}
+
+    def timed_load(role: str, loader):
+        started = time.perf_counter()
+        model = loader()
+        load_seconds[role] = round(time.perf_counter() - started, 2)
+        return model
+
+    return Analyzer(
+        classifier=timed_load("classifier", lambda: load_classifier(models_dir)),
+        detector=timed_load("detector", lambda: load_detector(models_dir)),
+        faces=timed_load("faces", load_face_detector),
+        top_k=top_k,
+        parallel=parallel,
+        load_seconds=load_seconds,
+    )
+
+
+_analyzers: dict[Path, Analyzer] = {}
+_analyzers_lock = threading.Lock()
+
+
+def get_analyzer(settings: Settings) -> Analyzer:
+    """The process-wide analyzer for ``settings.resolved_models_dir`` (loaded on first use)."""
+    models_dir = settings.resolved_models_dir
+    with _analyzers_lock:
+        if models_dir not in _analyzers:
+            _analyzers[models_dir] = load_analyzer(models_dir, top_k=settings.classifier_top_k)
+        return _analyzers[models_dir]
