@@ -160,3 +160,16 @@ def test_cli_analyzes_good_inputs_and_reports_bad_ones(analyzer, tmp_path, capsy
     assert "not an image" in documents[1]["error"]
     assert "notes.txt" in captured.err and "Traceback" not in captured.err
     assert sorted(p.suffix for p in out.iterdir()) == [".json", ".png", ".png"]
+
+
+def test_analyze_many_matches_one_at_a_time(analyzer, dog_jpg, person_jpg, astronaut_png):
+    images = [decode_image(data, **LIMITS) for data in (dog_jpg, person_jpg, astronaut_png)]
+    batched = analyzer.analyze_many(images, batch_size=2)
+    for image, together in zip(images, batched, strict=True):
+        alone = analyzer.analyze(image)
+        assert together.md5 == alone.md5
+        assert [c.label for c in together.classifications] == [c.label for c in alone.classifications]
+        assert [d.label for d in shown(together).detections] == [d.label for d in shown(alone).detections]
+        for a, b in zip(shown(together).detections, shown(alone).detections, strict=True):
+            assert abs(a.score - b.score) < 1e-3 and a.box.iou(b.box) > 0.99
+        assert len(together.faces) == len(alone.faces)

@@ -16,6 +16,8 @@ class Classifier(Protocol):
         """Top-k ImageNet classes of an HxWx3 uint8 RGB image, best first."""
         ...
 
+    def classify_batch(self, images: list[np.ndarray], top_k: int = 5) -> list[list[Classification]]: ...
+
 
 class Detector(Protocol):
     info: ModelInfo
@@ -25,6 +27,10 @@ class Detector(Protocol):
     ) -> list[Detection]:
         """COCO objects in an HxWx3 uint8 RGB image, boxes in its pixel coordinates."""
         ...
+
+    def detect_batch(
+        self, images: list[np.ndarray], score_threshold: float = 0.1, iou_threshold: float = 0.9
+    ) -> list[list[Detection]]: ...
 
 
 class FaceDetector(Protocol):
