@@ -52,6 +52,7 @@ def make_full_models_dir(target: Path, seed: int = 0) -> Path:
     target.mkdir(parents=True, exist_ok=True)
     write_legacy_h5(keras.applications.ResNet50(weights=None), target / weights.RESNET50.filename)
     rng = np.random.default_rng(seed)
-    floats = (rng.standard_normal(count_weights(weights.YOLOV3_CFG)) * 0.01).astype(np.float32)
+    # abs(): batch-norm variances must be positive, or the folded weights turn into NaN.
+    floats = np.abs(rng.standard_normal(count_weights(weights.YOLOV3_CFG)) * 0.01).astype(np.float32)
     write_darknet_weights(floats, target / weights.YOLOV3.filename)
     return target
