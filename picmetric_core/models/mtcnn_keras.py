@@ -1,0 +1,401 @@
+"""MTCNN in Keras 3 on the ``mtcnn`` package's own weights, so faces run on any Keras backend.
+
+P-Net, R-Net and O-Net are rebuilt with ``keras.layers``; the pyramid, box regression, NMS and
+landmark math follow ``mtcnn==1.0.0`` step by step in numpy, so on the same photo both give the same
+faces. The ``mtcnn`` package itself imports TensorFlow: it is only read from disk here, never imported.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+
+import cv2
+import joblib
+import keras
+import numpy as np
+from keras import layers
+
+from picmetric_core.results import LANDMARK_NAMES, Box, Face, ModelInfo, Point
+
+# The package's defaults (mtcnn/stages/*.py), except the O-Net threshold, which faces.py also lowers
+# so a viewer can lower the face slider without running the network again.
+MIN_FACE_SIZE = 20
+SCALE_FACTOR = 0.709
+PNET_WINDOW = 12
+PNET_STRIDE = 2
+THRESHOLD_PNET = 0.6
+THRESHOLD_RNET = 0.7
+RAW_ONET_THRESHOLD = 0.6
+NMS_PNET_SCALE = 0.5
+NMS_PNET_ALL = 0.7
+NMS_RNET = 0.7
+NMS_ONET = 0.7
+
+# Compiled backends (JAX, TF's tf.function) specialise on shapes: padding P-Net inputs to multiples of
+# this and candidate batches to powers of two keeps the number of distinct shapes small.
+SHAPE_BUCKET = 32
+MIN_BATCH_BUCKET = 16
+# Added to P-Net's first activations outside the real image so max pooling ignores the padding,
+# as TensorFlow's "same" pooling does at the image edge.
+PAD_ACTIVATION = -1e9
+
+# Layer names in the order the package's pickles list their arrays (its models' tracking order).
+PNET_LAYERS = ("conv1", "prelu1", "conv2", "prelu2", "conv3", "prelu3", "conv4-1", "conv4-2")
+RNET_LAYERS = ("conv1", "prelu1", "conv2", "prelu2", "conv3", "prelu3", "fc4", "prelu4", "fc5-1", "fc5-2")
+ONET_LAYERS = (
+    "conv1", "prelu1", "conv2", "prelu2", "conv3", "prelu3", "conv4", "prelu4",
+    "fc5", "prelu5", "fc6-1", "fc6-2", "fc6-3",
+)  # fmt: skip
+
+
+def weights_dir() -> Path:
+    """The folder of the ``mtcnn`` package's shipped ``{pnet,rnet,onet}.lz4``, found without importing it."""
+    spec = importlib.util.find_spec("mtcnn")
+    if spec is None or spec.origin is None:
+        raise FileNotFoundError("the mtcnn package (which ships the MTCNN weights) is not installed")
+    return Path(spec.origin).parent / "assets" / "weights"
+
+
+def _conv_block(x: keras.KerasTensor, filters: int, kernel: int, index: int) -> keras.KerasTensor:
+    x = layers.Conv2D(filters, kernel, padding="valid", name=f"conv{index}")(x)
+    return layers.PReLU(shared_axes=[1, 2], name=f"prelu{index}")(x)
+
+
+def build_pnet() -> keras.Model:
+    """P-Net: fully convolutional; inputs an image and an additive mask on its first activations.
+
+    The mask is 0 over the real image and ``PAD_ACTIVATION`` over padding (shape ``(B, H-2, W-2, 1)``).
+    Outputs box offsets ``(B, h, w, 4)`` and face probabilities ``(B, h, w, 2)``.
+    """
+    image = keras.Input((None, None, 3), name="image")
+    mask = keras.Input((None, None, 1), name="mask")
+    x = keras.ops.add(_conv_block(image, 10, 3, 1), mask)
+    x = layers.MaxPooling2D(2, 2, padding="same")(x)
+    x = _conv_block(x, 16, 3, 2)
+    x = _conv_block(x, 32, 3, 3)
+    offsets = layers.Conv2D(4, 1, name="conv4-1")(x)
+    scores = layers.Conv2D(2, 1, activation="softmax", name="conv4-2")(x)
+    return keras.Model([image, mask], [offsets, scores], name="pnet")
+
+
+def _dense_head(x: keras.KerasTensor, units: int, index: int) -> keras.KerasTensor:
+    # The package flattens width-major (Permute before Flatten): its dense kernels expect that order.
+    x = layers.Flatten()(layers.Permute((2, 1, 3))(x))
+    x = layers.Dense(units, name=f"fc{index}")(x)
+    return layers.PReLU(name=f"prelu{index}")(x)
+
+
+def build_rnet() -> keras.Model:
+    """R-Net on 24×24 patches: outputs box offsets ``(N, 4)`` and face probabilities ``(N, 2)``."""
+    patches = keras.Input((24, 24, 3), name="patches")
+    x = layers.MaxPooling2D(3, 2, padding="same")(_conv_block(patches, 28, 3, 1))
+    x = layers.MaxPooling2D(3, 2, padding="valid")(_conv_block(x, 48, 3, 2))
+    x = _dense_head(_conv_block(x, 64, 2, 3), 128, 4)
+    offsets = layers.Dense(4, name="fc5-1")(x)
+    scores = layers.Dense(2, activation="softmax", name="fc5-2")(x)
+    return keras.Model(patches, [offsets, scores], name="rnet")
+
+
+def build_onet() -> keras.Model:
+    """O-Net on 48×48 patches: box offsets ``(N, 4)``, landmarks ``(N, 10)`` (xs then ys), probabilities."""
+    patches = keras.Input((48, 48, 3), name="patches")
+    x = layers.MaxPooling2D(3, 2, padding="same")(_conv_block(patches, 32, 3, 1))
+    x = layers.MaxPooling2D(3, 2, padding="valid")(_conv_block(x, 64, 3, 2))
+    x = layers.MaxPooling2D(2, 2, padding="same")(_conv_block(x, 64, 3, 3))
+    x = _dense_head(_conv_block(x, 128, 2, 4), 256, 5)
+    offsets = layers.Dense(4, name="fc6-1")(x)
+    landmarks = layers.Dense(10, name="fc6-2")(x)
+    scores = layers.Dense(2, activation="softmax", name="fc6-3")(x)
+    return keras.Model(patches, [offsets, landmarks, scores], name="onet")
+
+
+def load_package_weights(model: keras.Model, path: Path, layer_names: Sequence[str]) -> keras.Model:
+    """Sets ``model``'s weights from one of the package's lz4 joblib pickles, every array consumed.
+
+    Raises:
+        ValueError: when the pickle holds more or fewer arrays, or other shapes, than the layers.
+    """
+    arrays = list(joblib.load(path))
+    for name in layer_names:
+        layer = model.get_layer(name)
+        count = len(layer.weights)
+        layer.set_weights(arrays[:count])  # raises ValueError on a shape mismatch
+        arrays = arrays[count:]
+    if arrays:
+        raise ValueError(f"{path.name}: {len(arrays)} arrays left over after {model.name}'s layers")
+    return model
+
+
+def scale_pyramid(height: int, width: int) -> np.ndarray:
+    """The package's pyramid scales (``build_scale_pyramid``), its count rounding included."""
+    count = round(-(np.log(min(height, width) / PNET_WINDOW) / np.log(SCALE_FACTOR) + 1))
+    return PNET_WINDOW / MIN_FACE_SIZE * SCALE_FACTOR ** np.arange(max(count, 0))
+
+
+def _round_up(value: int, step: int) -> int:
+    return -(-value // step) * step
+
+
+def _batch_bucket(count: int) -> int:
+    return max(MIN_BATCH_BUCKET, 1 << (count - 1).bit_length())
+
+
+def pnet_inputs(scaled: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """One pyramid level padded to the shape bucket, with the mask that hides the padding."""
+    h, w = scaled.shape[:2]
+    hp, wp = _round_up(h, SHAPE_BUCKET), _round_up(w, SHAPE_BUCKET)
+    image = np.zeros((1, hp, wp, 3), np.float32)
+    image[0, :h, :w] = scaled
+    mask = np.full((1, hp - 2, wp - 2, 1), PAD_ACTIVATION, np.float32)
+    mask[0, : h - 2, : w - 2] = 0.0
+    return image, mask
+
+
+def pnet_boxes(offsets: np.ndarray, scores: np.ndarray, scale: float) -> np.ndarray:
+    """P-Net's windows above ``THRESHOLD_PNET`` as rows ``x1, y1, x2, y2, score`` in image pixels.
+
+    ``offsets`` ``(h, w, 4)`` and ``scores`` ``(h, w)`` are one level's maps, cropped to the real image.
+    """
+    ys, xs = np.nonzero(scores > THRESHOLD_PNET)
+    reg = offsets[ys, xs]
+    size = PNET_WINDOW - 1  # the package's cell: corners at stride*i + 1 and stride*i + 12
+    x1, y1 = xs * PNET_STRIDE + 1, ys * PNET_STRIDE + 1
+    x2, y2 = xs * PNET_STRIDE + PNET_WINDOW, ys * PNET_STRIDE + PNET_WINDOW
+    corners = np.stack([x1, y1, x2, y2], axis=1) + reg * size
+    boxes = np.column_stack([corners / scale, scores[ys, xs]])
+    return sort_by_score(boxes)
+
+
+def sort_by_score(boxes: np.ndarray) -> np.ndarray:
+    """Rows by descending score (last column), ties as the package breaks them."""
+    return boxes[np.argsort(boxes[:, 4])[::-1]]
+
+
+def pairwise_overlap(first: np.ndarray, second: np.ndarray, method: str) -> np.ndarray:
+    """IoU (``method="union"``) or intersection over the smaller area (``"min"``), ``len(first)×len(second)``."""
+    area_a = (first[:, 2] - first[:, 0]) * (first[:, 3] - first[:, 1])
+    area_b = (second[:, 2] - second[:, 0]) * (second[:, 3] - second[:, 1])
+    a, b = first[:, None, :4], second[None, :, :4]
+    iw = np.maximum(0, np.minimum(a[..., 2], b[..., 2]) - np.maximum(a[..., 0], b[..., 0]))
+    ih = np.maximum(0, np.minimum(a[..., 3], b[..., 3]) - np.maximum(a[..., 1], b[..., 1]))
+    inter = iw * ih
+    if method == "union":
+        denominator = area_a[:, None] + area_b[None, :] - inter
+    else:
+        denominator = np.minimum(area_a[:, None], area_b[None, :])
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return inter / denominator
+
+
+def package_nms(boxes: np.ndarray, threshold: float, method: str = "union", chunk: int = 1024) -> np.ndarray:
+    """The package's one-pass NMS on score-sorted rows: a box goes if ANY better box overlaps it.
+
+    Unlike greedy NMS (``filters.non_max_suppression``) a suppressed box still suppresses: that is what
+    ``mtcnn.utils.bboxes.nms`` does, and the results must match it. Column chunks bound the memory.
+    """
+    keep = np.ones(len(boxes), bool)
+    for start in range(1, len(boxes), chunk):
+        stop = min(start + chunk, len(boxes))
+        overlap = pairwise_overlap(boxes[:stop, :4], boxes[start:stop, :4], method)
+        earlier = np.arange(stop)[:, None] < np.arange(start, stop)[None, :]
+        keep[start:stop] = ~((overlap > threshold) & earlier).any(axis=0)
+    return boxes[keep]
+
+
+def to_square(boxes: np.ndarray) -> np.ndarray:
+    """Boxes grown to squares about their centres (the package's ``resize_to_square``)."""
+    out = boxes.copy()
+    w, h = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
+    side = np.maximum(w, h)
+    out[:, 0] = boxes[:, 0] + 0.5 * (w - side)
+    out[:, 1] = boxes[:, 1] + 0.5 * (h - side)
+    out[:, 2] = out[:, 0] + side
+    out[:, 3] = out[:, 1] + side
+    return out
+
+
+def refine(boxes: np.ndarray, offsets: np.ndarray, scores: np.ndarray) -> np.ndarray:
+    """Boxes moved by a network's offsets in units of their (+1) size, with its scores in place."""
+    w = boxes[:, 2] - boxes[:, 0] + 1
+    h = boxes[:, 3] - boxes[:, 1] + 1
+    corners = boxes[:, :4] + offsets * np.stack([w, h, w, h], axis=1)
+    return np.column_stack([corners, scores])
+
+
+def place_landmarks(landmarks: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+    """O-Net's box-relative landmarks (xs then ys) in image pixels, as the package places them."""
+    w = boxes[:, 2:3] - boxes[:, 0:1] + 1
+    h = boxes[:, 3:4] - boxes[:, 1:2] + 1
+    return np.concatenate([w * landmarks[:, :5] + boxes[:, 0:1] - 1, h * landmarks[:, 5:] + boxes[:, 1:2] - 1], axis=1)
+
+
+def crop_and_resize(image: np.ndarray, boxes: np.ndarray, size: int) -> np.ndarray:
+    """Bilinear ``size``×``size`` patches of ``boxes`` like ``tf.image.crop_and_resize``, zeros outside.
+
+    The package hands TensorFlow the boxes divided by the image size, so samples span
+    ``x1·(W-1)/W … x2·(W-1)/W``; that mapping is reproduced here.
+    """
+    height, width = image.shape[:2]
+    ys = _sample_positions(boxes[:, 1], boxes[:, 3], height, size)
+    xs = _sample_positions(boxes[:, 0], boxes[:, 2], width, size)
+    y0, y1, wy, inside_y = _neighbours(ys, height)
+    x0, x1, wx, inside_x = _neighbours(xs, width)
+    rows0, rows1 = y0[:, :, None], y1[:, :, None]
+    cols0, cols1 = x0[:, None, :], x1[:, None, :]
+    wx, wy = wx[:, None, :, None], wy[:, :, None, None]
+    top = image[rows0, cols0] + (image[rows0, cols1] - image[rows0, cols0]) * wx
+    bottom = image[rows1, cols0] + (image[rows1, cols1] - image[rows1, cols0]) * wx
+    patches = top + (bottom - top) * wy
+    inside = inside_y[:, :, None] & inside_x[:, None, :]
+    return np.where(inside[..., None], patches, 0.0).astype(np.float32)
+
+
+def _sample_positions(start: np.ndarray, stop: np.ndarray, extent: int, size: int) -> np.ndarray:
+    scale = (extent - 1) / extent
+    step = (stop - start) * scale / (size - 1)
+    return (start * scale)[:, None] + np.arange(size)[None, :] * step[:, None]
+
+
+def _neighbours(positions: np.ndarray, extent: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    inside = (positions >= 0) & (positions <= extent - 1)
+    low = np.floor(positions)
+    weight = positions - low
+    low_index = np.clip(low, 0, extent - 1).astype(np.intp)
+    high_index = np.clip(np.ceil(positions), 0, extent - 1).astype(np.intp)
+    return low_index, high_index, weight, inside
+
+
+def normalize(rgb: np.ndarray) -> np.ndarray:
+    """Pixels to the networks' range, ``(v - 127.5) / 128``, as float32."""
+    return (rgb.astype(np.float32) - 127.5) / 128.0
+
+
+class KerasMtcnn:
+    """MTCNN (P-Net, R-Net, O-Net) as Keras 3 models on the ``mtcnn`` package's weights. Thread-safe.
+
+    Runs on whichever Keras backend is active (TensorFlow, JAX, torch) and matches the package's
+    results on the same photo.
+    """
+
+    def __init__(self, weights: Path | None = None) -> None:
+        folder = weights or weights_dir()
+        self._pnet = load_package_weights(build_pnet(), folder / "pnet.lz4", PNET_LAYERS)
+        self._rnet = load_package_weights(build_rnet(), folder / "rnet.lz4", RNET_LAYERS)
+        self._onet = load_package_weights(build_onet(), folder / "onet.lz4", ONET_LAYERS)
+        self._lock = threading.Lock()
+        self.info = ModelInfo(
+            role="faces",
+            name="MTCNN (Keras 3)",
+            weights=str(folder),
+            full=True,
+            note=f"keras backend: {keras.backend.backend()}",
+        )
+
+    def detect_faces(self, rgb: np.ndarray, min_confidence: float = RAW_ONET_THRESHOLD) -> list[Face]:
+        """Faces in an HxWx3 uint8 RGB image, most confident first.
+
+        Args:
+            rgb: the image, HxWx3 uint8 in RGB order.
+            min_confidence: the lowest O-Net face probability kept.
+
+        Returns:
+            Faces with boxes and landmarks in the image's pixels.
+
+        Raises:
+            ValueError: when ``rgb`` is not an HxWx3 uint8 array.
+
+        Example:
+            >>> faces = KerasMtcnn().detect_faces(skimage.data.astronaut())
+            >>> len(faces), round(faces[0].landmarks["nose"].x)
+            (1, 224)
+        """
+        _check_rgb(rgb)
+        if min(rgb.shape[:2]) < PNET_WINDOW:  # smaller than P-Net's window: nothing to find
+            return []
+        with self._lock:
+            rows = self._detect_rows(rgb, min(min_confidence, RAW_ONET_THRESHOLD))
+        faces = [_to_face(row) for row in rows if row[4] >= min_confidence]
+        return sorted(faces, key=lambda f: f.score, reverse=True)
+
+    def _detect_rows(self, rgb: np.ndarray, threshold_onet: float) -> np.ndarray:
+        """The three stages on one image: rows ``x1, y1, x2, y2, score`` + 10 landmark values (xs, ys)."""
+        image = normalize(rgb)
+        boxes = self._proposals(image)
+        if len(boxes):
+            boxes = self._refined(image, boxes)
+        if not len(boxes):
+            return np.empty((0, 15))
+        faces = self._outputs(image, boxes, threshold_onet)
+        height, width = rgb.shape[:2]
+        faces[:, [0, 2]] = np.clip(faces[:, [0, 2]], 0, width - 1)
+        faces[:, [1, 3]] = np.clip(faces[:, [1, 3]], 0, height - 1)
+        return faces
+
+    def _proposals(self, image: np.ndarray) -> np.ndarray:
+        height, width = image.shape[:2]
+        per_scale = []
+        for scale in scale_pyramid(height, width):
+            h, w = int(height * scale), int(width * scale)
+            if min(h, w) < PNET_WINDOW:
+                continue
+            scaled = cv2.resize(image, (w, h), interpolation=cv2.INTER_AREA)
+            offsets, scores = _predict(self._pnet, pnet_inputs(scaled))
+            out_h, out_w = _pnet_output_size(h), _pnet_output_size(w)
+            boxes = pnet_boxes(offsets[0, :out_h, :out_w], scores[0, :out_h, :out_w, 1], scale)
+            per_scale.append(package_nms(boxes, NMS_PNET_SCALE))
+        if not per_scale:
+            return np.empty((0, 5))
+        boxes = package_nms(sort_by_score(np.concatenate(per_scale)), NMS_PNET_ALL)
+        return to_square(boxes)
+
+    def _refined(self, image: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+        offsets, scores = _predict_patches(self._rnet, crop_and_resize(image, boxes, 24))
+        boxes = refine(boxes, offsets, scores[:, 1])
+        boxes = boxes[boxes[:, 4] > THRESHOLD_RNET]
+        return to_square(package_nms(sort_by_score(boxes), NMS_RNET))
+
+    def _outputs(self, image: np.ndarray, boxes: np.ndarray, threshold: float) -> np.ndarray:
+        offsets, landmarks, scores = _predict_patches(self._onet, crop_and_resize(image, boxes, 48))
+        rows = np.concatenate([refine(boxes, offsets, scores[:, 1]), place_landmarks(landmarks, boxes)], axis=1)
+        rows = rows[rows[:, 4] > threshold]
+        return package_nms(sort_by_score(rows), NMS_ONET, method="min")
+
+
+def _pnet_output_size(size: int) -> int:
+    return -(-(size - 2) // 2) - 4  # conv3 valid, pool 2/2 same, conv3, conv3
+
+
+def _predict(model: keras.Model, inputs: np.ndarray | tuple[np.ndarray, ...]) -> list[np.ndarray]:
+    # predict_on_batch compiles once per input shape (tf.function / jax.jit) and reuses it.
+    outputs = model.predict_on_batch(list(inputs) if isinstance(inputs, tuple) else inputs)
+    return [np.asarray(o) for o in outputs]
+
+
+def _predict_patches(model: keras.Model, patches: np.ndarray) -> list[np.ndarray]:
+    count = len(patches)
+    padded = np.zeros((_batch_bucket(count), *patches.shape[1:]), np.float32)
+    padded[:count] = patches
+    return [o[:count] for o in _predict(model, padded)]
+
+
+def _check_rgb(rgb: np.ndarray) -> None:
+    if not isinstance(rgb, np.ndarray) or rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3:
+        shape = getattr(rgb, "shape", None)
+        dtype = getattr(rgb, "dtype", type(rgb).__name__)
+        raise ValueError(f"MTCNN needs an HxWx3 uint8 RGB image, got shape {shape} dtype {dtype}")
+
+
+def _to_face(row: np.ndarray) -> Face:
+    xs, ys = row[5:10], row[10:15]
+    return Face(
+        score=float(row[4]),
+        box=Box(*(float(v) for v in row[:4])),
+        landmarks={name: Point(float(x), float(y)) for name, x, y in zip(LANDMARK_NAMES, xs, ys, strict=True)},
+    )
+
+
+def load_keras_face_detector() -> KerasMtcnn:
+    return KerasMtcnn()
