@@ -10,10 +10,10 @@ from __future__ import annotations
 import json
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DEFAULT_DATA_DIR = Path.home() / ".picmetric"
 
@@ -73,10 +73,14 @@ class Settings(BaseSettings):
 
     # Models.
     classifier_top_k: int = Field(5, validation_alias=_env("PICMETRIC_TOP_K"))
+    face_detector: str = Field("auto", validation_alias=_env("PICMETRIC_FACE_DETECTOR"))
 
     # API.
     api_token: SecretStr | None = Field(None, validation_alias=_env("PICMETRIC_API_TOKEN"))
-    cors_origins: list[str] = Field(default_factory=list, validation_alias=_env("PICMETRIC_CORS_ORIGINS"))
+    # NoDecode: a comma list in the environment is split by the validator, not parsed as JSON.
+    cors_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, validation_alias=_env("PICMETRIC_CORS_ORIGINS")
+    )
 
     @field_validator("database_url")
     @classmethod
@@ -93,8 +97,11 @@ class Settings(BaseSettings):
     @field_validator("cors_origins", mode="before")
     @classmethod
     def _split_origins(cls, value: Any) -> Any:
-        if isinstance(value, str) and not value.strip().startswith("["):
-            return [o.strip() for o in value.split(",") if o.strip()]
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                return json.loads(text)
+            return [origin.strip() for origin in text.split(",") if origin.strip()]
         return value
 
     @model_validator(mode="after")

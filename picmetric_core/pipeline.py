@@ -145,7 +145,9 @@ def _device_name() -> str:
     return "CPU"
 
 
-def load_analyzer(models_dir: Path, top_k: int = 5, parallel: bool = False) -> Analyzer:
+def load_analyzer(
+    models_dir: Path, top_k: int = 5, parallel: bool = False, face_detector: str = "auto"
+) -> Analyzer:
     """Load the three networks, preferring full ResNet50/YOLOv3 weights when ``models_dir`` has them."""
     from picmetric_core.models.classifier import load_classifier
     from picmetric_core.models.faces import load_face_detector
@@ -162,7 +164,7 @@ def load_analyzer(models_dir: Path, top_k: int = 5, parallel: bool = False) -> A
     return Analyzer(
         classifier=timed_load("classifier", lambda: load_classifier(models_dir)),
         detector=timed_load("detector", lambda: load_detector(models_dir)),
-        faces=timed_load("faces", load_face_detector),
+        faces=timed_load("faces", lambda: load_face_detector(face_detector)),
         top_k=top_k,
         parallel=parallel,
         load_seconds=load_seconds,
@@ -178,5 +180,7 @@ def get_analyzer(settings: Settings) -> Analyzer:
     models_dir = settings.resolved_models_dir
     with _analyzers_lock:
         if models_dir not in _analyzers:
-            _analyzers[models_dir] = load_analyzer(models_dir, top_k=settings.classifier_top_k)
+            _analyzers[models_dir] = load_analyzer(
+                models_dir, top_k=settings.classifier_top_k, face_detector=settings.face_detector
+            )
         return _analyzers[models_dir]

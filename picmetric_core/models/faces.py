@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from picmetric_core import weights
+from picmetric_core.models.base import FaceDetector
 from picmetric_core.results import LANDMARK_NAMES, Box, Face, ModelInfo, Point
 
 # The package's O-Net threshold is 0.8; we keep candidates down to this so a viewer can
@@ -60,5 +61,17 @@ def _to_face(item: dict) -> Face:
     )
 
 
-def load_face_detector() -> MtcnnFaceDetector:
-    return MtcnnFaceDetector()
+def load_face_detector(implementation: str = "auto") -> FaceDetector:
+    """MTCNN on the package's weights: our Keras 3 port ("keras") or the ``mtcnn`` package itself.
+
+    "auto" picks the port: measured 1.5-2x faster than the package on this CPU with TensorFlow
+    (docs/performance.md), and the only one that runs on JAX or torch backends. Both give the same
+    faces (tests/test_mtcnn_keras.py).
+    """
+    if implementation == "package":
+        return MtcnnFaceDetector()
+    if implementation not in ("auto", "keras"):
+        raise ValueError(f"unknown face detector {implementation!r}: use auto, keras or package")
+    from picmetric_core.models.mtcnn_keras import load_keras_face_detector
+
+    return load_keras_face_detector()
