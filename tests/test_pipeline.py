@@ -173,3 +173,51 @@ def test_analyze_many_matches_one_at_a_time(analyzer, dog_jpg, person_jpg, astro
         for a, b in zip(shown(together).detections, shown(alone).detections, strict=True):
             assert abs(a.score - b.score) < 1e-3 and a.box.iou(b.box) > 0.99
         assert len(together.faces) == len(alone.faces)
+
+
+JAX_SCRIPT = """
+import json, sys
+from pathlib import Path
+from picmetric_core.config import Settings
+from picmetric_core.images import decode_for
+from picmetric_core.pipeline import load_analyzer
+import keras
+assert keras.backend.backend() == "jax"
+settings = Settings(models_dir=sys.argv[1])
+analyzer = load_analyzer(Path(sys.argv[1]))
+docs = [analyzer.analyze(decode_for(settings, Path(p).read_bytes())).to_dict() for p in sys.argv[2:]]
+print(json.dumps(docs))
+"""
+
+
+def test_the_whole_pipeline_runs_on_the_jax_backend_with_the_same_results(
+    analyzer, empty_models_dir, tmp_path, astronaut_png
+):
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import darknet_photo
+
+    pytest.importorskip("jax")
+    astronaut = tmp_path / "astronaut.png"
+    astronaut.write_bytes(astronaut_png)
+    photos = [darknet_photo("dog.jpg"), astronaut]
+    env = os.environ | {"KERAS_BACKEND": "jax"}
+    run = subprocess.run(
+        [sys.executable, "-c", JAX_SCRIPT, str(empty_models_dir), *map(str, photos)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=True,
+    )
+    on_jax = [Analysis.from_dict(d) for d in json.loads(run.stdout.strip().splitlines()[-1])]
+    for path, jax_analysis in zip(photos, on_jax, strict=True):
+        tf_analysis = analyzer.analyze(decode_image(path.read_bytes(), **LIMITS))
+        assert [c.label for c in jax_analysis.classifications] == [c.label for c in tf_analysis.classifications]
+        for a, b in zip(shown(jax_analysis).detections, shown(tf_analysis).detections, strict=True):
+            assert a.label == b.label and abs(a.score - b.score) < 1e-3 and a.box.iou(b.box) > 0.99
+        assert len(shown(jax_analysis).faces) == len(shown(tf_analysis).faces)
+        for a, b in zip(shown(jax_analysis).faces, shown(tf_analysis).faces, strict=True):
+            assert abs(a.box.x1 - b.box.x1) < 2 and abs(a.landmarks["nose"].y - b.landmarks["nose"].y) < 2

@@ -14,12 +14,12 @@ from pathlib import Path
 
 import keras
 import numpy as np
-import tensorflow as tf
 from PIL import Image
 
 from picmetric_core import weights
 from picmetric_core.errors import WeightsError
 from picmetric_core.models import efficientnet_lite
+from picmetric_core.models.compiled import compiled_forward
 from picmetric_core.results import Classification, ModelInfo
 
 INPUT_SIZE = 224
@@ -97,16 +97,13 @@ class KerasClassifier:
         self.labels = labels
         self._preprocess = preprocess
         self._lock = threading.Lock()
-        spec = tf.TensorSpec((None, INPUT_SIZE, INPUT_SIZE, 3), tf.float32)
-        # One graph for every batch size: a traced call skips Keras' eager per-layer dispatch,
-        # the main cost at batch 1.
-        self._forward = tf.function(lambda x: model(x, training=False), input_signature=[spec])
+        self._forward = compiled_forward(model, INPUT_SIZE)
 
     def probabilities(self, crops: np.ndarray) -> np.ndarray:
         """Softmax probabilities (N, 1000) of a uint8 (N, 224, 224, 3) batch of crops."""
         inputs = self._preprocess(crops)
         with self._lock:
-            return np.asarray(self._forward(tf.constant(inputs)))
+            return self._forward(inputs)
 
     def classify(self, rgb: np.ndarray, top_k: int = 5) -> list[Classification]:
         """Top-k ImageNet classes of an HxWx3 uint8 RGB image, best first."""

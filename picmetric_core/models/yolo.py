@@ -13,10 +13,10 @@ from pathlib import Path
 import cv2
 import keras
 import numpy as np
-import tensorflow as tf
 
 from picmetric_core import weights
 from picmetric_core.errors import WeightsError
+from picmetric_core.models.compiled import compiled_forward
 from picmetric_core.models.darknet import DarknetNet, YoloHead, load_darknet
 from picmetric_core.results import Box, Detection, ModelInfo
 
@@ -176,14 +176,13 @@ class YoloDetector:
         self.net = net
         self.input_size = net.input_size
         self.model = decoding_model(net)
-        spec = tf.TensorSpec((None, net.input_size, net.input_size, 3), tf.float32)
-        self._infer = tf.function(lambda x: self.model(x, training=False), input_signature=[spec])
+        self._infer = compiled_forward(self.model, net.input_size)
         self._lock = threading.Lock()
 
     def infer(self, batch: np.ndarray) -> np.ndarray:
         """Decoded rows for an (N, S, S, 3) float32 batch: (N, boxes, 5 + classes)."""
         with self._lock:
-            return self._infer(tf.convert_to_tensor(batch, tf.float32)).numpy()
+            return self._infer(batch)
 
     def detect(self, rgb: np.ndarray, score_threshold: float = 0.1, iou_threshold: float = 0.9) -> list[Detection]:
         """COCO objects in an HxWx3 uint8 RGB image, best first.
