@@ -46,8 +46,8 @@ class _Style:
         short_side = min(rgb.shape[:2])
         return cls(
             thickness=max(1, round(short_side / 250)),
-            font_scale=max(0.35, short_side / 900),
-            font_thickness=max(1, round(short_side / 500)),
+            font_scale=max(0.45, short_side / 600),
+            font_thickness=max(1, round(short_side / 400)),
             radius=max(2, round(short_side / 120)),
         )
 
