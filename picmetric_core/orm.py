@@ -1,0 +1,232 @@
+"""The tables: one row per analysed image, and its classifications, detections and faces.
+
+The schema itself is created and changed only by the Alembic migrations in
+``picmetric_core/migrations``; these classes must match them (a test compares the two).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    CheckConstraint,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    TypeDecorator,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+from picmetric_core.results import Analysis, Box, Classification, Detection, Face, ModelInfo, Point
+
+# Stable constraint names, so migrations can refer to them on every database.
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+# BIGINT ids on Postgres; SQLite only auto-increments a column declared INTEGER.
+Id = BigInteger().with_variant(Integer(), "sqlite")
+# Byte-wise ordering, so an md5 prefix filter can use the unique index as a range.
+Md5 = String(32).with_variant(String(32, collation="C"), "postgresql")
+
+
+class UtcDateTime(TypeDecorator[datetime]):
+    """A timezone-aware timestamp on every database, always read back in UTC.
+
+    Postgres keeps ``timestamptz``; SQLite has no time zones, so values are stored as UTC.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetimes are ambiguous: give a timezone")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class AnalysisRow(Base):
+    """One analysed image: where it came from, what ran, and where its objects are stored."""
+
+    __tablename__ = "analyses"
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
+    md5: Mapped[str] = mapped_column(Md5, unique=True)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utc_now)
+    source: Mapped[str] = mapped_column(String(16))
+    source_url: Mapped[str | None] = mapped_column(Text)
+    filename: Mapped[str | None] = mapped_column(String(255))
+    content_type: Mapped[str] = mapped_column(String(64))
+    byte_size: Mapped[int] = mapped_column(BigInteger)
+    width: Mapped[int] = mapped_column(Integer)
+    height: Mapped[int] = mapped_column(Integer)
+    models: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
+    timings_ms: Mapped[dict[str, float]] = mapped_column(JSON)
+    original_key: Mapped[str] = mapped_column(String(255))
+    detections_key: Mapped[str] = mapped_column(String(255))
+    faces_key: Mapped[str] = mapped_column(String(255))
+    thumbnail_key: Mapped[str] = mapped_column(String(255))
+
+    classifications: Mapped[list[ClassificationRow]] = relationship(
+        back_populates="analysis", cascade="all, delete-orphan", order_by="ClassificationRow.rank"
+    )
+    detections: Mapped[list[DetectionRow]] = relationship(
+        back_populates="analysis", cascade="all, delete-orphan", order_by="DetectionRow.id"
+    )
+    faces: Mapped[list[FaceRow]] = relationship(
+        back_populates="analysis", cascade="all, delete-orphan", order_by="FaceRow.id"
+    )
+
+    __table_args__ = (
+        CheckConstraint("source IN ('upload', 'url')", name="source"),
+        # Newest first, with the id breaking ties: the order of every history page.
+        Index("ix_analyses_created_at_id", "created_at", "id"),
+    )
+
+    def to_analysis(self) -> Analysis:
+        """The typed :class:`Analysis` these rows hold."""
+        return Analysis(
+            md5=self.md5,
+            width=self.width,
+            height=self.height,
+            classifications=tuple(
+                Classification(label=c.label, class_id=c.class_id, score=c.score) for c in self.classifications
+            ),
+            detections=tuple(
+                Detection(label=d.label, class_id=d.class_id, score=d.score, box=d.box) for d in self.detections
+            ),
+            faces=tuple(
+                Face(score=f.score, box=f.box, landmarks={k: Point(**p) for k, p in f.landmarks.items()})
+                for f in self.faces
+            ),
+            models=tuple(ModelInfo(**m) for m in self.models),
+            timings_ms=dict(self.timings_ms),
+        )
+
+
+class _BoxColumns:
+    x1: Mapped[float] = mapped_column(Float)
+    y1: Mapped[float] = mapped_column(Float)
+    x2: Mapped[float] = mapped_column(Float)
+    y2: Mapped[float] = mapped_column(Float)
+
+    @property
+    def box(self) -> Box:
+        return Box(self.x1, self.y1, self.x2, self.y2)
+
+
+class ClassificationRow(Base):
+    """One of the classifier's top-k ImageNet classes; ``rank`` 0 is the best."""
+
+    __tablename__ = "classifications"
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
+    analysis_id: Mapped[int] = mapped_column(ForeignKey("analyses.id", ondelete="CASCADE"))
+    rank: Mapped[int] = mapped_column(Integer)
+    label: Mapped[str] = mapped_column(String(100))
+    class_id: Mapped[int] = mapped_column(Integer)
+    score: Mapped[float] = mapped_column(Float)
+
+    analysis: Mapped[AnalysisRow] = relationship(back_populates="classifications")
+
+    __table_args__ = (
+        Index("ix_classifications_analysis_id", "analysis_id"),
+        # Covers "which analyses have this label" and label counts without touching the table.
+        Index("ix_classifications_label_analysis_id_score", "label", "analysis_id", "score"),
+    )
+
+
+class DetectionRow(_BoxColumns, Base):
+    """One COCO object the detector found, with its own box."""
+
+    __tablename__ = "detections"
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
+    analysis_id: Mapped[int] = mapped_column(ForeignKey("analyses.id", ondelete="CASCADE"))
+    label: Mapped[str] = mapped_column(String(100))
+    class_id: Mapped[int] = mapped_column(Integer)
+    score: Mapped[float] = mapped_column(Float)
+
+    analysis: Mapped[AnalysisRow] = relationship(back_populates="detections")
+
+    __table_args__ = (
+        Index("ix_detections_analysis_id", "analysis_id"),
+        Index("ix_detections_label_analysis_id_score", "label", "analysis_id", "score"),
+    )
+
+
+class FaceRow(_BoxColumns, Base):
+    """One face with its box and five landmarks (``{"left_eye": {"x": .., "y": ..}, ...}``)."""
+
+    __tablename__ = "faces"
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
+    analysis_id: Mapped[int] = mapped_column(ForeignKey("analyses.id", ondelete="CASCADE"))
+    score: Mapped[float] = mapped_column(Float)
+    landmarks: Mapped[dict[str, dict[str, float]]] = mapped_column(JSON)
+
+    analysis: Mapped[AnalysisRow] = relationship(back_populates="faces")
+
+    __table_args__ = (Index("ix_faces_analysis_id", "analysis_id"),)
+
+
+def analysis_row(analysis: Analysis, **columns: Any) -> AnalysisRow:
+    """New rows for ``analysis``; ``columns`` are the image's other columns (source, keys, ...)."""
+    return AnalysisRow(
+        md5=analysis.md5,
+        width=analysis.width,
+        height=analysis.height,
+        models=[asdict(m) for m in analysis.models],
+        timings_ms={name: float(ms) for name, ms in analysis.timings_ms.items()},
+        classifications=[
+            ClassificationRow(rank=rank, label=c.label, class_id=int(c.class_id), score=float(c.score))
+            for rank, c in enumerate(analysis.classifications)
+        ],
+        detections=[
+            DetectionRow(label=d.label, class_id=int(d.class_id), score=float(d.score), **_box(d.box))
+            for d in analysis.detections
+        ],
+        faces=[
+            FaceRow(
+                score=float(f.score),
+                landmarks={name: {"x": float(p.x), "y": float(p.y)} for name, p in f.landmarks.items()},
+                **_box(f.box),
+            )
+            for f in analysis.faces
+        ],
+        **columns,
+    )
+
+
+def _box(box: Box) -> dict[str, float]:
+    # float(): networks hand back numpy scalars, which database drivers and JSON do not take.
+    return {"x1": float(box.x1), "y1": float(box.y1), "x2": float(box.x2), "y2": float(box.y2)}
