@@ -62,8 +62,9 @@ case "$mode" in
     ;;
   api)
     say "serving the API on http://127.0.0.1:${PORT:-8000}"
+    # Each worker loads its own copy of the networks (~1 GB): raise WORKERS only with memory to spare.
     exec "$venv/bin/uvicorn" picmetric_core.api:create_app --factory --host "${HOST:-127.0.0.1}" \
-      --port "${PORT:-8000}" --timeout-keep-alive 30
+      --port "${PORT:-8000}" --workers "${WORKERS:-1}" --timeout-keep-alive 30 --timeout-graceful-shutdown 30
     ;;
   test)
     apt_install darknet chromium chromium-driver
