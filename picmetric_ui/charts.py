@@ -1,0 +1,151 @@
+"""Plotly figures for results and history. Pure functions: data in, figure out, no widgets."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import plotly.graph_objects as go
+
+from picmetric_core.history import LabelCount, TimeCount
+from picmetric_core.overlays import FACE_COLOR, class_color
+from picmetric_core.results import Classification, Detection, Face
+
+FONT_SIZE = 15  # legible on a projector
+PRIMARY = "#2563eb"
+
+
+def _rgb(color: tuple[int, int, int]) -> str:
+    return "rgb({},{},{})".format(*color)
+
+
+def _layout(fig: go.Figure, title: str, height: int, x_title: str = "", y_title: str = "") -> go.Figure:
+    fig.update_layout(
+        title={"text": title, "x": 0, "xanchor": "left"},
+        height=height,
+        margin={"l": 10, "r": 10, "t": 50, "b": 10},
+        font={"size": FONT_SIZE},
+        showlegend=False,
+        plot_bgcolor="white",
+        xaxis_title=x_title,
+        yaxis_title=y_title,
+    )
+    return fig
+
+
+def _bar_height(count: int) -> int:
+    return 120 + 36 * max(count, 1)
+
+
+def _score_axis(fig: go.Figure) -> None:
+    fig.update_yaxes(autorange="reversed", tickfont={"size": FONT_SIZE})
+    fig.update_xaxes(range=[0, 1.12], tickformat=".0%", tickvals=[0, 0.25, 0.5, 0.75, 1.0], gridcolor="#e2e8f0")
+    fig.update_traces(textposition="outside", cliponaxis=False, textfont={"size": FONT_SIZE})
+
+
+def _empty(fig: go.Figure, message: str) -> go.Figure:
+    fig.update_xaxes(visible=False)
+    fig.update_yaxes(visible=False)
+    fig.add_annotation(
+        text=message,
+        showarrow=False,
+        x=0.5,
+        y=0.5,
+        xref="paper",
+        yref="paper",
+        font={"size": FONT_SIZE, "color": "#64748b"},
+    )
+    return fig
+
+
+def classifier_chart(classifications: Sequence[Classification], model_name: str = "classifier") -> go.Figure:
+    """Horizontal bars of the top classes' probabilities, best at the top."""
+    top = list(classifications)[:5]
+    fig = go.Figure(
+        go.Bar(
+            x=[c.score for c in top],
+            y=[c.label for c in top],
+            orientation="h",
+            marker_color=PRIMARY,
+            text=[f"{c.score:.0%}" for c in top],
+        )
+    )
+    _score_axis(fig)
+    return _layout(fig, f"{model_name}: top {len(top)} classes", _bar_height(len(top)), "probability")
+
+
+def detections_chart(detections: Sequence[Detection], model_name: str = "detector") -> go.Figure:
+    """One bar per detection, grouped by class (coloured as in the overlay), with its confidence."""
+    ordered = sorted(detections, key=lambda d: (d.label, -d.score))
+    numbered: dict[str, int] = {}
+    names = []
+    for det in ordered:
+        numbered[det.label] = numbered.get(det.label, 0) + 1
+        names.append(f"{det.label} #{numbered[det.label]}")
+    fig = go.Figure(
+        go.Bar(
+            x=[d.score for d in ordered],
+            y=names,
+            orientation="h",
+            marker_color=[_rgb(class_color(d.class_id)) for d in ordered],
+            text=[f"{d.score:.0%}" for d in ordered],
+        )
+    )
+    _score_axis(fig)
+    title = f"{model_name}: {len(ordered)} object{'s' if len(ordered) != 1 else ''} by class"
+    if not ordered:
+        _empty(fig, "No objects at this confidence")
+    return _layout(fig, title, _bar_height(len(ordered)), "confidence")
+
+
+def faces_chart(faces: Sequence[Face], model_name: str = "faces") -> go.Figure:
+    """One bar per face, in the order the overlay numbers them."""
+    fig = go.Figure(
+        go.Bar(
+            x=[f.score for f in faces],
+            y=[f"face {i + 1}" for i in range(len(faces))],
+            orientation="h",
+            marker_color=_rgb(FACE_COLOR),
+            text=[f"{f.score:.1%}" for f in faces],
+        )
+    )
+    _score_axis(fig)
+    title = f"{model_name}: {len(faces)} face{'s' if len(faces) != 1 else ''}"
+    if not faces:
+        _empty(fig, "No faces at this confidence")
+    return _layout(fig, title, _bar_height(len(faces)), "confidence")
+
+
+def label_frequency_chart(counts: Sequence[LabelCount], title: str = "Objects found") -> go.Figure:
+    """How many analyses found each label, most frequent at the top."""
+    fig = go.Figure(
+        go.Bar(
+            x=[c.count for c in counts],
+            y=[c.label for c in counts],
+            orientation="h",
+            marker_color=PRIMARY,
+            text=[c.count for c in counts],
+            textposition="auto",
+        )
+    )
+    fig.update_yaxes(autorange="reversed", tickfont={"size": FONT_SIZE})
+    _count_axis(fig, [c.count for c in counts], "x")
+    if not counts:
+        _empty(fig, "Nothing analysed yet")
+    return _layout(fig, title, _bar_height(len(counts)), "analyses")
+
+
+def _count_axis(fig: go.Figure, counts: Sequence[int], axis: str) -> None:
+    step = max(1, -(-max(counts, default=1) // 5))
+    getattr(fig, f"update_{axis}axes")(tickformat=",d", dtick=step, rangemode="tozero", gridcolor="#e2e8f0")
+
+
+def over_time_chart(counts: Sequence[TimeCount], title: str = "Analyses per day") -> go.Figure:
+    """Analyses per day (or month) as bars, oldest on the left."""
+    fig = go.Figure(
+        go.Bar(x=[f"{c.start:%d %b %Y}" for c in counts], y=[c.count for c in counts], marker_color=PRIMARY)
+    )
+    fig.update_xaxes(type="category")
+    _count_axis(fig, [c.count for c in counts], "y")
+    if not counts:
+        _empty(fig, "Nothing analysed yet")
+    return _layout(fig, title, 320, "", "analyses")

@@ -1,0 +1,101 @@
+"""Images in: an upload's bytes or a URL, through the shared service, into an :class:`Item` for the page.
+
+Every failure becomes a message on its own item, so the rest of a batch still completes.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+
+from picmetric_core.errors import PicMetricError
+from picmetric_core.fetch import fetch_url
+from picmetric_core.images import decode_for
+from picmetric_core.service import Submission
+from picmetric_ui import resources
+
+log = logging.getLogger(__name__)
+
+UNEXPECTED_MESSAGE = "Something went wrong while analysing this image; it was logged. Try again, or try another image."
+
+Report = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class Item:
+    """One image of a batch as the page shows it: a result with its pixels, or a message."""
+
+    name: str
+    source: Literal["upload", "url"]
+    submission: Submission | None = None
+    rgb: np.ndarray | None = None
+    error: str | None = None
+    seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return self.submission is not None
+
+
+def analyze_upload(name: str, data: bytes, report: Report = lambda _: None) -> Item:
+    """Decode and submit an uploaded file."""
+    return _guarded(name, "upload", lambda: _submit(name, data, "upload", None, report))
+
+
+def analyze_url(url: str, report: Report = lambda _: None) -> Item:
+    """Fetch (with every safety check of :func:`fetch_url`), decode and submit the image at ``url``."""
+
+    def run() -> tuple[Submission, np.ndarray]:
+        report(f"Fetching {url}")
+        fetched = fetch_url(url, resources.settings())
+        filename = fetched.final_url.rsplit("/", 1)[-1].split("?", 1)[0] or None
+        return _submit(filename or url, fetched.data, "url", url, report)
+
+    return _guarded(url, "url", run)
+
+
+def _submit(
+    name: str, data: bytes, source: Literal["upload", "url"], source_url: str | None, report: Report
+) -> tuple[Submission, np.ndarray]:
+    report(f"Reading {name}")
+    image = decode_for(resources.settings(), data)
+    service = resources.service()
+    if not resources.warmup().done.is_set():
+        report("Waiting for the models to finish loading…")
+    report(f"Running the classifier, detector and face networks on {name} ({image.width}×{image.height})")
+    submission = service.submit(image, source=source, filename=name, source_url=source_url)
+    if submission.seen_before:
+        report(f"{name}: seen before, showing the stored result")
+    else:
+        timings = submission.analysis.timings_ms
+        report(
+            f"{name}: classifier {timings.get('classifier', 0):.0f} ms, detector {timings.get('detector', 0):.0f} ms, "
+            f"faces {timings.get('faces', 0):.0f} ms"
+        )
+    return submission, image.rgb
+
+
+def _guarded(name: str, source: Literal["upload", "url"], run: Callable[[], tuple[Submission, np.ndarray]]) -> Item:
+    started = time.perf_counter()
+    try:
+        submission, rgb = run()
+    except PicMetricError as error:
+        return Item(name, source, error=str(error), seconds=time.perf_counter() - started)
+    except Exception:
+        log.exception("analysing %s failed", name)
+        return Item(name, source, error=UNEXPECTED_MESSAGE, seconds=time.perf_counter() - started)
+    return Item(name, source, submission=submission, rgb=rgb, seconds=time.perf_counter() - started)
+
+
+def parse_urls(text: str) -> list[str]:
+    """Non-empty lines, in order, without repeats."""
+    seen: dict[str, None] = {}
+    for line in text.splitlines():
+        if line.strip():
+            seen.setdefault(line.strip(), None)
+    return list(seen)

@@ -1,0 +1,268 @@
+"""End to end in real Chromium: the real Streamlit server, a real photo, a URL from a loopback server.
+
+Screenshots go to ``artifacts/screenshots/`` (gitignored).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import http.server
+import io
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from tests.conftest import darknet_photo
+
+ROOT = Path(__file__).resolve().parent.parent
+SCREENSHOTS = ROOT / "artifacts" / "screenshots"
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-dev-shm-usage",
+]
+UPLOAD_INPUT = '[data-testid="stFileUploaderDropzone"] input[type="file"]'
+MAIN = '[data-testid="stMain"]'
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@contextlib.contextmanager
+def streamlit_server(data_dir: Path, models_dir: Path, timeout: float = 90) -> Iterator[str]:
+    """``streamlit run streamlit_app.py`` on a free loopback port; yields its base URL, stops it by PID."""
+    port = free_port()
+    env = {
+        **os.environ,
+        "PICMETRIC_DATA_DIR": str(data_dir),
+        "PICMETRIC_MODELS_DIR": str(models_dir),
+        "PICMETRIC_ALLOW_PRIVATE_URLS": "1",
+        "TF_CPP_MIN_LOG_LEVEL": "2",
+    }
+    for name in ("DATABASE_URL", "S3_BUCKET", "PICMETRIC_STORE_DIR"):
+        env.pop(name, None)
+    log = open(data_dir / "streamlit.log", "wb")  # noqa: SIM115 (closed below)
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "streamlit",
+            "run",
+            "streamlit_app.py",
+            "--server.headless",
+            "true",
+            "--server.address",
+            "127.0.0.1",
+            "--server.port",
+            str(port),
+            "--browser.gatherUsageStats",
+            "false",
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError(f"streamlit exited: {(data_dir / 'streamlit.log').read_text()[-2000:]}")
+            with contextlib.suppress(OSError):
+                if urllib.request.urlopen(f"{base}/_stcore/health", timeout=2).read() == b"ok":
+                    break
+            if time.monotonic() > deadline:
+                raise TimeoutError("streamlit did not become healthy")
+            time.sleep(0.3)
+        yield base
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        log.close()
+
+
+@contextlib.contextmanager
+def chromium() -> Iterator:
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+def wait_for_models(page, timeout_ms: int = 120_000) -> None:
+    """The sidebar's Models panel shows the backend once the warm-up has finished."""
+    from playwright.sync_api import expect
+
+    expect(page.locator('[data-testid="stSidebar"]').get_by_text("Backend").first).to_be_visible(timeout=timeout_ms)
+
+
+def wait_for_result(page, images: int = 3, timeout_ms: int = 60_000) -> None:
+    """Original + two overlays loaded, three charts drawn, and the rerun finished."""
+    from playwright.sync_api import expect
+
+    expect(page.locator(f"{MAIN} [data-testid='stImage'] img")).to_have_count(images, timeout=timeout_ms)
+    expect(page.locator(f"{MAIN} [data-testid='stPlotlyChart'] .main-svg").first).to_be_visible(timeout=timeout_ms)
+    page.wait_for_function(
+        """n => [...document.querySelectorAll("[data-testid='stMain'] [data-testid='stImage'] img")]
+                 .filter(i => i.complete && i.naturalWidth > 0).length >= n""",
+        arg=images,
+        timeout=timeout_ms,
+    )
+    page.wait_for_selector('[data-testid="stStatusWidget"]', state="detached", timeout=timeout_ms)
+
+
+def snapshot(page, name: str) -> Path:
+    """A screenshot of the whole page (Streamlit scrolls inside its main block, so grow the viewport)."""
+    height = page.evaluate("document.querySelector(\"[data-testid='stMain']\").scrollHeight")
+    size = page.viewport_size
+    page.set_viewport_size({"width": size["width"], "height": max(size["height"], min(int(height), 6000))})
+    page.wait_for_timeout(300)
+    path = SCREENSHOTS / name
+    page.screenshot(path=path, full_page=True)
+    page.set_viewport_size(size)
+    return path
+
+
+def photo_640x480(path: Path, source: str = "dog.jpg", tint: int = 0) -> Path:
+    """A 640×480 JPEG made from a darknet photo (``tint`` makes a new md5 for repeat runs)."""
+    image = Image.open(darknet_photo(source)).convert("RGB").resize((640, 480))
+    if tint:
+        image.putpixel((0, 0), (tint % 256, 0, 0))
+    buffer = io.BytesIO()
+    image.save(buffer, format="JPEG", quality=90)
+    path.write_bytes(buffer.getvalue())
+    return path
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory) -> Iterator[str]:
+    data_dir = tmp_path_factory.mktemp("browser-data")
+    models_dir = tmp_path_factory.mktemp("browser-models")
+    with streamlit_server(data_dir, models_dir) as base:
+        yield base
+
+
+@pytest.fixture(scope="module")
+def page(server):
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    with chromium() as browser:
+        context = browser.new_context(viewport={"width": 1440, "height": 900})
+        page = context.new_page()
+        page.set_default_timeout(60_000)
+        yield page
+        context.close()
+
+
+@pytest.fixture(scope="module")
+def photo(tmp_path_factory) -> Path:
+    return photo_640x480(tmp_path_factory.mktemp("photos") / "dog640.jpg")
+
+
+@pytest.fixture(scope="module")
+def image_server(tmp_path_factory) -> Iterator[str]:
+    folder = tmp_path_factory.mktemp("served")
+    (folder / "horses.jpg").write_bytes(darknet_photo("horses.jpg").read_bytes())
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, directory=str(folder), **kwargs)
+
+        def log_message(self, *args):
+            pass
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Quiet)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def test_upload_a_photo_shows_overlays_and_charts(server, page, photo):
+    from playwright.sync_api import expect
+
+    page.goto(server)
+    wait_for_models(page)
+    page.locator(UPLOAD_INPUT).set_input_files(str(photo))
+    wait_for_result(page)
+    expect(page.locator(MAIN).get_by_text("dog #1", exact=True).first).to_be_visible()
+    snapshot(page, "analyze.png")
+
+    # Warm, same session: a second new photo, timed from upload to rendered results.
+    second = photo_640x480(photo.with_name("dog640-b.jpg"), tint=7)
+    started = time.perf_counter()
+    page.locator(UPLOAD_INPUT).set_input_files(str(second))
+    wait_for_result(page, images=6)
+    print(f"\nwarm upload → results rendered: {time.perf_counter() - started:.2f} s")
+
+
+def test_history_finds_the_photo_by_label(server, page, photo):
+    from playwright.sync_api import expect
+
+    page.goto(f"{server}/History")
+    expect(page.get_by_role("heading", name="History")).to_be_visible()
+    expect(page.locator(MAIN).get_by_text("dog640.jpg", exact=True)).to_be_visible()
+    label = page.locator('[data-testid="stSelectbox"]').filter(has_text="Label")
+    label.click()
+    page.keyboard.type("dog")
+    page.get_by_role("option", name="dog", exact=True).click()
+    page.wait_for_selector('[data-testid="stStatusWidget"]', state="detached")
+    expect(page.locator(MAIN).get_by_text("Page 1 of 1 · 2 analyses")).to_be_visible()
+    snapshot(page, "history.png")
+
+
+def test_detail_view_opens_by_url(server, page, photo):
+    from playwright.sync_api import expect
+
+    md5 = hashlib.md5(photo.read_bytes()).hexdigest()
+    page.goto(f"{server}/History?md5={md5}")
+    expect(page.get_by_role("heading", name="dog640.jpg")).to_be_visible()
+    wait_for_result(page)
+    snapshot(page, "detail.png")
+
+
+def test_pasted_url_is_analysed(server, page, image_server):
+    from playwright.sync_api import expect
+
+    page.goto(server)
+    wait_for_models(page)
+    box = page.get_by_label("Image URLs, one per line")
+    box.fill(f"{image_server}/horses.jpg\n{image_server}/missing.jpg")
+    box.press("Control+Enter")
+    page.wait_for_selector('[data-testid="stStatusWidget"]', state="detached")
+    page.get_by_role("button", name="Analyze URLs").click()
+    wait_for_result(page)
+    expect(page.locator(MAIN).get_by_text("horse #1", exact=True).first).to_be_visible()
+    expect(page.locator(f"{MAIN} [data-testid='stAlertContentError']")).to_have_count(1)
+    snapshot(page, "url.png")
