@@ -161,22 +161,9 @@ try:
     else:
         st.title("History")
         query = filters_ui()
-        if st.session_state.get("_last_filters") != (
-            query.label,
-            query.min_score,
-            query.has_faces,
-            query.since,
-            query.filename,
-            query.md5,
-        ):
-            st.session_state["_last_filters"] = (
-                query.label,
-                query.min_score,
-                query.has_faces,
-                query.since,
-                query.filename,
-                query.md5,
-            )
+        filters = (query.label, query.min_score, query.has_faces, query.since, query.filename, query.md5)
+        if st.session_state.get("_last_filters") != filters:
+            st.session_state["_last_filters"] = filters
             if query.page != 1:
                 reset_page()
                 st.rerun()

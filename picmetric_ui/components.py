@@ -230,40 +230,13 @@ def _plain(value: Any) -> Any:
 
 def downloads(submission: Submission, overlays: Overlays, thresholds: DisplayThresholds, key: str) -> None:
     stem = Path(submission.record.filename or submission.record.md5).stem
-    columns = st.columns(4)
-    columns[0].download_button(
-        "Full JSON",
-        full_json(submission, thresholds),
-        f"{stem}.picmetric.json",
-        "application/json",
-        key=f"{key}-full",
-        on_click="ignore",
-        width="stretch",
-    )
-    columns[1].download_button(
-        "Old API JSON",
-        legacy_json(submission, thresholds),
-        f"{stem}.legacy.json",
-        "application/json",
-        key=f"{key}-legacy",
-        on_click="ignore",
-        width="stretch",
-    )
-    columns[2].download_button(
-        "Objects overlay (PNG)",
-        overlays.detections_png,
-        f"{stem}.objects.png",
-        "image/png",
-        key=f"{key}-objects-png",
-        on_click="ignore",
-        width="stretch",
-    )
-    columns[3].download_button(
-        "Faces overlay (PNG)",
-        overlays.faces_png,
-        f"{stem}.faces.png",
-        "image/png",
-        key=f"{key}-faces-png",
-        on_click="ignore",
-        width="stretch",
-    )
+    files = [
+        ("Full JSON", full_json(submission, thresholds), f"{stem}.picmetric.json", "application/json", "full"),
+        ("Old API JSON", legacy_json(submission, thresholds), f"{stem}.legacy.json", "application/json", "legacy"),
+        ("Objects overlay (PNG)", overlays.detections_png, f"{stem}.objects.png", "image/png", "objects-png"),
+        ("Faces overlay (PNG)", overlays.faces_png, f"{stem}.faces.png", "image/png", "faces-png"),
+    ]
+    for column, (label, data, file_name, mime, suffix) in zip(st.columns(len(files)), files, strict=True):
+        column.download_button(
+            label, data, file_name, mime, key=f"{key}-{suffix}", on_click="ignore", width="stretch"
+        )
