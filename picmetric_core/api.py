@@ -40,6 +40,7 @@ from picmetric_core.errors import ImageTooLarge, PicMetricError
 from picmetric_core.filters import DEFAULT_THRESHOLDS, DisplayThresholds
 from picmetric_core.history import MAX_PAGE_SIZE, HistoryQuery
 from picmetric_core.images import DecodedImage, decode_for, format_size
+from picmetric_core.pipeline import StageCallback
 from picmetric_core.results import Analysis
 from picmetric_core.service import PicMetricService, Submission
 from picmetric_core.storage import ObjectNotFound, content_type_of
@@ -139,13 +140,13 @@ class ModelLoader:
             report["load_seconds"] = dict(self._analyzer.load_seconds)
         return report
 
-    def analyze(self, image: DecodedImage) -> Analysis:
+    def analyze(self, image: DecodedImage, on_stage: StageCallback | None = None) -> Analysis:
         self.start()
         if not self._done.wait(self._wait_s):
             raise ModelsNotReady("The networks are still loading; try again in a minute.")
         if self._error is not None:
             raise ModelsNotReady(f"The networks could not be loaded: {self._error}")
-        return self._analyzer.analyze(image)
+        return self._analyzer.analyze(image, on_stage=on_stage)
 
     def _run(self) -> None:
         try:

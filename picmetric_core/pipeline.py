@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +18,11 @@ from picmetric_core.filters import RAW_DETECTION_SCORE, RAW_NMS_IOU
 from picmetric_core.images import DecodedImage
 from picmetric_core.models.base import Classifier, Detector, FaceDetector
 from picmetric_core.results import Analysis, ModelInfo
+
+StageCallback = Callable[[str], None]
+"""Told the name of each step ("classifier", "detector", "faces", ...) as it starts."""
+
+NETWORK_STAGES = ("classifier", "detector", "faces")
 
 
 @dataclass(frozen=True)
@@ -46,8 +52,10 @@ class Analyzer:
     def models(self) -> tuple[ModelInfo, ...]:
         return (self.classifier.info, self.detector.info, self.faces.info)
 
-    def analyze(self, image: DecodedImage) -> Analysis:
+    def analyze(self, image: DecodedImage, on_stage: StageCallback | None = None) -> Analysis:
         """Run all three networks on ``image``; raw results are kept at low thresholds.
+
+        ``on_stage`` is told each network's name as it starts (all three at once when parallel).
 
         Example:
             >>> analysis = get_analyzer(Settings()).analyze(decode_image(open("dog.jpg", "rb").read(), ...))
@@ -62,12 +70,18 @@ class Analyzer:
             ),
             "faces": lambda: self.faces.detect_faces(rgb),
         }
+        report = on_stage or (lambda _stage: None)
         started = time.perf_counter()
         if self._pool is not None:
+            for name in stages:
+                report(name)
             futures = {name: self._pool.submit(_timed, run) for name, run in stages.items()}
             outcomes = {name: future.result() for name, future in futures.items()}
         else:
-            outcomes = {name: _timed(run) for name, run in stages.items()}
+            outcomes = {}
+            for name, run in stages.items():
+                report(name)
+                outcomes[name] = _timed(run)
         timings = {name: ms for name, (_, ms) in outcomes.items()}
         timings["total"] = (time.perf_counter() - started) * 1000
         return Analysis(

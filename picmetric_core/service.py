@@ -34,6 +34,7 @@ from picmetric_core.filters import DEFAULT_THRESHOLDS
 from picmetric_core.history import AnalysisRecord, HistoryPage, HistoryQuery, LabelCount, LabelKind, TimeCount
 from picmetric_core.images import DecodedImage, thumbnail_jpeg
 from picmetric_core.orm import analysis_row, utc_now
+from picmetric_core.pipeline import StageCallback
 from picmetric_core.results import Analysis
 from picmetric_core.storage import ObjectKeys, ObjectNotFound, ObjectStore, analysis_key, open_store
 
@@ -43,7 +44,7 @@ SOURCES = ("upload", "url")
 
 
 class Analyzer(Protocol):
-    def analyze(self, image: DecodedImage) -> Analysis: ...
+    def analyze(self, image: DecodedImage, on_stage: StageCallback | None = None) -> Analysis: ...
 
 
 class RenderedOverlays(Protocol):
@@ -124,8 +125,11 @@ class PicMetricService:
         source: Literal["upload", "url"] = "upload",
         filename: str | None = None,
         source_url: str | None = None,
+        on_stage: StageCallback | None = None,
     ) -> Submission:
         """Analyse ``image`` and store everything, or return what is stored for it already.
+
+        ``on_stage`` is told each step as it starts: "storing", the networks' names, "overlays", "saving".
 
         Concurrent calls with the same image run the networks once and write one row.
 
@@ -143,7 +147,9 @@ class PicMetricService:
             if known is not None:
                 return known
             keys = ObjectKeys.for_image(image.md5, image.content_type)
-            analysis = self._store_objects(image, keys)
+            report = on_stage or _ignore_stage
+            analysis = self._store_objects(image, keys, report)
+            report("saving")
             return self._insert(
                 image,
                 analysis,
@@ -199,7 +205,7 @@ class PicMetricService:
     def _submission(self, stored: history.StoredAnalysis, *, seen_before: bool) -> Submission:
         return Submission(stored.record, stored.analysis, seen_before, self.urls(stored.record.keys))
 
-    def _store_objects(self, image: DecodedImage, keys: ObjectKeys) -> Analysis:
+    def _store_objects(self, image: DecodedImage, keys: ObjectKeys, on_stage: StageCallback) -> Analysis:
         """Write every object of ``image`` and return its analysis, reusing a complete earlier write."""
         try:
             earlier = self._analysis_left_by_earlier_try(image.md5)
@@ -207,9 +213,11 @@ class PicMetricService:
                 log.info("reusing the stored objects and analysis of %s", image.md5)
                 return earlier
             # Original first: a store that is down fails here, before minutes of inference.
+            on_stage("storing")
             self.store.put(keys.original, image.data, image.content_type)
             self.store.put(keys.thumbnail, thumbnail_jpeg(image.rgb), "image/jpeg")
-            analysis = self.analyzer.analyze(image)
+            analysis = self.analyzer.analyze(image, on_stage=on_stage)
+            on_stage("overlays")
             overlays = self._renderer()(image, analysis)
             self.store.put(keys.detections, overlays.detections_png, "image/png")
             self.store.put(keys.faces, overlays.faces_png, "image/png")
@@ -260,6 +268,10 @@ class PicMetricService:
 
             self._render = render_overlays
         return self._render
+
+
+def _ignore_stage(_stage: str) -> None:
+    pass
 
 
 def _analysis_json(analysis: Analysis) -> bytes:

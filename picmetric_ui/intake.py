@@ -25,6 +25,15 @@ UNEXPECTED_MESSAGE = "Something went wrong while analysing this image; it was lo
 
 Report = Callable[[str], None]
 
+STAGE_TEXT = {
+    "storing": "storing the original",
+    "classifier": "classifying (ImageNet)",
+    "detector": "detecting objects (COCO)",
+    "faces": "finding faces",
+    "overlays": "drawing overlays",
+    "saving": "saving to the history",
+}
+
 
 @dataclass(frozen=True)
 class Item:
@@ -67,8 +76,14 @@ def _submit(
     service = resources.service()
     if not resources.warmup().done.is_set():
         report("Waiting for the models to finish loading…")
-    report(f"Running the classifier, detector and face networks on {name} ({image.width}×{image.height})")
-    submission = service.submit(image, source=source, filename=name, source_url=source_url)
+    report(f"{name}: {image.width}×{image.height}")
+    submission = service.submit(
+        image,
+        source=source,
+        filename=name,
+        source_url=source_url,
+        on_stage=lambda stage: report(f"{name}: {STAGE_TEXT.get(stage, stage)}…"),
+    )
     if submission.seen_before:
         report(f"{name}: seen before, showing the stored result")
     else:

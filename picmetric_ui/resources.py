@@ -16,7 +16,7 @@ import streamlit as st
 
 from picmetric_core.config import Settings, get_settings
 from picmetric_core.images import DecodedImage, decode_for
-from picmetric_core.pipeline import Analyzer, get_analyzer
+from picmetric_core.pipeline import Analyzer, StageCallback, get_analyzer
 from picmetric_core.results import Analysis
 from picmetric_core.service import PicMetricService
 
@@ -93,8 +93,8 @@ class LazyAnalyzer:
     def loaded(self) -> Analyzer:
         return get_analyzer(self._settings)
 
-    def analyze(self, image: DecodedImage) -> Analysis:
-        return self.loaded.analyze(image)
+    def analyze(self, image: DecodedImage, on_stage: StageCallback | None = None) -> Analysis:
+        return self.loaded.analyze(image, on_stage=on_stage)
 
 
 @st.cache_resource(show_spinner=False)

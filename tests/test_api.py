@@ -448,7 +448,7 @@ class _Broken:
     models = ()
     load_seconds: dict = {}  # noqa: RUF012
 
-    def analyze(self, image):
+    def analyze(self, image, on_stage=None):
         raise RuntimeError("secret internals /etc/picmetric")
 
 

@@ -41,9 +41,9 @@ def calls(analyzer, monkeypatch) -> list[str]:
     seen: list[str] = []
     real = type(analyzer).analyze
 
-    def counting(image):
+    def counting(image, on_stage=None):
         seen.append(image.md5)
-        return real(analyzer, image)
+        return real(analyzer, image, on_stage=on_stage)
 
     monkeypatch.setattr(analyzer, "analyze", counting)
     return seen
@@ -96,6 +96,9 @@ def test_upload_shows_overlays_charts_tables_and_downloads(app_env, calls, dog_j
     assert list(objects.columns) == ["label", "score", "x1", "y1", "x2", "y2"]
     assert len(at.get("download_button")) == 4
     assert not at.error
+    progress = texts(at.markdown)
+    for step in ("classifying (ImageNet)", "detecting objects (COCO)", "finding faces"):
+        assert f"dog.jpg: {step}…" in progress
 
 
 def test_sliders_refilter_and_redraw_without_running_the_networks(app_env, calls, person_jpg):

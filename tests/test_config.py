@@ -127,7 +127,7 @@ def test_no_environment_at_all_analyses_into_sqlite_and_a_folder(tmp_path):
         from picmetric_core.service import PicMetricService
 
         class Blank:
-            def analyze(self, image):
+            def analyze(self, image, on_stage=None):
                 return Analysis(image.md5, image.width, image.height, (), (), (), ())
 
         buffer = io.BytesIO()

@@ -32,10 +32,10 @@ class CountingAnalyzer:
         self.calls = 0
         self._lock = threading.Lock()
 
-    def analyze(self, image: DecodedImage) -> Analysis:
+    def analyze(self, image: DecodedImage, on_stage=None) -> Analysis:
         with self._lock:
             self.calls += 1
-        return self.inner.analyze(image)
+        return self.inner.analyze(image, on_stage=on_stage)
 
 
 class RecordingStore:
@@ -171,9 +171,9 @@ class RendezvousAnalyzer:
         self.inner = inner
         self.barrier = barrier
 
-    def analyze(self, image: DecodedImage) -> Analysis:
+    def analyze(self, image: DecodedImage, on_stage=None) -> Analysis:
         self.barrier.wait(timeout=30)
-        return self.inner.analyze(image)
+        return self.inner.analyze(image, on_stage=on_stage)
 
 
 def _stand_in_analysis(image: DecodedImage) -> Analysis:
@@ -181,7 +181,7 @@ def _stand_in_analysis(image: DecodedImage) -> Analysis:
 
 
 class StandIn:
-    def analyze(self, image: DecodedImage) -> Analysis:
+    def analyze(self, image: DecodedImage, on_stage=None) -> Analysis:
         return _stand_in_analysis(image)
 
 
@@ -278,7 +278,7 @@ def test_local_store_service_reads_objects_by_key(tmp_path, dog):
 
 def test_database_down_fails_before_any_work(tmp_path, fresh_pg_url, dog):
     class MustNotRun:
-        def analyze(self, image):
+        def analyze(self, image, on_stage=None):
             pytest.fail("the networks ran although the database was down")
 
     service = PicMetricService(make_settings(tmp_path, database_url=fresh_pg_url), MustNotRun())
@@ -294,3 +294,13 @@ def test_database_down_fails_before_any_work(tmp_path, fresh_pg_url, dog):
     with pytest.raises(DatabaseUnavailable):
         service.history(HistoryQuery())
     service.close()
+
+
+def test_submit_reports_each_step_as_it_starts(tmp_path, analyzer, dog):
+    service = PicMetricService(make_settings(tmp_path), analyzer)
+    steps: list[str] = []
+    service.submit(dog, on_stage=steps.append)
+    assert steps == ["storing", "classifier", "detector", "faces", "overlays", "saving"]
+    steps.clear()
+    assert service.submit(dog, on_stage=steps.append).seen_before
+    assert steps == []  # seen before: nothing runs
