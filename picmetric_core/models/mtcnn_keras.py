@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import importlib.util
 import threading
-from collections.abc import Sequence
+import weakref
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import cv2
@@ -18,6 +19,7 @@ import keras
 import numpy as np
 from keras import layers
 
+from picmetric_core.models.compiled import compiled_predict
 from picmetric_core.results import LANDMARK_NAMES, Box, Face, ModelInfo, Point
 
 # The package's defaults (mtcnn/stages/*.py), except the O-Net threshold, which faces.py also lowers
@@ -38,9 +40,14 @@ NMS_ONET = 0.7
 # this and candidate batches to powers of two keeps the number of distinct shapes small.
 SHAPE_BUCKET = 32
 MIN_BATCH_BUCKET = 16
+# Pyramid levels per P-Net call: bounds memory when many large images share a padded shape.
+MAX_PNET_BATCH = 16
 # Added to P-Net's first activations outside the real image so max pooling ignores the padding,
 # as TensorFlow's "same" pooling does at the image edge.
 PAD_ACTIVATION = -1e9
+
+Stage = Callable[[list[np.ndarray], list[np.ndarray]], list[np.ndarray]]
+"""One MTCNN stage over several images: each image's candidate boxes to its next boxes."""
 
 # Layer names in the order the package's pickles list their arrays (its models' tracking order).
 PNET_LAYERS = ("conv1", "prelu1", "conv2", "prelu2", "conv3", "prelu3", "conv4-1", "conv4-2")
@@ -143,14 +150,27 @@ def _batch_bucket(count: int) -> int:
     return max(MIN_BATCH_BUCKET, 1 << (count - 1).bit_length())
 
 
+def pnet_bucket(scaled: np.ndarray) -> tuple[int, int]:
+    """The padded (height, width) P-Net sees for one pyramid level."""
+    h, w = scaled.shape[:2]
+    return _round_up(h, SHAPE_BUCKET), _round_up(w, SHAPE_BUCKET)
+
+
 def pnet_inputs(scaled: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """One pyramid level padded to the shape bucket, with the mask that hides the padding."""
-    h, w = scaled.shape[:2]
-    hp, wp = _round_up(h, SHAPE_BUCKET), _round_up(w, SHAPE_BUCKET)
-    image = np.zeros((1, hp, wp, 3), np.float32)
-    image[0, :h, :w] = scaled
-    mask = np.full((1, hp - 2, wp - 2, 1), PAD_ACTIVATION, np.float32)
-    mask[0, : h - 2, : w - 2] = 0.0
+    return pnet_inputs_batch([scaled])
+
+
+def pnet_inputs_batch(levels: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Levels of one padded shape stacked, with masks; the batch is padded to a power of two."""
+    hp, wp = pnet_bucket(levels[0])
+    count = 1 << (len(levels) - 1).bit_length()
+    image = np.zeros((count, hp, wp, 3), np.float32)
+    mask = np.full((count, hp - 2, wp - 2, 1), PAD_ACTIVATION, np.float32)
+    for row, scaled in enumerate(levels):
+        h, w = scaled.shape[:2]
+        image[row, :h, :w] = scaled
+        mask[row, : h - 2, : w - 2] = 0.0
     return image, mask
 
 
@@ -312,66 +332,144 @@ class KerasMtcnn:
             >>> len(faces), round(faces[0].landmarks["nose"].x)
             (1, 224)
         """
-        _check_rgb(rgb)
-        if min(rgb.shape[:2]) < PNET_WINDOW:  # smaller than P-Net's window: nothing to find
-            return []
+        return self.detect_faces_batch([rgb], min_confidence)[0]
+
+    def detect_faces_batch(
+        self, images: Sequence[np.ndarray], min_confidence: float = RAW_ONET_THRESHOLD
+    ) -> list[list[Face]]:
+        """:meth:`detect_faces` for several images of any sizes, one list per image, in order.
+
+        Pyramid levels of the same padded shape run as one P-Net batch whichever image they come
+        from; R-Net and O-Net see every image's candidates in one batch each. Each image's faces are
+        those :meth:`detect_faces` finds on it alone.
+
+        Example:
+            >>> astronaut, chelsea = KerasMtcnn().detect_faces_batch([skimage.data.astronaut(), skimage.data.chelsea()])
+            >>> len(astronaut), len(chelsea)
+            (1, 0)
+        """
+        for rgb in images:
+            _check_rgb(rgb)
+        threshold = min(min_confidence, RAW_ONET_THRESHOLD)
         with self._lock:
-            rows = self._detect_rows(rgb, min(min_confidence, RAW_ONET_THRESHOLD))
-        faces = [_to_face(row) for row in rows if row[4] >= min_confidence]
-        return sorted(faces, key=lambda f: f.score, reverse=True)
+            rows = self._detect_rows(list(images), threshold)
+        return [_faces(image_rows, min_confidence) for image_rows in rows]
 
-    def _detect_rows(self, rgb: np.ndarray, threshold_onet: float) -> np.ndarray:
-        """The three stages on one image: rows ``x1, y1, x2, y2, score`` + 10 landmark values (xs, ys)."""
-        image = normalize(rgb)
-        boxes = self._proposals(image)
-        if len(boxes):
-            boxes = self._refined(image, boxes)
-        if not len(boxes):
-            return np.empty((0, 15))
-        faces = self._outputs(image, boxes, threshold_onet)
-        height, width = rgb.shape[:2]
-        faces[:, [0, 2]] = np.clip(faces[:, [0, 2]], 0, width - 1)
-        faces[:, [1, 3]] = np.clip(faces[:, [1, 3]], 0, height - 1)
-        return faces
+    def _detect_rows(self, images: list[np.ndarray], threshold_onet: float) -> list[np.ndarray]:
+        """The three stages on each image: rows ``x1, y1, x2, y2, score`` + 10 landmark values (xs, ys)."""
+        normalized = [normalize(rgb) if min(rgb.shape[:2]) >= PNET_WINDOW else None for rgb in images]
+        boxes = self._proposals(normalized)
+        boxes = self._per_stage(self._refined, normalized, boxes)
+        faces = self._per_stage(lambda imgs, bxs: self._outputs(imgs, bxs, threshold_onet), normalized, boxes)
+        return [_clip_to(rows, rgb.shape[:2]) for rows, rgb in zip(faces, images, strict=True)]
 
-    def _proposals(self, image: np.ndarray) -> np.ndarray:
-        height, width = image.shape[:2]
-        per_scale = []
-        for scale in scale_pyramid(height, width):
-            h, w = int(height * scale), int(width * scale)
-            if min(h, w) < PNET_WINDOW:
+    @staticmethod
+    def _per_stage(stage: Stage, images: list[np.ndarray | None], boxes: list[np.ndarray]) -> list[np.ndarray]:
+        """Runs ``stage`` once on the images that still have candidates; the others get no rows."""
+        live = [i for i, b in enumerate(boxes) if len(b)]
+        out = [np.empty((0, 15)) for _ in boxes]
+        if live:
+            for i, rows in zip(live, stage([images[i] for i in live], [boxes[i] for i in live]), strict=True):
+                out[i] = rows
+        return out
+
+    def _proposals(self, images: list[np.ndarray | None]) -> list[np.ndarray]:
+        levels = [_pyramid(image) if image is not None else [] for image in images]
+        maps = self._pnet_maps([scaled for image_levels in levels for _, scaled in image_levels])
+        proposals, cursor = [], 0
+        for image_levels in levels:
+            per_scale = []
+            for scale, scaled in image_levels:
+                offsets, scores = maps[cursor]
+                cursor += 1
+                out_h, out_w = _pnet_output_size(scaled.shape[0]), _pnet_output_size(scaled.shape[1])
+                boxes = pnet_boxes(offsets[:out_h, :out_w], scores[:out_h, :out_w, 1], scale)
+                per_scale.append(package_nms(boxes, NMS_PNET_SCALE))
+            if not per_scale:
+                proposals.append(np.empty((0, 5)))
                 continue
-            scaled = cv2.resize(image, (w, h), interpolation=cv2.INTER_AREA)
-            offsets, scores = _predict(self._pnet, pnet_inputs(scaled))
-            out_h, out_w = _pnet_output_size(h), _pnet_output_size(w)
-            boxes = pnet_boxes(offsets[0, :out_h, :out_w], scores[0, :out_h, :out_w, 1], scale)
-            per_scale.append(package_nms(boxes, NMS_PNET_SCALE))
-        if not per_scale:
-            return np.empty((0, 5))
-        boxes = package_nms(sort_by_score(np.concatenate(per_scale)), NMS_PNET_ALL)
-        return to_square(boxes)
+            proposals.append(to_square(package_nms(sort_by_score(np.concatenate(per_scale)), NMS_PNET_ALL)))
+        return proposals
 
-    def _refined(self, image: np.ndarray, boxes: np.ndarray) -> np.ndarray:
-        offsets, scores = _predict_patches(self._rnet, crop_and_resize(image, boxes, 24))
-        boxes = refine(boxes, offsets, scores[:, 1])
-        boxes = boxes[boxes[:, 4] > THRESHOLD_RNET]
-        return to_square(package_nms(sort_by_score(boxes), NMS_RNET))
+    def _pnet_maps(self, levels: list[np.ndarray]) -> list[tuple[np.ndarray, np.ndarray]]:
+        """P-Net's (offsets, scores) maps for each scaled image, batching levels of one padded shape."""
+        groups: dict[tuple[int, int], list[int]] = {}
+        for index, scaled in enumerate(levels):
+            groups.setdefault(pnet_bucket(scaled), []).append(index)
+        maps: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        for members in groups.values():
+            for start in range(0, len(members), MAX_PNET_BATCH):
+                chunk = members[start : start + MAX_PNET_BATCH]
+                offsets, scores = _predict(self._pnet, pnet_inputs_batch([levels[i] for i in chunk]))
+                for row, index in enumerate(chunk):
+                    maps[index] = (offsets[row], scores[row])
+        return [maps[index] for index in range(len(levels))]
 
-    def _outputs(self, image: np.ndarray, boxes: np.ndarray, threshold: float) -> np.ndarray:
-        offsets, landmarks, scores = _predict_patches(self._onet, crop_and_resize(image, boxes, 48))
-        rows = np.concatenate([refine(boxes, offsets, scores[:, 1]), place_landmarks(landmarks, boxes)], axis=1)
-        rows = rows[rows[:, 4] > threshold]
-        return package_nms(sort_by_score(rows), NMS_ONET, method="min")
+    def _refined(self, images: list[np.ndarray], boxes: list[np.ndarray]) -> list[np.ndarray]:
+        offsets, scores = _predict_patches(self._rnet, _patches(images, boxes, 24))
+        out = []
+        for image_boxes, (off, sc) in zip(boxes, _split(boxes, offsets, scores), strict=True):
+            refined = refine(image_boxes, off, sc[:, 1])
+            refined = refined[refined[:, 4] > THRESHOLD_RNET]
+            out.append(to_square(package_nms(sort_by_score(refined), NMS_RNET)))
+        return out
+
+    def _outputs(self, images: list[np.ndarray], boxes: list[np.ndarray], threshold: float) -> list[np.ndarray]:
+        offsets, landmarks, scores = _predict_patches(self._onet, _patches(images, boxes, 48))
+        out = []
+        for image_boxes, (off, marks, sc) in zip(boxes, _split(boxes, offsets, landmarks, scores), strict=True):
+            rows = np.concatenate([refine(image_boxes, off, sc[:, 1]), place_landmarks(marks, image_boxes)], axis=1)
+            rows = rows[rows[:, 4] > threshold]
+            out.append(package_nms(sort_by_score(rows), NMS_ONET, method="min"))
+        return out
+
+
+def _pyramid(image: np.ndarray) -> list[tuple[float, np.ndarray]]:
+    """(scale, resized image) for each pyramid level P-Net can look at."""
+    height, width = image.shape[:2]
+    levels = []
+    for scale in scale_pyramid(height, width):
+        h, w = int(height * scale), int(width * scale)
+        if min(h, w) >= PNET_WINDOW:
+            levels.append((float(scale), cv2.resize(image, (w, h), interpolation=cv2.INTER_AREA)))
+    return levels
+
+
+def _patches(images: list[np.ndarray], boxes: list[np.ndarray], size: int) -> np.ndarray:
+    return np.concatenate([crop_and_resize(image, b, size) for image, b in zip(images, boxes, strict=True)])
+
+
+def _split(boxes: list[np.ndarray], *outputs: np.ndarray) -> list[tuple[np.ndarray, ...]]:
+    """Each network output cut back into one piece per image, in the order the patches were stacked."""
+    edges = np.cumsum([len(b) for b in boxes])[:-1]
+    pieces = [np.split(output, edges) for output in outputs]
+    return list(zip(*pieces, strict=True))
+
+
+def _clip_to(faces: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    height, width = shape
+    faces = faces.copy()
+    faces[:, [0, 2]] = np.clip(faces[:, [0, 2]], 0, width - 1)
+    faces[:, [1, 3]] = np.clip(faces[:, [1, 3]], 0, height - 1)
+    return faces
+
+
+def _faces(rows: np.ndarray, min_confidence: float) -> list[Face]:
+    faces = [_to_face(row) for row in rows if row[4] >= min_confidence]
+    return sorted(faces, key=lambda f: f.score, reverse=True)
 
 
 def _pnet_output_size(size: int) -> int:
     return -(-(size - 2) // 2) - 4  # conv3 valid, pool 2/2 same, conv3, conv3
 
 
+_CALLS: weakref.WeakKeyDictionary[keras.Model, Callable] = weakref.WeakKeyDictionary()
+
+
 def _predict(model: keras.Model, inputs: np.ndarray | tuple[np.ndarray, ...]) -> list[np.ndarray]:
-    # predict_on_batch compiles once per input shape (tf.function / jax.jit) and reuses it.
-    outputs = model.predict_on_batch(list(inputs) if isinstance(inputs, tuple) else inputs)
-    return [np.asarray(o) for o in outputs]
+    if model not in _CALLS:
+        _CALLS[model] = compiled_predict(model)
+    return _CALLS[model](list(inputs) if isinstance(inputs, tuple) else inputs)
 
 
 def _predict_patches(model: keras.Model, patches: np.ndarray) -> list[np.ndarray]:
