@@ -7,6 +7,7 @@ non-maximum suppression and mapping boxes back to the image happen in numpy arou
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +25,11 @@ LETTERBOX_GRAY = 0.5  # darknet's letterbox fill
 # Guards NMS against pathological images (or untrained weights) where thousands of
 # (box, class) pairs pass a low threshold; real photos stay far below it.
 MAX_CANDIDATES = 4000
+# On JAX only the best boxes' rows leave the device (all of YOLOv3-416's decoded rows are 3.6 MB an
+# image, which made host copies the bound at large batches); more passing boxes fall back to all rows.
+CANDIDATE_BOXES = 1024
+
+Candidates = Callable[[np.ndarray, float], tuple[np.ndarray, np.ndarray, np.ndarray]]
 
 
 @dataclass(frozen=True)
@@ -72,7 +78,8 @@ def decode_head(raw: keras.KerasTensor, head: YoloHead, input_size: int) -> kera
     """
     _, rows, cols, _ = raw.shape
     anchors = len(head.anchors)
-    x = keras.ops.reshape(raw, (-1, rows, cols, anchors, 5 + head.classes))
+    # Decoded in float32 whatever the network computed in: bfloat16 box sizes would be off by pixels.
+    x = keras.ops.reshape(keras.ops.cast(raw, "float32"), (-1, rows, cols, anchors, 5 + head.classes))
     grid_x, grid_y = np.meshgrid(np.arange(cols, dtype=np.float32), np.arange(rows, dtype=np.float32))
     grid = np.stack([grid_x, grid_y], axis=-1)[:, :, None, :]
     xy = (keras.ops.sigmoid(x[..., 0:2]) + grid) / np.array([cols, rows], dtype=np.float32)
@@ -177,6 +184,7 @@ class YoloDetector:
         self.input_size = net.input_size
         self.model = decoding_model(net)
         self._infer = compiled_forward(self.model, net.input_size)
+        self._candidates = _jax_candidates(self.model) if keras.backend.backend() == "jax" else None
         self._lock = threading.Lock()
 
     def infer(self, batch: np.ndarray) -> np.ndarray:
@@ -204,14 +212,49 @@ class YoloDetector:
         if not images:
             return []
         boxed = [letterbox(rgb, self.input_size) for rgb in images]
-        decoded = self.infer(np.stack([inputs for inputs, _ in boxed]))
+        decoded = self._decoded_rows(np.stack([inputs for inputs, _ in boxed]), score_threshold)
         return [
             postprocess(rows, box, self.input_size, self.labels, score_threshold, iou_threshold)
             for rows, (_, box) in zip(decoded, boxed, strict=True)
         ]
 
+    def _decoded_rows(self, batch: np.ndarray, score_threshold: float) -> list[np.ndarray] | np.ndarray:
+        """Every decoded row, or on JAX only the rows of boxes that can pass, in the same (row-major) order."""
+        if self._candidates is None:
+            return self.infer(batch)
+        with self._lock:
+            rows, index, passing = self._candidates(batch, score_threshold)
+        if (passing > rows.shape[1]).any():
+            return self.infer(batch)
+        return [image_rows[np.argsort(image_index)] for image_rows, image_index in zip(rows, index, strict=True)]
 
-_CACHE: dict[tuple[Path, Path, int], YoloDetector] = {}
+
+def _jax_candidates(model: keras.Model) -> Candidates:
+    """A jitted call giving, per image, the rows of the ``CANDIDATE_BOXES`` boxes with the best class
+    score, their row indices, and how many boxes reach the threshold (more than fit means: use all rows).
+    """
+    import jax
+    import jax.numpy as jnp
+
+    trainable = [v.value for v in model.trainable_variables]
+    non_trainable = [v.value for v in model.non_trainable_variables]
+
+    @jax.jit
+    def run(trainable, non_trainable, batch, threshold):
+        decoded, _ = model.stateless_call(trainable, non_trainable, batch, training=False)
+        best = decoded[..., 5:].max(axis=-1)
+        _, index = jax.lax.top_k(best, min(CANDIDATE_BOXES, decoded.shape[1]))
+        rows = jnp.take_along_axis(decoded, index[..., None], axis=1)
+        return rows, index, (best >= threshold).sum(axis=1)
+
+    def candidates(batch: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        rows, index, passing = run(trainable, non_trainable, np.asarray(batch, np.float32), np.float32(threshold))
+        return np.asarray(rows), np.asarray(index), np.asarray(passing)
+
+    return candidates
+
+
+_CACHE: dict[tuple[Path, Path, int, str], YoloDetector] = {}
 _CACHE_LOCK = threading.Lock()
 
 
@@ -231,7 +274,7 @@ def load_darknet_detector(
     Raises:
         WeightsError: the weights do not fit the cfg.
     """
-    key = (cfg_path.resolve(), weights_path.resolve(), input_size)
+    key = (cfg_path.resolve(), weights_path.resolve(), input_size, keras.config.dtype_policy().name)
     with _CACHE_LOCK:
         if key not in _CACHE:
             net = load_darknet(cfg_path, weights_path, input_size)
