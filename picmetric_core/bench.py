@@ -2,6 +2,9 @@
 
     python -m picmetric_core.bench              # offline default models
     python -m picmetric_core.bench --full       # also full ResNet50 + YOLOv3-416 (random weights)
+    python -m picmetric_core.bench --sequential # the three networks one after another (default: concurrent)
+
+Throughput compares one-at-a-time ``analyze`` with ``analyze_many`` in the same run, both from bytes.
 
 Random weights measure speed honestly: the arithmetic does not depend on the values.
 """
@@ -17,6 +20,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -57,7 +61,15 @@ def median_ms(samples: list[float]) -> str:
     return f"{statistics.median(samples):7.1f} ms (p90 {np.percentile(samples, 90):6.1f})"
 
 
-def bench_models(label: str, models_dir: Path, photo_bytes: bytes, runs: int, batch: int) -> None:
+def bench_models(
+    label: str,
+    models_dir: Path,
+    photo_bytes: bytes,
+    runs: int,
+    count: int,
+    batch_sizes: tuple[int, ...] = (8, 16),
+    parallel: bool = True,
+) -> None:
     from picmetric_core.config import Settings
     from picmetric_core.images import decode_for
     from picmetric_core.pipeline import load_analyzer
@@ -69,7 +81,7 @@ def bench_models(label: str, models_dir: Path, photo_bytes: bytes, runs: int, ba
         cold = cold_start_seconds(models_dir, Path(handle.name))
 
     started = time.perf_counter()
-    analyzer = load_analyzer(models_dir, top_k=settings.classifier_top_k)
+    analyzer = load_analyzer(models_dir, top_k=settings.classifier_top_k, parallel=parallel)
     load_s = time.perf_counter() - started
     image = decode_for(settings, photo_bytes)
     for _ in range(3):
@@ -85,11 +97,6 @@ def bench_models(label: str, models_dir: Path, photo_bytes: bytes, runs: int, ba
         for stage, ms in analysis.timings_ms.items():
             stages.setdefault(stage, []).append(ms)
 
-    started = time.perf_counter()
-    for _ in range(batch):
-        analyzer.analyze(decode_for(settings, photo_bytes))
-    one_at_a_time = batch / (time.perf_counter() - started)
-
     print(f"\n== {label} ==")
     print("models: " + "; ".join(f"{m.role}={m.name}" for m in analyzer.models))
     print(f"cold start (process start -> first result): {cold:6.2f} s")
@@ -97,33 +104,47 @@ def bench_models(label: str, models_dir: Path, photo_bytes: bytes, runs: int, ba
     for stage in ("classifier", "detector", "faces"):
         print(f"warm {stage:<11} median {median_ms(stages[stage])}")
     print(f"warm end-to-end (decode + 3 networks), {PHOTO_SIZE[0]}x{PHOTO_SIZE[1]}: median {median_ms(end_to_end)}")
-    print(f"throughput one at a time: {one_at_a_time:6.2f} images/s over {batch} images")
-    analyze_many = getattr(analyzer, "analyze_many", None)
-    if analyze_many is not None:
-        images = [decode_for(settings, photo_bytes) for _ in range(batch)]
-        analyze_many(images[:2])
-        started = time.perf_counter()
-        analyze_many(images)
-        print(f"throughput analyze_many:  {batch / (time.perf_counter() - started):6.2f} images/s")
+    print_throughput(analyzer, lambda: decode_for(settings, photo_bytes), count, batch_sizes)
+
+
+def images_per_second(run: Callable[[], object], count: int) -> float:
+    started = time.perf_counter()
+    run()
+    return count / (time.perf_counter() - started)
+
+
+def print_throughput(analyzer, decode: Callable[[], object], count: int, batch_sizes: tuple[int, ...]) -> None:
+    """One at a time vs ``analyze_many``, both from bytes (decode included), in this same run."""
+    for batch_size in batch_sizes:  # compile every batch shape before timing
+        analyzer.analyze_many([decode() for _ in range(batch_size)], batch_size=batch_size)
+    one = images_per_second(lambda: [analyzer.analyze(decode()) for _ in range(count)], count)
+    print(f"throughput one at a time:        {one:6.2f} images/s over {count} images (decode included)")
+    for batch_size in batch_sizes:
+        rate = images_per_second(lambda b=batch_size: analyzer.analyze_many([decode() for _ in range(count)], b), count)
+        print(f"throughput analyze_many b={batch_size:<3}:   {rate:6.2f} images/s = {rate / one:4.2f}x one at a time")
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=20)
-    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--batch", type=int, default=32, help="images in each throughput run")
+    parser.add_argument("--batch-sizes", default="8,16", help="analyze_many batch sizes, comma-separated")
+    parser.add_argument("--sequential", action="store_true", help="run the three networks one after another")
     parser.add_argument("--full", action="store_true", help="also full ResNet50 + YOLOv3-416")
     args = parser.parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     photo = sample_photo_bytes()
+    sizes = tuple(int(size) for size in args.batch_sizes.split(","))
     print(f"PicMetric engine benchmark — {os.cpu_count()} CPUs, Python {sys.version.split()[0]}")
     with tempfile.TemporaryDirectory() as empty:
-        bench_models("offline default models", Path(empty), photo, args.runs, args.batch)
+        bench_models("offline default models", Path(empty), photo, args.runs, args.batch, sizes, not args.sequential)
     if args.full:
         with tempfile.TemporaryDirectory() as tmp:
             from picmetric_core.models.synthetic import make_full_models_dir
 
             full_dir = make_full_models_dir(Path(tmp))
-            bench_models("full ResNet50 + YOLOv3-416 (random weights)", full_dir, photo, args.runs, args.batch)
+            label = "full ResNet50 + YOLOv3-416 (random weights)"
+            bench_models(label, full_dir, photo, args.runs, args.batch, sizes, not args.sequential)
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"\npeak RSS of this process: {peak_mb:.0f} MB")
     return 0

@@ -8,21 +8,35 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, TypeVar
 
-from picmetric_core.config import Settings
+import numpy as np
+
 from picmetric_core.filters import RAW_DETECTION_SCORE, RAW_NMS_IOU
 from picmetric_core.images import DecodedImage
 from picmetric_core.models.base import Classifier, Detector, FaceDetector
-from picmetric_core.results import Analysis, ModelInfo
+from picmetric_core.results import Analysis, Face, ModelInfo
+
+if TYPE_CHECKING:
+    # Only annotations: the GPU check imports this module where pydantic is not installed.
+    from picmetric_core.config import Settings
+
+T = TypeVar("T")
 
 StageCallback = Callable[[str], None]
 """Told the name of each step ("classifier", "detector", "faces", ...) as it starts."""
 
 NETWORK_STAGES = ("classifier", "detector", "faces")
+DEFAULT_BATCH = 8
+# Measured on the 2-core CPU (TensorFlow, default models): the three networks on three threads run
+# one photo 13-18 % faster (64 vs 74 ms; 15.4-17.1 vs 13.6-14.5 images/s) and analyze_many about
+# the same (20-24 images/s either way). TF's own thread defaults (intra-op = cores) beat intra-op 1
+# for batches, and TF_ENABLE_ONEDNN_OPTS=0 lost 30-40 %, so neither is changed.
+CONCURRENT_NETWORKS = True
 
 
 @dataclass(frozen=True)
@@ -70,18 +84,9 @@ class Analyzer:
             ),
             "faces": lambda: self.faces.detect_faces(rgb),
         }
-        report = on_stage or (lambda _stage: None)
+        report = on_stage or _ignore_stage
         started = time.perf_counter()
-        if self._pool is not None:
-            for name in stages:
-                report(name)
-            futures = {name: self._pool.submit(_timed, run) for name, run in stages.items()}
-            outcomes = {name: future.result() for name, future in futures.items()}
-        else:
-            outcomes = {}
-            for name, run in stages.items():
-                report(name)
-                outcomes[name] = _timed(run)
+        outcomes = self._run_stages(stages, report)
         timings = {name: ms for name, (_, ms) in outcomes.items()}
         timings["total"] = (time.perf_counter() - started) * 1000
         return Analysis(
@@ -95,42 +100,80 @@ class Analyzer:
             timings_ms={name: round(ms, 2) for name, ms in timings.items()},
         )
 
-    def analyze_many(self, images: list[DecodedImage], batch_size: int = 8) -> list[Analysis]:
-        """:meth:`analyze` for several images, batching the classifier and detector per ``batch_size``.
+    def analyze_many(self, images: Sequence[DecodedImage], batch_size: int = DEFAULT_BATCH) -> list[Analysis]:
+        """:meth:`analyze` for several images of any sizes, each network batched ``batch_size`` at a time.
 
-        Results equal one-at-a-time analysis; per-image timings are the batch's time shared out.
+        The classifier sees a batch of centre crops, the detector a batch of letterboxed inputs and
+        MTCNN each pyramid level and each stage's candidates across the batch. Results equal
+        one-at-a-time analysis; per-image timings are each network's batch time shared out, and
+        ``total`` is the batch's wall time shared out (networks may overlap when ``parallel``).
+
+        Example:
+            >>> analyses = get_analyzer(Settings()).analyze_many([dog, astronaut], batch_size=8)
+            >>> [len(a.faces) for a in analyses]
+            [0, 1]
         """
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        chunks = [images[start : start + batch_size] for start in range(0, len(images), batch_size)]
+        started = time.perf_counter()
+        if self._pool is None:
+            outcomes = [self._run_stages(self._chunk_stages(chunk), _ignore_stage) for chunk in chunks]
+        else:
+            # Every chunk's three jobs are queued at once: each network takes the next chunk as soon
+            # as it is free, so one network's host-side work overlaps another's arithmetic.
+            pool = self._pool
+            pending = [
+                {name: pool.submit(_timed, run) for name, run in self._chunk_stages(chunk).items()} for chunk in chunks
+            ]
+            outcomes = [{name: future.result() for name, future in futures.items()} for futures in pending]
+        wall_ms = (time.perf_counter() - started) * 1000
         analyses: list[Analysis] = []
-        for start in range(0, len(images), batch_size):
-            chunk = images[start : start + batch_size]
-            rgbs = [image.rgb for image in chunk]
-            classes, classify_ms = _timed(lambda rgbs=rgbs: self.classifier.classify_batch(rgbs, top_k=self.top_k))
-            boxes, detect_ms = _timed(
-                lambda rgbs=rgbs: self.detector.detect_batch(
-                    rgbs, score_threshold=RAW_DETECTION_SCORE, iou_threshold=RAW_NMS_IOU
-                )
-            )
-            for image, image_classes, image_boxes in zip(chunk, classes, boxes, strict=True):
-                faces, faces_ms = _timed(lambda rgb=image.rgb: self.faces.detect_faces(rgb))
-                timings = {
-                    "classifier": classify_ms / len(chunk),
-                    "detector": detect_ms / len(chunk),
-                    "faces": faces_ms,
-                }
-                timings["total"] = sum(timings.values())
-                analyses.append(
-                    Analysis(
-                        md5=image.md5,
-                        width=image.width,
-                        height=image.height,
-                        classifications=tuple(image_classes),
-                        detections=tuple(image_boxes),
-                        faces=tuple(faces),
-                        models=self.models,
-                        timings_ms={name: round(ms, 2) for name, ms in timings.items()},
-                    )
-                )
+        for chunk, outcome in zip(chunks, outcomes, strict=True):
+            analyses.extend(self._chunk_analyses(chunk, outcome, wall_ms * len(chunk) / len(images)))
         return analyses
+
+    def _chunk_stages(self, chunk: Sequence[DecodedImage]) -> dict[str, Callable[[], list]]:
+        rgbs = [image.rgb for image in chunk]
+        return {
+            "classifier": lambda: self.classifier.classify_batch(rgbs, top_k=self.top_k),
+            "detector": lambda: self.detector.detect_batch(
+                rgbs, score_threshold=RAW_DETECTION_SCORE, iou_threshold=RAW_NMS_IOU
+            ),
+            "faces": lambda: _faces_batch(self.faces, rgbs),
+        }
+
+    def _chunk_analyses(
+        self, chunk: Sequence[DecodedImage], outcome: dict[str, tuple[list, float]], wall_ms: float
+    ) -> list[Analysis]:
+        share = {name: ms / len(chunk) for name, (_, ms) in outcome.items()} | {"total": wall_ms / len(chunk)}
+        timings = {name: round(ms, 2) for name, ms in share.items()}
+        return [
+            Analysis(
+                md5=image.md5,
+                width=image.width,
+                height=image.height,
+                classifications=tuple(outcome["classifier"][0][i]),
+                detections=tuple(outcome["detector"][0][i]),
+                faces=tuple(outcome["faces"][0][i]),
+                models=self.models,
+                timings_ms=timings,
+            )
+            for i, image in enumerate(chunk)
+        ]
+
+    def _run_stages(self, stages: dict[str, Callable[[], T]], report: StageCallback) -> dict[str, tuple[T, float]]:
+        """Each stage's result and milliseconds: on the pool at once when parallel, else in order."""
+        if self._pool is None:
+            outcomes = {}
+            for name, run in stages.items():
+                report(name)
+                outcomes[name] = _timed(run)
+            return outcomes
+        for name in stages:
+            report(name)
+        futures = {name: self._pool.submit(_timed, run) for name, run in stages.items()}
+        return {name: future.result() for name, future in futures.items()}
 
     def runtime(self) -> RuntimeInfo:
         import keras
@@ -138,10 +181,21 @@ class Analyzer:
         return RuntimeInfo(backend=keras.backend.backend(), device=_device_name(), load_seconds=self.load_seconds)
 
 
-def _timed(run):
+def _ignore_stage(_stage: str) -> None:
+    pass
+
+
+def _timed(run: Callable[[], T]) -> tuple[T, float]:
     started = time.perf_counter()
     result = run()
     return result, (time.perf_counter() - started) * 1000
+
+
+def _faces_batch(faces: FaceDetector, rgbs: list[np.ndarray]) -> list[list[Face]]:
+    batched = getattr(faces, "detect_faces_batch", None)
+    if batched is not None:
+        return batched(rgbs)
+    return [faces.detect_faces(rgb) for rgb in rgbs]
 
 
 def _device_name() -> str:
@@ -160,10 +214,19 @@ def _device_name() -> str:
 
 
 def load_analyzer(
-    models_dir: Path, top_k: int = 5, parallel: bool = False, face_detector: str = "auto"
+    models_dir: Path,
+    top_k: int = 5,
+    parallel: bool = CONCURRENT_NETWORKS,
+    face_detector: str = "auto",
+    precision: str | None = None,
 ) -> Analyzer:
-    """Load the three networks, preferring full ResNet50/YOLOv3 weights when ``models_dir`` has them."""
+    """Load the three networks, preferring full ResNet50/YOLOv3 weights when ``models_dir`` has them.
+
+    ``precision`` ("float32" or "mixed_bfloat16"; default ``$PICMETRIC_PRECISION``, else float32) is
+    the dtype policy the classifier and detector are built with.
+    """
     from picmetric_core.models.classifier import load_classifier
+    from picmetric_core.models.compiled import building_precision
     from picmetric_core.models.faces import load_face_detector
     from picmetric_core.models.yolo import load_detector
 
@@ -175,9 +238,14 @@ def load_analyzer(
         load_seconds[role] = round(time.perf_counter() - started, 2)
         return model
 
+    # MTCNN stays float32: its small networks gain nothing from bfloat16, and face scores near the
+    # thresholds would move.
+    with building_precision(precision):
+        classifier = timed_load("classifier", lambda: load_classifier(models_dir))
+        detector = timed_load("detector", lambda: load_detector(models_dir))
     return Analyzer(
-        classifier=timed_load("classifier", lambda: load_classifier(models_dir)),
-        detector=timed_load("detector", lambda: load_detector(models_dir)),
+        classifier=classifier,
+        detector=detector,
         faces=timed_load("faces", lambda: load_face_detector(face_detector)),
         top_k=top_k,
         parallel=parallel,
