@@ -12,6 +12,7 @@ st.set_page_config(page_title="PicMetric · Analyze", page_icon="🔍", layout="
 resources.warmup()  # starts loading the networks in the background, once per server
 
 with st.sidebar:
+    components.page_links()
     thresholds = components.thresholds_ui()
     components.model_panel()
 

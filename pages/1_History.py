@@ -23,6 +23,7 @@ _MD5_START = re.compile(r"[0-9a-fA-F]{6,32}")
 resources.warmup()
 
 with st.sidebar:
+    components.page_links()
     thresholds = components.thresholds_ui()
     components.model_panel()
 

@@ -40,6 +40,13 @@ def limits_text() -> str:
     )
 
 
+def page_links() -> None:
+    """The sidebar's page menu, with names a person reads (not the file names Streamlit would show)."""
+    st.page_link("streamlit_app.py", label="Analyze", icon=":material/image_search:")
+    st.page_link("pages/1_History.py", label="History", icon=":material/photo_library:")
+    st.divider()
+
+
 def thresholds_ui() -> DisplayThresholds:
     """Sliders that re-filter shown results; the networks are never run again for them."""
     st.subheader("Display thresholds")

@@ -50,7 +50,10 @@ def calls(analyzer, monkeypatch) -> list[str]:
 
 
 def run(path: str, **query: str) -> AppTest:
-    at = AppTest.from_file(path, default_timeout=120)
+    # Every page is opened from the main script, as a browser would: page links resolve against it.
+    at = AppTest.from_file(ANALYZE, default_timeout=120)
+    if path != ANALYZE:
+        at.switch_page(str(Path(path).relative_to(ROOT)))
     for name, value in query.items():
         at.query_params[name] = value
     return at.run()
@@ -83,6 +86,7 @@ def test_analyze_page_starts_with_limits_and_models(app_env):
     for line in ("**Classifier:** EfficientNet-Lite0", "**Detector:** YOLOv3-tiny", "**Faces:** MTCNN"):
         assert line in models
     assert "offline stand-in" in models and "full weights" in models
+    assert [link.proto.label for link in at.get("page_link")] == ["Analyze", "History"]
 
 
 def test_upload_shows_overlays_charts_tables_and_downloads(app_env, calls, dog_jpg):
