@@ -17,6 +17,7 @@ import numpy as np
 
 from picmetric_core import weights
 from picmetric_core.errors import WeightsError
+from picmetric_core.filters import non_max_suppression
 from picmetric_core.models.compiled import compiled_forward
 from picmetric_core.models.darknet import DarknetNet, YoloHead, load_darknet
 from picmetric_core.results import Box, Detection, ModelInfo
@@ -97,30 +98,6 @@ def decoding_model(net: DarknetNet) -> keras.Model:
     return keras.Model(net.model.input, merged, name=f"{net.model.name}_decoded")
 
 
-def _iou(box: np.ndarray, others: np.ndarray) -> np.ndarray:
-    ix = np.clip(np.minimum(box[2], others[:, 2]) - np.maximum(box[0], others[:, 0]), 0, None)
-    iy = np.clip(np.minimum(box[3], others[:, 3]) - np.maximum(box[1], others[:, 1]), 0, None)
-    inter = ix * iy
-    area = (box[2] - box[0]) * (box[3] - box[1])
-    areas = (others[:, 2] - others[:, 0]) * (others[:, 3] - others[:, 1])
-    union = area + areas - inter
-    return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
-
-
-def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float) -> list[int]:
-    """Greedy non-maximum suppression; indices kept, best first.
-
-    A box is dropped when its IoU with a better-scoring kept box exceeds ``iou_threshold``.
-    """
-    order = np.argsort(-scores, kind="stable")
-    keep: list[int] = []
-    while order.size:
-        best, order = order[0], order[1:]
-        keep.append(int(best))
-        order = order[_iou(boxes[best], boxes[order]) <= iou_threshold]
-    return keep
-
-
 def _to_image_corners(rows: np.ndarray, size: int, box: Letterbox) -> np.ndarray:
     """(n, 4) [cx, cy, w, h] input fractions to (n, 4) [x1, y1, x2, y2] clipped image pixels."""
     cx = (rows[:, 0] * size - box.dx) / box.scale
@@ -154,7 +131,7 @@ def postprocess(
     detections = []
     for class_id in np.unique(class_idx):
         members = np.flatnonzero(class_idx == class_id)
-        for i in members[nms(corners[members], candidate_scores[members], iou_threshold)]:
+        for i in members[non_max_suppression(corners[members], candidate_scores[members], iou_threshold)]:
             x1, y1, x2, y2 = (float(v) for v in corners[i])
             if x2 > x1 and y2 > y1:  # boxes wholly outside the image clip to nothing
                 box_i = Box(x1, y1, x2, y2)
