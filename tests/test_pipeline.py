@@ -185,6 +185,7 @@ import keras
 assert keras.backend.backend() == "jax"
 settings = Settings(models_dir=sys.argv[1])
 analyzer = load_analyzer(Path(sys.argv[1]))
+assert analyzer.detector.device_nms  # PICMETRIC_DEVICE_NMS=on: the GPU's path, here on JAX-CPU
 docs = [analyzer.analyze(decode_for(settings, Path(p).read_bytes())).to_dict() for p in sys.argv[2:]]
 print(json.dumps(docs))
 """
@@ -203,7 +204,7 @@ def test_the_whole_pipeline_runs_on_the_jax_backend_with_the_same_results(
     astronaut = tmp_path / "astronaut.png"
     astronaut.write_bytes(astronaut_png)
     photos = [darknet_photo("dog.jpg"), astronaut]
-    env = os.environ | {"KERAS_BACKEND": "jax"}
+    env = os.environ | {"KERAS_BACKEND": "jax", "PICMETRIC_DEVICE_NMS": "on"}
     run = subprocess.run(
         [sys.executable, "-c", JAX_SCRIPT, str(empty_models_dir), *map(str, photos)],
         env=env,

@@ -138,6 +138,28 @@ def test_batch_and_threads_match_single_calls(tiny: YoloDetector) -> None:
     assert threaded == single * 4
 
 
+@pytest.mark.parametrize("thresholds", [(0.1, 0.9), (0.25, 0.45), (0.05, 0.3)])
+def test_nms_on_the_device_gives_the_host_detections(tiny: YoloDetector, thresholds: tuple[float, float]) -> None:
+    on_device = YoloDetector(tiny.net, tiny.info, tiny.labels, device_nms=True)
+    assert on_device.device_nms and not tiny.device_nms
+    images = [_photo(name) for name in ("dog.jpg", "person.jpg", "horses.jpg", "giraffe.jpg")]
+    score, iou = thresholds
+    on_host, on_gpu_path = tiny.detect_batch(images, score, iou), on_device.detect_batch(images, score, iou)
+    for host, device in zip(on_host, on_gpu_path, strict=True):
+        assert host, "every photo has objects"
+        assert [(d.label, round(d.score, 5)) for d in device] == [(d.label, round(d.score, 5)) for d in host]
+        np.testing.assert_allclose([d.box.as_list() for d in device], [d.box.as_list() for d in host], atol=1e-3)
+
+
+def test_nms_on_the_device_hands_overfull_images_to_the_host(tiny: YoloDetector) -> None:
+    # At score 0.001 thousands of (box, class) pairs pass: more than the device considers.
+    on_device = YoloDetector(tiny.net, tiny.info, tiny.labels, device_nms=True)
+    rgb = _photo("dog.jpg")
+    host = tiny.detect(rgb, score_threshold=0.001, iou_threshold=0.5)
+    assert len(host) > 100
+    assert on_device.detect(rgb, score_threshold=0.001, iou_threshold=0.5) == host
+
+
 def _stretched_blob(rgb: np.ndarray) -> np.ndarray:
     """The same (1, 3, 416, 416) input for both implementations: resize, no letterbox."""
     return cv2.dnn.blobFromImage(rgb, 1 / 255, (416, 416), swapRB=False, crop=False)
@@ -219,3 +241,15 @@ def test_full_yolov3_refuses_wrong_float_count(
     path = _write_weights(tmp_path / "yolov3.weights", floats)
     with pytest.raises(WeightsError, match=f"needs exactly {full_floats.size:,} floats"):
         load_weights(full_net, path)
+
+
+def test_device_nms_setting(monkeypatch: pytest.MonkeyPatch, tiny: YoloDetector) -> None:
+    from picmetric_core.models.compiled import device_nms, on_accelerator
+
+    monkeypatch.setenv("PICMETRIC_DEVICE_NMS", "sometimes")
+    with pytest.raises(ValueError, match="PICMETRIC_DEVICE_NMS"):
+        device_nms()
+    monkeypatch.setenv("PICMETRIC_DEVICE_NMS", "on")
+    assert YoloDetector(tiny.net, tiny.info, tiny.labels).device_nms
+    monkeypatch.setenv("PICMETRIC_DEVICE_NMS", "auto")
+    assert device_nms() is on_accelerator()  # on a CPU the host's NMS is cheaper

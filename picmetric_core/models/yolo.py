@@ -1,13 +1,14 @@
 """YOLOv3 / YOLOv3-tiny object detector on Keras 3, from darknet cfg + weights.
 
-The network and its decoding run in one compiled TensorFlow function; letterboxing, class-wise
-non-maximum suppression and mapping boxes back to the image happen in numpy around it.
+The network and its decoding run in one compiled function. Letterboxing happens in numpy before it;
+thresholding, mapping boxes back to the image and class-wise non-maximum suppression happen either
+in numpy after it or, with ``device_nms``, inside it (:mod:`picmetric_core.models.device_nms`).
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,19 +19,18 @@ import numpy as np
 from picmetric_core import weights
 from picmetric_core.errors import WeightsError
 from picmetric_core.filters import non_max_suppression
-from picmetric_core.models.compiled import compiled_forward
+from picmetric_core.models import compiled
 from picmetric_core.models.darknet import DarknetNet, YoloHead, load_darknet
+from picmetric_core.models.device_nms import select_detections
 from picmetric_core.results import Box, Detection, ModelInfo
 
 LETTERBOX_GRAY = 0.5  # darknet's letterbox fill
 # Guards NMS against pathological images (or untrained weights) where thousands of
 # (box, class) pairs pass a low threshold; real photos stay far below it.
 MAX_CANDIDATES = 4000
-# On JAX only the best boxes' rows leave the device (all of YOLOv3-416's decoded rows are 3.6 MB an
-# image, which made host copies the bound at large batches); more passing boxes fall back to all rows.
-CANDIDATE_BOXES = 1024
-
-Candidates = Callable[[np.ndarray, float], tuple[np.ndarray, np.ndarray, np.ndarray]]
+# With NMS on the device, the best (box, class) pairs it considers per image; when more pass the
+# score threshold the image is redone on the host with every row.
+DEVICE_NMS_CAPACITY = 1024
 
 
 @dataclass(frozen=True)
@@ -139,11 +139,29 @@ def postprocess(
     return sorted(detections, key=lambda d: -d.score)
 
 
+def frames(boxes: Sequence[Letterbox]) -> np.ndarray:
+    """``(N, 5)`` float32 rows of scale, dx, dy, width, height: what ``device_nms`` needs to map boxes."""
+    return np.array([[b.scale, b.dx, b.dy, b.width, b.height] for b in boxes], np.float32)
+
+
+def selected_detections(rows: np.ndarray, kept: np.ndarray, labels: tuple[str, ...]) -> list[Detection]:
+    """One image's device-side selection as :func:`postprocess` would list it: best first, equal
+    scores in class order."""
+    chosen = rows[kept]
+    chosen = chosen[np.argsort(chosen[:, 5], kind="stable")]
+    detections = [
+        Detection(labels[int(c)], int(c), float(score), Box(float(x1), float(y1), float(x2), float(y2)))
+        for x1, y1, x2, y2, score, c in chosen
+    ]
+    return sorted(detections, key=lambda d: -d.score)
+
+
 class YoloDetector:
     """A :class:`~picmetric_core.models.base.Detector` over a darknet YOLOv3-family network.
 
     Build it once per process (see :func:`load_darknet_detector`); ``detect`` may be called
-    from several threads.
+    from several threads. ``device_nms`` (default :func:`~picmetric_core.models.compiled.device_nms`)
+    thresholds and suppresses inside the compiled call, so only detections leave the device.
 
     Example:
         >>> detector = load_detector(Path("models"))
@@ -151,7 +169,9 @@ class YoloDetector:
         ['dog', 'bicycle', 'car', 'truck']
     """
 
-    def __init__(self, net: DarknetNet, info: ModelInfo, labels: tuple[str, ...]) -> None:
+    def __init__(
+        self, net: DarknetNet, info: ModelInfo, labels: tuple[str, ...], device_nms: bool | None = None
+    ) -> None:
         classes = {head.classes for head in net.heads}
         if classes != {len(labels)}:
             raise WeightsError(f"{info.name}: heads predict {classes} classes, {len(labels)} labels given")
@@ -160,9 +180,15 @@ class YoloDetector:
         self.net = net
         self.input_size = net.input_size
         self.model = decoding_model(net)
-        self._infer = compiled_forward(self.model, net.input_size)
-        self._candidates = _jax_candidates(self.model) if keras.backend.backend() == "jax" else None
+        self._infer = compiled.compiled_forward(self.model, net.input_size)
+        if device_nms is None:
+            device_nms = compiled.device_nms()
+        self._select = self._compiled_selection() if device_nms else None
         self._lock = threading.Lock()
+
+    @property
+    def device_nms(self) -> bool:
+        return self._select is not None
 
     def infer(self, batch: np.ndarray) -> np.ndarray:
         """Decoded rows for an (N, S, S, 3) float32 batch: (N, boxes, 5 + classes)."""
@@ -189,46 +215,28 @@ class YoloDetector:
         if not images:
             return []
         boxed = [letterbox(rgb, self.input_size) for rgb in images]
-        decoded = self._decoded_rows(np.stack([inputs for inputs, _ in boxed]), score_threshold)
+        batch = np.stack([inputs for inputs, _ in boxed])
+        letterboxes = [box for _, box in boxed]
+        if self._select is not None:
+            with self._lock:
+                rows, kept, passing = self._select(
+                    batch, frames(letterboxes), np.float32(score_threshold), np.float32(iou_threshold)
+                )
+            if (passing <= DEVICE_NMS_CAPACITY).all():
+                return [selected_detections(r, k, self.labels) for r, k in zip(rows, kept, strict=True)]
+        decoded = self.infer(batch)
         return [
-            postprocess(rows, box, self.input_size, self.labels, score_threshold, iou_threshold)
-            for rows, (_, box) in zip(decoded, boxed, strict=True)
+            postprocess(image_rows, box, self.input_size, self.labels, score_threshold, iou_threshold)
+            for image_rows, box in zip(decoded, letterboxes, strict=True)
         ]
 
-    def _decoded_rows(self, batch: np.ndarray, score_threshold: float) -> list[np.ndarray] | np.ndarray:
-        """Every decoded row, or on JAX only the rows of boxes that can pass, in the same (row-major) order."""
-        if self._candidates is None:
-            return self.infer(batch)
-        with self._lock:
-            rows, index, passing = self._candidates(batch, score_threshold)
-        if (passing > rows.shape[1]).any():
-            return self.infer(batch)
-        return [image_rows[np.argsort(image_index)] for image_rows, image_index in zip(rows, index, strict=True)]
+    def _compiled_selection(self):
+        size = self.input_size
 
+        def select(decoded, image_frames, score_threshold, iou_threshold):
+            return select_detections(decoded, image_frames, size, score_threshold, iou_threshold, DEVICE_NMS_CAPACITY)
 
-def _jax_candidates(model: keras.Model) -> Candidates:
-    """A jitted call giving, per image, the rows of the ``CANDIDATE_BOXES`` boxes with the best class
-    score, their row indices, and how many boxes reach the threshold (more than fit means: use all rows).
-    """
-    import jax
-    import jax.numpy as jnp
-
-    trainable = [v.value for v in model.trainable_variables]
-    non_trainable = [v.value for v in model.non_trainable_variables]
-
-    @jax.jit
-    def run(trainable, non_trainable, batch, threshold):
-        decoded, _ = model.stateless_call(trainable, non_trainable, batch, training=False)
-        best = decoded[..., 5:].max(axis=-1)
-        _, index = jax.lax.top_k(best, min(CANDIDATE_BOXES, decoded.shape[1]))
-        rows = jnp.take_along_axis(decoded, index[..., None], axis=1)
-        return rows, index, (best >= threshold).sum(axis=1)
-
-    def candidates(batch: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        rows, index, passing = run(trainable, non_trainable, np.asarray(batch, np.float32), np.float32(threshold))
-        return np.asarray(rows), np.asarray(index), np.asarray(passing)
-
-    return candidates
+        return compiled.compiled_with(self.model, select)
 
 
 _CACHE: dict[tuple[Path, Path, int, str], YoloDetector] = {}
