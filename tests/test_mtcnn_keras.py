@@ -15,6 +15,7 @@ import skimage.data
 from PIL import Image
 
 from picmetric_core.models import mtcnn_keras as mk
+from picmetric_core.models import pyramid_mosaic as mosaic
 from picmetric_core.results import LANDMARK_NAMES, Box, Face, Point
 from tests.conftest import darknet_photo
 
@@ -144,15 +145,42 @@ def test_patch_networks_match_the_package(keras_mtcnn, name: str, size: int) -> 
         np.testing.assert_allclose(a, b, atol=1e-4)
 
 
-@pytest.mark.parametrize("shape", [(37, 53), (64, 64), (41, 90)])
-def test_padded_pnet_matches_the_package_on_the_real_size(keras_mtcnn, shape: tuple[int, int]) -> None:
-    image = mk.normalize(skimage.data.astronaut()[: shape[0], : shape[1]])
-    offsets, scores = (np.asarray(o)[0] for o in _package_network("pnet")(image[None]))
-    ours = mk._predict(keras_mtcnn._pnet, mk.pnet_inputs(image))
-    h, w = scores.shape[:2]
-    assert (h, w) == (mk._pnet_output_size(shape[0]), mk._pnet_output_size(shape[1]))
-    np.testing.assert_allclose(ours[0][0, :h, :w], offsets, atol=1e-4)
-    np.testing.assert_allclose(ours[1][0, :h, :w], scores, atol=1e-4)
+def test_pnet_on_a_mosaic_gives_each_level_the_package_map_of_that_level_alone(keras_mtcnn) -> None:
+    astronaut = mk.normalize(skimage.data.astronaut())
+    levels = [astronaut[:h, :w] for h, w in [(90, 121), (64, 64), (37, 53), (41, 90), (13, 12)]]
+    layout = mosaic.pack([level.shape[:2] for level in levels])
+    image, mask = mosaic.canvas(levels, layout)
+    offsets, scores = mk._predict(keras_mtcnn._pnet, (image[None], mask[None]))
+    for level, place in zip(levels, layout.placements, strict=True):
+        theirs_offsets, theirs_scores = (np.asarray(o)[0] for o in _package_network("pnet")(level[None]))
+        ours_offsets, ours_scores = mosaic.level_map(offsets[0], place), mosaic.level_map(scores[0], place)
+        cells = (mosaic.output_size(place.height), mosaic.output_size(place.width))
+        assert ours_scores.shape[:2] == theirs_scores.shape[:2] == cells
+        np.testing.assert_allclose(ours_offsets, theirs_offsets, atol=1e-4)
+        np.testing.assert_allclose(ours_scores, theirs_scores, atol=1e-4)
+
+
+@pytest.mark.parametrize("size", [(480, 640), (640, 480), (300, 3000), (24, 30), (1080, 1920)])
+def test_mosaic_places_every_level_inside_the_canvas_at_even_offsets_without_overlap(size) -> None:
+    height, width = size
+    shapes = [(int(height * s), int(width * s)) for s in mk.scale_pyramid(height, width)]
+    shapes = [shape for shape in shapes if min(shape) >= mk.PNET_WINDOW]
+    for levels in (shapes, shapes[mk.ALONE_LEVELS :]):
+        if not levels:
+            continue
+        layout = mosaic.pack(levels)
+        taken = np.zeros((layout.height, layout.width), bool)
+        for (h, w), place in zip(levels, layout.placements, strict=True):
+            assert place.y % 2 == 0 and place.x % 2 == 0 and (place.height, place.width) == (h, w)
+            assert place.y + h <= layout.height and place.x + w <= layout.width
+            assert not taken[place.y : place.y + h, place.x : place.x + w].any()
+            taken[place.y : place.y + h, place.x : place.x + w] = True
+        assert layout.height % mosaic.SHAPE_BUCKET == 0 and layout.width % mosaic.SHAPE_BUCKET == 0
+    # The levels that share a canvas in use: not many more pixels than padding each on its own
+    # (panoramas pack worst: 1.33x).
+    small = shapes[mk.ALONE_LEVELS :]
+    if small:
+        assert mosaic.pack(small).pixels <= 1.4 * sum(mosaic.pack([shape]).pixels for shape in small)
 
 
 def test_crop_and_resize_matches_tensorflow() -> None:
