@@ -128,7 +128,8 @@ def test_gpu_check_script_runs_in_cpu_smoke_mode(tmp_path):
     subprocess.run([*script, "--write-reference"], check=True, capture_output=True, timeout=240, cwd=REPO)
     run = subprocess.run(
         [*script, "--cpu-smoke", "--out", str(tmp_path)],
-        env=os.environ | {"PYTHONUNBUFFERED": "1"},
+        # NMS on the device is what a GPU gets by default; here on JAX-CPU it is forced on.
+        env=os.environ | {"PYTHONUNBUFFERED": "1", "PICMETRIC_DEVICE_NMS": "on"},
         capture_output=True,
         text=True,
         timeout=240,
@@ -137,6 +138,7 @@ def test_gpu_check_script_runs_in_cpu_smoke_mode(tmp_path):
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     report = json.loads((tmp_path / "gpu_check.json").read_text())
     assert report["checks"] == {"float32_vs_cpu": True, "bf16_vs_float32": True, "analyze_many_vs_analyze": True}
+    assert report["detector_nms_on_device"] is True
     for label in ("default float32", "default mixed_bfloat16"):
         assert {"classifier", "detector", "faces", "end_to_end", "overlay_png"} <= set(report["latency_ms"][label])
         assert report["throughput_img_s"][label]["batch_2"] > 0
