@@ -266,7 +266,7 @@ def run_check(plan: Plan, out: Path, reference_path: Path = REFERENCE) -> int:
     print("\ncorrectness (shown results, against the TensorFlow-CPU float32 reference)")
     default = {p: build_analyzer(None, p) for p in plan.precisions}
     report["detector_nms_on_device"] = default["float32"].detector.device_nms
-    print(f"YOLO threshold + NMS inside the compiled call: {report['detector_nms_on_device']}")
+    print(f"YOLO threshold + NMS on the device: {report['detector_nms_on_device']}")
     float32 = analyses_of(default["float32"], photos)
     report["checks"]["float32_vs_cpu"] = check(
         "default float32 vs CPU reference", float32, reference, FLOAT32_TOLERANCE

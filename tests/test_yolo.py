@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -13,7 +16,14 @@ from picmetric_core import weights
 from picmetric_core.errors import WeightsError
 from picmetric_core.models.darknet import DARKNET_BN_EPS, DarknetNet, build_darknet, count_weights, load_weights
 from picmetric_core.models.synthetic import write_darknet_weights
-from picmetric_core.models.yolo import YoloDetector, load_darknet_detector, load_detector
+from picmetric_core.models.yolo import (
+    DEVICE_NMS_CAPACITY,
+    MAX_CANDIDATES,
+    YoloDetector,
+    letterbox,
+    load_darknet_detector,
+    load_detector,
+)
 from picmetric_core.results import Box, Detection
 
 pytestmark = pytest.mark.slow
@@ -151,13 +161,22 @@ def test_nms_on_the_device_gives_the_host_detections(tiny: YoloDetector, thresho
         np.testing.assert_allclose([d.box.as_list() for d in device], [d.box.as_list() for d in host], atol=1e-3)
 
 
-def test_nms_on_the_device_hands_overfull_images_to_the_host(tiny: YoloDetector) -> None:
-    # At score 0.001 thousands of (box, class) pairs pass: more than the device considers.
+def test_nms_on_the_device_selects_in_overfull_images_as_the_host_does(tiny: YoloDetector) -> None:
+    # At score 1e-6 more (box, class) pairs pass than the device's first pass considers (person.jpg),
+    # and more than the host's cap (dog.jpg): both then keep the best MAX_CANDIDATES.
     on_device = YoloDetector(tiny.net, tiny.info, tiny.labels, device_nms=True)
-    rgb = _photo("dog.jpg")
-    host = tiny.detect(rgb, score_threshold=0.001, iou_threshold=0.5)
-    assert len(host) > 100
-    assert on_device.detect(rgb, score_threshold=0.001, iou_threshold=0.5) == host
+    images = [_photo("dog.jpg"), _photo("person.jpg")]
+    decoded = tiny.infer(np.stack([letterbox(rgb, tiny.input_size)[0] for rgb in images]))
+    passing = (decoded[..., 5:] >= 1e-6).sum(axis=(1, 2))
+    assert passing[0] > MAX_CANDIDATES and DEVICE_NMS_CAPACITY < passing[1] < MAX_CANDIDATES
+    host = tiny.detect_batch(images, score_threshold=1e-6, iou_threshold=0.5)
+    assert all(len(detections) > 100 for detections in host)
+    device = on_device.detect_batch(images, score_threshold=1e-6, iou_threshold=0.5)
+    for on_host, on_gpu_path in zip(host, device, strict=True):
+        assert [(d.label, round(d.score, 5)) for d in on_gpu_path] == [(d.label, round(d.score, 5)) for d in on_host]
+        np.testing.assert_allclose(
+            [d.box.as_list() for d in on_gpu_path], [d.box.as_list() for d in on_host], atol=1e-3
+        )
 
 
 def _stretched_blob(rgb: np.ndarray) -> np.ndarray:
@@ -253,3 +272,36 @@ def test_device_nms_setting(monkeypatch: pytest.MonkeyPatch, tiny: YoloDetector)
     assert YoloDetector(tiny.net, tiny.info, tiny.labels).device_nms
     monkeypatch.setenv("PICMETRIC_DEVICE_NMS", "auto")
     assert device_nms() is on_accelerator()  # on a CPU the host's NMS is cheaper
+
+
+JAX_OVERFULL_SCRIPT = """
+import sys
+from pathlib import Path
+import numpy as np, cv2, keras
+from picmetric_core import weights
+from picmetric_core.models.yolo import YoloDetector, load_darknet_detector
+assert keras.backend.backend() == "jax"
+host = load_darknet_detector(weights.YOLOV3_TINY_CFG, Path(sys.argv[1]), "t", full=False)
+device = YoloDetector(host.net, host.info, host.labels, device_nms=True)
+images = [cv2.cvtColor(cv2.imread(f"/usr/share/darknet/data/{n}.jpg"), cv2.COLOR_BGR2RGB) for n in ("dog", "person")]
+for thresholds in ((0.1, 0.9), (1e-6, 0.5)):
+    for a, b in zip(host.detect_batch(images, *thresholds), device.detect_batch(images, *thresholds), strict=True):
+        assert a and [(d.label, round(d.score, 5)) for d in a] == [(d.label, round(d.score, 5)) for d in b]
+        assert np.allclose([d.box.as_list() for d in a], [d.box.as_list() for d in b], atol=1e-3)
+print("same")
+"""
+
+
+def test_nms_on_the_device_gives_the_host_detections_on_jax(tiny_weights: Path) -> None:
+    """The GPU's path (JAX, selection compiled with jax.jit, overfull images re-selected on the
+    device), here on JAX-CPU: there is no GPU on this machine."""
+    pytest.importorskip("jax")
+    _photo("person.jpg")
+    run = subprocess.run(
+        [sys.executable, "-c", JAX_OVERFULL_SCRIPT, str(tiny_weights)],
+        env=os.environ | {"KERAS_BACKEND": "jax", "JAX_PLATFORMS": "cpu"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert run.returncode == 0 and run.stdout.strip().endswith("same"), run.stderr[-3000:]

@@ -47,7 +47,7 @@ def on_accelerator() -> bool:
 
 
 def device_nms() -> bool:
-    """Whether YOLO thresholds and suppresses inside its compiled call: ``$PICMETRIC_DEVICE_NMS``
+    """Whether YOLO thresholds and suppresses on the device, after the network: ``$PICMETRIC_DEVICE_NMS``
     (``on``/``off``), by default only on an accelerator (on a CPU the host's NMS on the few passing
     boxes is cheaper than the device's fixed 1,024×1,024 overlap matrix: measured +5 ms an image)."""
     value = os.environ.get(DEVICE_NMS_ENV, "").strip().lower() or "auto"
@@ -97,17 +97,8 @@ def compiled_forward(model: keras.Model, input_size: int) -> Forward:
 
 
 def _jax_forward(model: keras.Model) -> Forward:
-    import jax
-
-    trainable = [v.value for v in model.trainable_variables]
-    non_trainable = [v.value for v in model.non_trainable_variables]
-
-    @jax.jit
-    def run(trainable, non_trainable, batch):
-        outputs, _ = model.stateless_call(trainable, non_trainable, batch, training=False)
-        return outputs.astype("float32")
-
-    return lambda batch: np.asarray(run(trainable, non_trainable, np.asarray(batch, np.float32)))
+    on_device = device_forward(model)
+    return lambda batch: np.asarray(on_device(batch), np.float32)
 
 
 def compiled_predict(model: keras.Model) -> Callable[[np.ndarray | list[np.ndarray]], list[np.ndarray]]:
@@ -131,11 +122,10 @@ def compiled_predict(model: keras.Model) -> Callable[[np.ndarray | list[np.ndarr
     return lambda inputs: [np.asarray(o) for o in run(trainable, non_trainable, inputs)]
 
 
-def compiled_with(model: keras.Model, after: Callable) -> Callable[..., list[np.ndarray]]:
-    """``after(model(inputs), *extra)`` as one compiled call: numpy arrays in, a list of numpy arrays out.
+def device_forward(model: keras.Model) -> Callable[[np.ndarray], object]:
+    """``model``'s inference as one compiled call whose output stays on the device (a backend tensor).
 
-    What ``after`` computes stays on the device until its (small) results are returned. Compiles once
-    per input shape; ``extra`` arguments are passed as tensors, so new values do not recompile.
+    For chaining device-side work (:func:`device_function`) without copying the output to the host.
     """
     if keras.backend.backend() == "jax":
         import jax
@@ -144,28 +134,31 @@ def compiled_with(model: keras.Model, after: Callable) -> Callable[..., list[np.
         non_trainable = [v.value for v in model.non_trainable_variables]
 
         @jax.jit
-        def run(trainable, non_trainable, inputs, *extra):
+        def run(trainable, non_trainable, inputs):
             outputs, _ = model.stateless_call(trainable, non_trainable, inputs, training=False)
-            return _as_list(after(outputs, *extra))
+            return outputs
 
-        return lambda inputs, *extra: [np.asarray(o) for o in run(trainable, non_trainable, inputs, *extra)]
+        return lambda inputs: run(trainable, non_trainable, np.asarray(inputs, np.float32))
     if keras.backend.backend() == "tensorflow":
         import tensorflow as tf
 
-        traced = tf.function(lambda inputs, *extra: _as_list(after(model(inputs, training=False), *extra)))
+        traced = tf.function(lambda inputs: model(inputs, training=False))
+        return lambda inputs: traced(tf.convert_to_tensor(inputs, tf.float32))
+    return lambda inputs: model(keras.ops.convert_to_tensor(inputs, "float32"), training=False)
 
-        def call(inputs, *extra):
-            tensors = [tf.convert_to_tensor(np.asarray(value)) for value in (inputs, *extra)]
-            return [o.numpy() for o in traced(*tensors)]
 
-        return call
+def device_function(function: Callable, static: tuple[str, ...] = ()) -> Callable:
+    """``function`` over backend tensors, compiled (``jax.jit`` / ``tf.function``); its outputs stay on
+    the device. Keyword arguments named in ``static`` are Python values it is specialised on."""
+    if keras.backend.backend() == "jax":
+        import jax
 
-    def eager(inputs, *extra):
-        outputs = model(keras.ops.convert_to_tensor(inputs), training=False)
-        tensors = [keras.ops.convert_to_tensor(np.asarray(value)) for value in extra]
-        return [keras.ops.convert_to_numpy(o) for o in _as_list(after(outputs, *tensors))]
+        return jax.jit(function, static_argnames=static)
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
 
-    return eager
+        return tf.function(function)  # a new Python value of a static argument traces again
+    return function
 
 
 def _as_list(outputs) -> list:

@@ -1,13 +1,11 @@
 """YOLO's threshold, box mapping and class-wise greedy NMS in ``keras.ops``, on the accelerator.
 
 Decoded rows for a YOLOv3-416 image are 3.6 MB; what survives NMS is a few hundred bytes. Running the
-selection inside the compiled call means only that leaves the device. It gives the detections
+selection on the device, compiled, right after the network means only that leaves it. It gives the detections
 :func:`picmetric_core.models.yolo.postprocess` gives on the host, up to float32 rounding.
 """
 
 from __future__ import annotations
-
-from dataclasses import dataclass
 
 import keras
 import numpy as np
@@ -16,32 +14,20 @@ FRAME_COLUMNS = ("scale", "dx", "dy", "width", "height")
 """Per image, where it sits in the letterboxed input (see ``yolo.Letterbox``), one row each."""
 
 
-@dataclass(frozen=True)
-class Selection:
-    """Per image, the best ``capacity`` (box, class) pairs and which of them NMS kept.
-
-    ``rows`` is ``(N, capacity, 6)``: x1, y1, x2, y2 in image pixels, score, class id; best first.
-    ``passing`` counts the pairs that reached the score threshold: more than ``capacity`` means the
-    selection is incomplete and the caller must fall back to all rows.
-    """
-
-    rows: np.ndarray
-    kept: np.ndarray
-    passing: np.ndarray
-
-
-def select_detections(decoded, frames, size: int, score_threshold, iou_threshold, capacity: int):
+def select_detections(decoded, frames, score_threshold, iou_threshold, *, size: int, capacity: int):
     """Tensors in, tensors out (for use inside a compiled function).
 
     Args:
         decoded: ``(N, boxes, 5 + classes)`` rows of cx, cy, w, h (input fractions), objectness, scores.
         frames: ``(N, 5)`` float32, the columns of :data:`FRAME_COLUMNS`.
-        size: the network input side.
         score_threshold, iou_threshold: scalars, as ``postprocess`` takes them.
+        size: the network input side; static.
         capacity: how many (box, class) pairs per image are considered; static.
 
     Returns:
-        ``(rows, kept, passing)`` as described in :class:`Selection`.
+        ``rows`` ``(N, capacity, 6)``: x1, y1, x2, y2 in image pixels, score, class id, best first;
+        ``kept`` ``(N, capacity)``: which rows NMS kept; ``passing`` ``(N,)``: how many pairs reached
+        the score threshold (more than ``capacity`` means the selection is incomplete).
     """
     ops = keras.ops
     boxes, classes = decoded.shape[1], decoded.shape[2] - 5

@@ -2,11 +2,12 @@
 
 The network and its decoding run in one compiled function. Letterboxing happens in numpy before it;
 thresholding, mapping boxes back to the image and class-wise non-maximum suppression happen either
-in numpy after it or, with ``device_nms``, inside it (:mod:`picmetric_core.models.device_nms`).
+in numpy after it or, with ``device_nms``, on the device (:mod:`picmetric_core.models.device_nms`).
 """
 
 from __future__ import annotations
 
+import functools
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -28,9 +29,11 @@ LETTERBOX_GRAY = 0.5  # darknet's letterbox fill
 # Guards NMS against pathological images (or untrained weights) where thousands of
 # (box, class) pairs pass a low threshold; real photos stay far below it.
 MAX_CANDIDATES = 4000
-# With NMS on the device, the best (box, class) pairs it considers per image; when more pass the
-# score threshold the image is redone on the host with every row.
+# With NMS on the device, the best (box, class) pairs it considers per image. An image with more
+# passing pairs is selected again, still on the device, among the best MAX_CANDIDATES as the host
+# does, a few images at a time (the overlap matrices are 64 MB an image at that size).
 DEVICE_NMS_CAPACITY = 1024
+OVERFULL_IMAGES_PER_CALL = 4
 
 
 @dataclass(frozen=True)
@@ -125,7 +128,7 @@ def postprocess(
         return []
     candidate_scores = scores[box_idx, class_idx]
     if candidate_scores.size > MAX_CANDIDATES:
-        top = np.argsort(-candidate_scores)[:MAX_CANDIDATES]
+        top = np.argsort(-candidate_scores, kind="stable")[:MAX_CANDIDATES]  # ties: as top_k on the device
         box_idx, class_idx, candidate_scores = box_idx[top], class_idx[top], candidate_scores[top]
     corners = _to_image_corners(decoded[box_idx, :4], size, box)
     detections = []
@@ -161,7 +164,7 @@ class YoloDetector:
 
     Build it once per process (see :func:`load_darknet_detector`); ``detect`` may be called
     from several threads. ``device_nms`` (default :func:`~picmetric_core.models.compiled.device_nms`)
-    thresholds and suppresses inside the compiled call, so only detections leave the device.
+    thresholds and suppresses on the device, after the network, so only detections leave it.
 
     Example:
         >>> detector = load_detector(Path("models"))
@@ -183,7 +186,12 @@ class YoloDetector:
         self._infer = compiled.compiled_forward(self.model, net.input_size)
         if device_nms is None:
             device_nms = compiled.device_nms()
-        self._select = self._compiled_selection() if device_nms else None
+        self._select = None
+        if device_nms:
+            self._forward_on_device = compiled.device_forward(self.model)
+            self._select = compiled.device_function(
+                functools.partial(select_detections, size=net.input_size), static=("capacity",)
+            )
         self._lock = threading.Lock()
 
     @property
@@ -219,24 +227,35 @@ class YoloDetector:
         letterboxes = [box for _, box in boxed]
         if self._select is not None:
             with self._lock:
-                rows, kept, passing = self._select(
-                    batch, frames(letterboxes), np.float32(score_threshold), np.float32(iou_threshold)
-                )
-            if (passing <= DEVICE_NMS_CAPACITY).all():
-                return [selected_detections(r, k, self.labels) for r, k in zip(rows, kept, strict=True)]
+                return self._select_on_device(batch, letterboxes, score_threshold, iou_threshold)
         decoded = self.infer(batch)
         return [
             postprocess(image_rows, box, self.input_size, self.labels, score_threshold, iou_threshold)
             for image_rows, box in zip(decoded, letterboxes, strict=True)
         ]
 
-    def _compiled_selection(self):
-        size = self.input_size
+    def _select_on_device(
+        self, batch: np.ndarray, letterboxes: list[Letterbox], score_threshold: float, iou_threshold: float
+    ) -> list[list[Detection]]:
+        decoded = self._forward_on_device(batch)
+        image_frames = frames(letterboxes)
+        thresholds = np.asarray(score_threshold, np.float32), np.asarray(iou_threshold, np.float32)
+        rows, kept, passing = self._selection(decoded, image_frames, thresholds, DEVICE_NMS_CAPACITY)
+        per_image = list(zip(rows, kept, strict=True))
+        overfull = np.flatnonzero(passing > DEVICE_NMS_CAPACITY)
+        for start in range(0, len(overfull), OVERFULL_IMAGES_PER_CALL):
+            chosen = overfull[start : start + OVERFULL_IMAGES_PER_CALL]
+            subset = keras.ops.take(decoded, keras.ops.convert_to_tensor(chosen), axis=0)
+            more_rows, more_kept, _ = self._selection(subset, image_frames[chosen], thresholds, MAX_CANDIDATES)
+            for index, image_rows, image_kept in zip(chosen, more_rows, more_kept, strict=True):
+                per_image[index] = (image_rows, image_kept)
+        return [selected_detections(image_rows, image_kept, self.labels) for image_rows, image_kept in per_image]
 
-        def select(decoded, image_frames, score_threshold, iou_threshold):
-            return select_detections(decoded, image_frames, size, score_threshold, iou_threshold, DEVICE_NMS_CAPACITY)
-
-        return compiled.compiled_with(self.model, select)
+    def _selection(
+        self, decoded, image_frames: np.ndarray, thresholds: tuple[np.ndarray, np.ndarray], capacity: int
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        outputs = self._select(decoded, image_frames, *thresholds, capacity=capacity)
+        return tuple(keras.ops.convert_to_numpy(o) for o in outputs)
 
 
 _CACHE: dict[tuple[Path, Path, int, str], YoloDetector] = {}
