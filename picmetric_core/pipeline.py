@@ -9,7 +9,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
@@ -28,7 +28,8 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 
 StageCallback = Callable[[str], None]
-"""Told the name of each step ("classifier", "detector", "faces", ...) as it starts."""
+"""Told the name of each step ("classifier", "detector", "faces", ...) as it starts and, for the
+networks, ``"<name> done"`` as each finishes; always from the calling thread (Streamlit needs that)."""
 
 NETWORK_STAGES = ("classifier", "detector", "faces")
 DEFAULT_BATCH = 8
@@ -69,7 +70,8 @@ class Analyzer:
     def analyze(self, image: DecodedImage, on_stage: StageCallback | None = None) -> Analysis:
         """Run all three networks on ``image``; raw results are kept at low thresholds.
 
-        ``on_stage`` is told each network's name as it starts (all three at once when parallel).
+        ``on_stage`` is told each network's name as it starts (all three at once when parallel) and
+        ``"<name> done"`` as it finishes.
 
         Example:
             >>> analysis = get_analyzer(Settings()).analyze(decode_image(open("dog.jpg", "rb").read(), ...))
@@ -169,11 +171,15 @@ class Analyzer:
             for name, run in stages.items():
                 report(name)
                 outcomes[name] = _timed(run)
+                report(f"{name} done")
             return outcomes
         for name in stages:
             report(name)
-        futures = {name: self._pool.submit(_timed, run) for name, run in stages.items()}
-        return {name: future.result() for name, future in futures.items()}
+        futures = {self._pool.submit(_timed, run): name for name, run in stages.items()}
+        for future in as_completed(futures):
+            future.result()  # a failed network raises here, before the others are reported done
+            report(f"{futures[future]} done")
+        return {name: future.result() for future, name in futures.items()}
 
     def runtime(self) -> RuntimeInfo:
         import keras

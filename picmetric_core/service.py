@@ -129,7 +129,8 @@ class PicMetricService:
     ) -> Submission:
         """Analyse ``image`` and store everything, or return what is stored for it already.
 
-        ``on_stage`` is told each step as it starts: "storing", the networks' names, "overlays", "saving".
+        ``on_stage`` is told each step as it starts: "storing", the networks' names, "overlays", "saving";
+        and ``"<network> done"`` as each network finishes.
 
         Concurrent calls with the same image run the networks once and write one row.
 

@@ -30,6 +30,9 @@ STAGE_TEXT = {
     "classifier": "classifying (ImageNet)",
     "detector": "detecting objects (COCO)",
     "faces": "finding faces",
+    "classifier done": "ImageNet classes ready",
+    "detector done": "COCO objects ready",
+    "faces done": "faces ready",
     "overlays": "drawing overlays",
     "saving": "saving to the history",
 }
@@ -82,7 +85,7 @@ def _submit(
         source=source,
         filename=name,
         source_url=source_url,
-        on_stage=lambda stage: report(f"{name}: {STAGE_TEXT.get(stage, stage)}…"),
+        on_stage=lambda stage: report(_stage_line(name, stage)),
     )
     if submission.seen_before:
         report(f"{name}: seen before, showing the stored result")
@@ -93,6 +96,11 @@ def _submit(
             f"faces {timings.get('faces', 0):.0f} ms"
         )
     return submission, image.rgb
+
+
+def _stage_line(name: str, stage: str) -> str:
+    text = STAGE_TEXT.get(stage, stage)
+    return f"{name}: {text}" if stage.endswith(" done") else f"{name}: {text}…"
 
 
 def _guarded(name: str, source: Literal["upload", "url"], run: Callable[[], tuple[Submission, np.ndarray]]) -> Item:

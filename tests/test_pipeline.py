@@ -222,3 +222,20 @@ def test_the_whole_pipeline_runs_on_the_jax_backend_with_the_same_results(
         assert len(shown(jax_analysis).faces) == len(shown(tf_analysis).faces)
         for a, b in zip(shown(jax_analysis).faces, shown(tf_analysis).faces, strict=True):
             assert abs(a.box.x1 - b.box.x1) < 2 and abs(a.landmarks["nose"].y - b.landmarks["nose"].y) < 2
+
+
+@pytest.mark.parametrize("parallel", [True, False])
+def test_each_network_is_reported_done_from_the_calling_thread(analyzer, parallel, astronaut_png):
+    import threading
+
+    from picmetric_core.pipeline import Analyzer
+
+    caller = threading.get_ident()
+    one_way = Analyzer(analyzer.classifier, analyzer.detector, analyzer.faces, parallel=parallel)
+    steps: list[tuple[str, int]] = []
+    one_way.analyze(decode_image(astronaut_png, **LIMITS), on_stage=lambda s: steps.append((s, threading.get_ident())))
+    assert {thread for _, thread in steps} == {caller}  # Streamlit can only write from its own thread
+    names = [name for name, _ in steps]
+    for network in ("classifier", "detector", "faces"):
+        assert names.index(network) < names.index(f"{network} done")
+    assert len(names) == 6

@@ -296,11 +296,15 @@ def test_database_down_fails_before_any_work(tmp_path, fresh_pg_url, dog):
     service.close()
 
 
-def test_submit_reports_each_step_as_it_starts(tmp_path, analyzer, dog):
+def test_submit_reports_each_step_as_it_starts_and_each_network_as_it_finishes(tmp_path, analyzer, dog):
     service = PicMetricService(make_settings(tmp_path), analyzer)
     steps: list[str] = []
     service.submit(dog, on_stage=steps.append)
-    assert steps == ["storing", "classifier", "detector", "faces", "overlays", "saving"]
+    networks = ["classifier", "detector", "faces"]
+    # The networks run at once: they finish in whichever order they finish.
+    assert steps[:4] == ["storing", *networks]
+    assert sorted(steps[4:7]) == sorted(f"{network} done" for network in networks)
+    assert steps[7:] == ["overlays", "saving"]
     steps.clear()
     assert service.submit(dog, on_stage=steps.append).seen_before
     assert steps == []  # seen before: nothing runs
