@@ -98,7 +98,7 @@ def compiled_forward(model: keras.Model, input_size: int) -> Forward:
 
 def _jax_forward(model: keras.Model) -> Forward:
     on_device = device_forward(model)
-    return lambda batch: np.asarray(on_device(batch), np.float32)
+    return lambda batch: np.asarray(on_device(np.asarray(batch, np.float32)), np.float32)
 
 
 def compiled_predict(model: keras.Model) -> Callable[[np.ndarray | list[np.ndarray]], list[np.ndarray]]:
@@ -109,23 +109,15 @@ def compiled_predict(model: keras.Model) -> Callable[[np.ndarray | list[np.ndarr
     """
     if keras.backend.backend() != "jax":
         return lambda inputs: [np.asarray(o) for o in _as_list(model.predict_on_batch(inputs))]
-    import jax
-
-    trainable = [v.value for v in model.trainable_variables]
-    non_trainable = [v.value for v in model.non_trainable_variables]
-
-    @jax.jit
-    def run(trainable, non_trainable, inputs):
-        outputs, _ = model.stateless_call(trainable, non_trainable, inputs, training=False)
-        return _as_list(outputs)
-
-    return lambda inputs: [np.asarray(o) for o in run(trainable, non_trainable, inputs)]
+    on_device = device_forward(model)
+    return lambda inputs: [np.asarray(o) for o in _as_list(on_device(inputs))]
 
 
-def device_forward(model: keras.Model) -> Callable[[np.ndarray], object]:
-    """``model``'s inference as one compiled call whose output stays on the device (a backend tensor).
+def device_forward(model: keras.Model) -> Callable[[np.ndarray | list[np.ndarray]], object]:
+    """``model``'s inference as one compiled call whose outputs stay on the device (backend tensors).
 
     For chaining device-side work (:func:`device_function`) without copying the output to the host.
+    Inputs go in as given (one float32 array, or a list for a model of several inputs).
     """
     if keras.backend.backend() == "jax":
         import jax
@@ -138,13 +130,12 @@ def device_forward(model: keras.Model) -> Callable[[np.ndarray], object]:
             outputs, _ = model.stateless_call(trainable, non_trainable, inputs, training=False)
             return outputs
 
-        return lambda inputs: run(trainable, non_trainable, np.asarray(inputs, np.float32))
+        return lambda inputs: run(trainable, non_trainable, inputs)
     if keras.backend.backend() == "tensorflow":
         import tensorflow as tf
 
-        traced = tf.function(lambda inputs: model(inputs, training=False))
-        return lambda inputs: traced(tf.convert_to_tensor(inputs, tf.float32))
-    return lambda inputs: model(keras.ops.convert_to_tensor(inputs, "float32"), training=False)
+        return tf.function(lambda inputs: model(inputs, training=False))
+    return lambda inputs: model(inputs, training=False)
 
 
 def device_function(function: Callable, static: tuple[str, ...] = ()) -> Callable:

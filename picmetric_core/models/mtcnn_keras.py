@@ -11,6 +11,7 @@ import importlib.util
 import threading
 import weakref
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
@@ -279,6 +280,15 @@ def normalize(rgb: np.ndarray) -> np.ndarray:
     return (rgb.astype(np.float32) - 127.5) / 128.0
 
 
+@dataclass(frozen=True)
+class CanvasJob:
+    """One P-Net canvas: which image, which of its pyramid levels, and where they sit."""
+
+    image: int
+    levels: list[int]
+    layout: mosaic.Mosaic
+
+
 class KerasMtcnn:
     """MTCNN (P-Net, R-Net, O-Net) as Keras 3 models on the ``mtcnn`` package's weights. Thread-safe.
 
@@ -380,26 +390,27 @@ class KerasMtcnn:
         Each image's small levels share one canvas (:mod:`~picmetric_core.models.pyramid_mosaic`);
         canvases of one shape, whichever image they come from, run as one batch.
         """
-        jobs: list[tuple[int, list[int], mosaic.Mosaic]] = []
+        jobs: list[CanvasJob] = []
         for index, levels in enumerate(images_levels):
             shapes = [level.shape[:2] for level in levels]
-            jobs.extend((index, [k], mosaic.pack([shape])) for k, shape in enumerate(shapes[:ALONE_LEVELS]))
+            jobs.extend(CanvasJob(index, [k], mosaic.pack([shape])) for k, shape in enumerate(shapes[:ALONE_LEVELS]))
             small = shapes[ALONE_LEVELS:]
             if small:
-                jobs.append((index, list(range(ALONE_LEVELS, len(shapes))), mosaic.pack(small)))
-        groups: dict[tuple[int, int], list[tuple[int, list[int], mosaic.Mosaic]]] = {}
+                jobs.append(CanvasJob(index, list(range(ALONE_LEVELS, len(shapes))), mosaic.pack(small)))
+        groups: dict[tuple[int, int], list[CanvasJob]] = {}
         for job in jobs:
-            groups.setdefault((job[2].height, job[2].width), []).append(job)
+            groups.setdefault((job.layout.height, job.layout.width), []).append(job)
         maps: list[list] = [[None] * len(levels) for levels in images_levels]
         for (height, width), group in groups.items():
             per_call = max(1, min(MAX_PNET_BATCH, PNET_CALL_PIXELS // (height * width)))
             for start in range(0, len(group), per_call):
                 chunk = group[start : start + per_call]
-                canvases = [mosaic.canvas([images_levels[i][k] for k in ks], layout) for i, ks, layout in chunk]
+                canvases = [mosaic.canvas([images_levels[j.image][k] for k in j.levels], j.layout) for j in chunk]
                 offsets, scores = _predict(self._pnet, _stacked(canvases))
-                for row, (i, ks, layout) in enumerate(chunk):
-                    for k, place in zip(ks, layout.placements, strict=True):
-                        maps[i][k] = (mosaic.level_map(offsets[row], place), mosaic.level_map(scores[row], place))
+                for row, job in enumerate(chunk):
+                    for k, place in zip(job.levels, job.layout.placements, strict=True):
+                        level_maps = (mosaic.level_map(offsets[row], place), mosaic.level_map(scores[row], place))
+                        maps[job.image][k] = level_maps
         return maps
 
     def _refined(self, images: list[np.ndarray], boxes: list[np.ndarray]) -> list[np.ndarray]:

@@ -22,7 +22,7 @@ from picmetric_core.errors import WeightsError
 from picmetric_core.filters import non_max_suppression
 from picmetric_core.models import compiled
 from picmetric_core.models.darknet import DarknetNet, YoloHead, load_darknet
-from picmetric_core.models.device_nms import select_detections
+from picmetric_core.models.device_nms import FRAME_COLUMNS, select_detections
 from picmetric_core.results import Box, Detection, ModelInfo
 
 LETTERBOX_GRAY = 0.5  # darknet's letterbox fill
@@ -144,7 +144,7 @@ def postprocess(
 
 def frames(boxes: Sequence[Letterbox]) -> np.ndarray:
     """``(N, 5)`` float32 rows of scale, dx, dy, width, height: what ``device_nms`` needs to map boxes."""
-    return np.array([[b.scale, b.dx, b.dy, b.width, b.height] for b in boxes], np.float32)
+    return np.array([[getattr(b, column) for column in FRAME_COLUMNS] for b in boxes], np.float32)
 
 
 def selected_detections(rows: np.ndarray, kept: np.ndarray, labels: tuple[str, ...]) -> list[Detection]:
