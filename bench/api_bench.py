@@ -29,9 +29,8 @@ from pathlib import Path
 
 import httpx
 import numpy as np
+from engine_bench import sample_photo_bytes
 from PIL import Image
-
-from picmetric_core.bench import sample_photo_bytes
 
 
 def photo_variants(count: int) -> Iterator[bytes]:

@@ -100,7 +100,7 @@ def bench_photo(dog: bytes) -> bytes:
 
 def shipped_file(carried: str, spec_key: str) -> Path:
     """A registry-shipped weights file: the carried copy, else the installed package's."""
-    from picmetric_core import weights
+    from picmetric_core.models import weights
 
     if (ASSETS / carried).is_file():
         return ASSETS / carried
@@ -119,8 +119,7 @@ def mtcnn_folder() -> Path:
 
 def build_analyzer(models_dir: Path | None, precision: str, parallel: bool = False):
     """The three networks: the shipped defaults (``models_dir`` None) or full ResNet50 + YOLOv3-416."""
-    from picmetric_core import weights
-    from picmetric_core.models import efficientnet_lite
+    from picmetric_core.models import efficientnet_lite, weights
     from picmetric_core.models.classifier import KerasClassifier, load_classifier, load_imagenet_names
     from picmetric_core.models.compiled import building_precision
     from picmetric_core.models.mtcnn_keras import KerasMtcnn
@@ -142,7 +141,7 @@ def build_analyzer(models_dir: Path | None, precision: str, parallel: bool = Fal
 
 
 def analyses_of(analyzer, photos: dict[str, bytes]) -> dict[str, dict]:
-    from picmetric_core.images import decode_image
+    from picmetric_core.intake.images import decode_image
 
     return {name: analyzer.analyze(decode_image(data, **LIMITS)).to_dict() for name, data in photos.items()}
 
@@ -206,7 +205,7 @@ def median_ms(run: Callable[[], object], runs: int) -> float:
 def latency(analyzer, data: bytes, runs: int) -> dict[str, float]:
     """Warm medians: each network, analyze() end to end, and overlays drawn and PNG-encoded apart."""
     from picmetric_core.filters import shown
-    from picmetric_core.images import decode_image
+    from picmetric_core.intake.images import decode_image
     from picmetric_core.overlays import annotate_detections, annotate_faces, encode_png
 
     image = decode_image(data, **LIMITS)
@@ -281,7 +280,7 @@ def run_check(plan: Plan, out: Path, reference_path: Path = REFERENCE) -> int:
     suites = {f"default {p}": (None, p) for p in plan.precisions}
     full_dir = None
     if plan.full_models:
-        from picmetric_core.models.synthetic import make_full_models_dir
+        from tests.synthetic_weights import make_full_models_dir
 
         full_dir = make_full_models_dir(Path(tempfile.mkdtemp(prefix="picmetric-full-")))
         suites |= {f"full R50+Y416 {p}": (full_dir, p) for p in plan.precisions}
@@ -318,7 +317,7 @@ def parallel_latency(analyzer, data: bytes, runs: int) -> float:
 
 
 def _decoded(data: bytes):
-    from picmetric_core.images import decode_image
+    from picmetric_core.intake.images import decode_image
 
     return decode_image(data, **LIMITS)
 

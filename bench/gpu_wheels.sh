@@ -24,7 +24,7 @@ mkdir -p .whl .gpu_assets/photos .gpu_assets/mtcnn
 import shutil
 from pathlib import Path
 
-from picmetric_core import weights
+from picmetric_core.models import weights
 from picmetric_core.models.mtcnn_keras import weights_dir
 
 assets = Path(".gpu_assets")

@@ -10,8 +10,8 @@ import streamlit as st
 
 from picmetric_core.errors import PicMetricError
 from picmetric_core.filters import shown
-from picmetric_core.history import HistoryQuery
 from picmetric_core.service import Submission
+from picmetric_core.store.history import HistoryQuery
 from picmetric_ui import charts, components, resources
 
 st.set_page_config(page_title="PicMetric · History", page_icon="🗂️", layout="wide")

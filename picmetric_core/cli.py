@@ -8,11 +8,11 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from picmetric_core import weights
 from picmetric_core.config import Settings, get_settings
 from picmetric_core.errors import PicMetricError
 from picmetric_core.filters import shown
-from picmetric_core.images import DecodedImage, decode_for
+from picmetric_core.intake.images import DecodedImage, decode_for
+from picmetric_core.models import weights
 from picmetric_core.results import Analysis
 
 
@@ -30,7 +30,7 @@ def is_url(text: str) -> bool:
 def read_input(source: str, settings: Settings) -> DecodedImage:
     """Bytes of a file or URL, decoded; raises :class:`PicMetricError` with a user-readable message."""
     if is_url(source):
-        from picmetric_core.fetch import fetch_url
+        from picmetric_core.intake.fetch import fetch_url
 
         return decode_for(settings, fetch_url(source, settings).data)
     path = Path(source)

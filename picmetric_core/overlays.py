@@ -14,7 +14,7 @@ import cv2
 import numpy as np
 
 from picmetric_core.filters import DEFAULT_THRESHOLDS, DisplayThresholds, shown
-from picmetric_core.images import DecodedImage
+from picmetric_core.intake.images import DecodedImage
 from picmetric_core.results import Analysis, Box, Detection, Face
 
 FONT = cv2.FONT_HERSHEY_SIMPLEX

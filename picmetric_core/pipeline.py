@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, TypeVar
 import numpy as np
 
 from picmetric_core.filters import RAW_DETECTION_SCORE, RAW_NMS_IOU
-from picmetric_core.images import DecodedImage
+from picmetric_core.intake.images import DecodedImage
 from picmetric_core.models.base import Classifier, Detector, FaceDetector
 from picmetric_core.results import Analysis, Face, ModelInfo
 

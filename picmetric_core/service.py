@@ -26,17 +26,17 @@ from typing import Any, Literal, Protocol
 from sqlalchemy import Engine
 from sqlalchemy.exc import IntegrityError
 
-from picmetric_core import history
 from picmetric_core.config import Settings
-from picmetric_core.db import create_database_engine, database_errors, session_factory, upgrade_schema
 from picmetric_core.errors import StoreUnavailable
 from picmetric_core.filters import DEFAULT_THRESHOLDS
-from picmetric_core.history import AnalysisRecord, HistoryPage, HistoryQuery, LabelCount, LabelKind, TimeCount
-from picmetric_core.images import DecodedImage, thumbnail_jpeg
-from picmetric_core.orm import analysis_row, utc_now
+from picmetric_core.intake.images import DecodedImage, thumbnail_jpeg
 from picmetric_core.pipeline import StageCallback
 from picmetric_core.results import Analysis
-from picmetric_core.storage import ObjectKeys, ObjectNotFound, ObjectStore, analysis_key, open_store
+from picmetric_core.store import history
+from picmetric_core.store.database import create_database_engine, database_errors, session_factory, upgrade_schema
+from picmetric_core.store.history import AnalysisRecord, HistoryPage, HistoryQuery, LabelCount, LabelKind, TimeCount
+from picmetric_core.store.objects import ObjectKeys, ObjectNotFound, ObjectStore, analysis_key, open_store
+from picmetric_core.store.orm import analysis_row, utc_now
 
 log = logging.getLogger(__name__)
 

@@ -6,9 +6,9 @@ from collections.abc import Sequence
 
 import plotly.graph_objects as go
 
-from picmetric_core.history import LabelCount, TimeCount
 from picmetric_core.overlays import FACE_COLOR, class_color
 from picmetric_core.results import Classification, Detection, Face
+from picmetric_core.store.history import LabelCount, TimeCount
 
 FONT_SIZE = 15  # legible on a projector
 PRIMARY = "#2563eb"

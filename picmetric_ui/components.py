@@ -18,7 +18,7 @@ from picmetric_core.filters import (
     DisplayThresholds,
     shown,
 )
-from picmetric_core.images import SUPPORTED_FORMATS, decode_for, format_size
+from picmetric_core.intake.images import SUPPORTED_FORMATS, decode_for, format_size
 from picmetric_core.overlays import Overlays, render_overlays
 from picmetric_core.pipeline import get_analyzer
 from picmetric_core.results import LANDMARK_NAMES, Analysis

@@ -14,8 +14,8 @@ from typing import Literal
 import numpy as np
 
 from picmetric_core.errors import PicMetricError
-from picmetric_core.fetch import fetch_url
-from picmetric_core.images import decode_for
+from picmetric_core.intake.fetch import fetch_url
+from picmetric_core.intake.images import decode_for
 from picmetric_core.service import Submission
 from picmetric_ui import resources
 

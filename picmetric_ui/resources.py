@@ -15,7 +15,7 @@ import numpy as np
 import streamlit as st
 
 from picmetric_core.config import Settings, get_settings
-from picmetric_core.images import DecodedImage, decode_for
+from picmetric_core.intake.images import DecodedImage, decode_for
 from picmetric_core.pipeline import Analyzer, StageCallback, get_analyzer
 from picmetric_core.results import Analysis
 from picmetric_core.service import PicMetricService

@@ -455,7 +455,8 @@ class _Broken:
 def test_an_unexpected_error_is_a_generic_500_without_a_traceback(tmp_path, dog_jpg):
     from fastapi.testclient import TestClient
 
-    from picmetric_core.api import ModelLoader, create_app
+    from picmetric_core.api import create_app
+    from picmetric_core.lifecycle import ModelLoader
     from tests.fixtures_services import make_settings
 
     settings = make_settings(tmp_path)
@@ -469,8 +470,9 @@ def test_an_unexpected_error_is_a_generic_500_without_a_traceback(tmp_path, dog_
 def test_networks_that_fail_to_load_are_reported_and_refuse_with_503(tmp_path, dog_jpg):
     from fastapi.testclient import TestClient
 
-    from picmetric_core.api import ModelLoader, create_app
+    from picmetric_core.api import create_app
     from picmetric_core.errors import WeightsError
+    from picmetric_core.lifecycle import ModelLoader
     from tests.fixtures_services import make_settings
 
     def missing(_settings):

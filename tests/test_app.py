@@ -9,7 +9,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from picmetric_core.config import get_settings
-from picmetric_core.images import NOT_AN_IMAGE_MESSAGE
+from picmetric_core.intake.images import NOT_AN_IMAGE_MESSAGE
 
 ROOT = Path(__file__).resolve().parent.parent
 ANALYZE = str(ROOT / "streamlit_app.py")

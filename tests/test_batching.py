@@ -13,7 +13,7 @@ import pytest
 from skimage import data
 
 from picmetric_core.filters import shown
-from picmetric_core.images import DecodedImage, decode_image
+from picmetric_core.intake.images import DecodedImage, decode_image
 from picmetric_core.pipeline import Analyzer
 from picmetric_core.results import Analysis
 from tests.conftest import png_bytes

@@ -15,11 +15,11 @@ import numpy as np
 import pytest
 import skimage.data
 
-from picmetric_core import weights
 from picmetric_core.errors import WeightsError
+from picmetric_core.models import weights
 from picmetric_core.models.classifier import KerasClassifier, center_crop, load_classifier, load_imagenet_names
 from picmetric_core.models.pth import LEGACY_MAGIC, LEGACY_PROTOCOL, UnsafePickleError, load_state_dict
-from picmetric_core.models.synthetic import write_legacy_h5
+from tests.synthetic_weights import write_legacy_h5
 
 CATS = {"tabby", "tiger cat", "Egyptian cat"}
 

@@ -12,8 +12,8 @@ import pytest
 from sqlalchemy import text
 
 from picmetric_core.config import Settings, normalise_database_url
-from picmetric_core.db import create_database_engine, upgrade_schema
-from picmetric_core.storage import LocalStore, S3Store, open_store
+from picmetric_core.store.database import create_database_engine, upgrade_schema
+from picmetric_core.store.objects import LocalStore, S3Store, open_store
 from tests.fixtures_services import make_settings
 
 REPO = Path(__file__).resolve().parents[1]
@@ -122,7 +122,7 @@ def test_no_environment_at_all_analyses_into_sqlite_and_a_folder(tmp_path):
         import io
         from PIL import Image
         from picmetric_core.config import Settings
-        from picmetric_core.images import decode_image
+        from picmetric_core.intake.images import decode_image
         from picmetric_core.results import Analysis
         from picmetric_core.service import PicMetricService
 

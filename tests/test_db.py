@@ -12,19 +12,19 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy import delete, text
 from sqlalchemy.exc import IntegrityError
 
-from picmetric_core import history
-from picmetric_core.db import (
+from picmetric_core.errors import DatabaseUnavailable
+from picmetric_core.results import LANDMARK_NAMES, Analysis, Box, Classification, Detection, Face, ModelInfo, Point
+from picmetric_core.store import history
+from picmetric_core.store.database import (
     create_database_engine,
     current_revision,
     head_revision,
     session_factory,
     upgrade_schema,
 )
-from picmetric_core.errors import DatabaseUnavailable
-from picmetric_core.history import HistoryQuery, LabelCount, TimeCount
-from picmetric_core.orm import AnalysisRow, Base, analysis_row
-from picmetric_core.results import LANDMARK_NAMES, Analysis, Box, Classification, Detection, Face, ModelInfo, Point
-from picmetric_core.storage import ObjectKeys
+from picmetric_core.store.history import HistoryQuery, LabelCount, TimeCount
+from picmetric_core.store.objects import ObjectKeys
+from picmetric_core.store.orm import AnalysisRow, Base, analysis_row
 from tests.fixtures_services import make_settings
 
 DAY_1 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)

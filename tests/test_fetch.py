@@ -28,8 +28,8 @@ from skimage import data
 
 from picmetric_core.config import Settings
 from picmetric_core.errors import FetchFailed, ImageTooLarge, NotAnImage, PicMetricError, UrlRefused
-from picmetric_core.fetch import address_problem, fetch_url
-from picmetric_core.images import decode_for
+from picmetric_core.intake.fetch import address_problem, fetch_url
+from picmetric_core.intake.images import decode_for
 
 PUBLIC_IP = "93.184.216.34"  # a public address (example.com's long-time one); never actually reached
 HUGE_BYTES = 5 * 1024 * 1024

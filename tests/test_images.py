@@ -15,7 +15,7 @@ from skimage import data
 
 from picmetric_core.config import Settings
 from picmetric_core.errors import CorruptImage, ImageTooLarge, NotAnImage
-from picmetric_core.images import (
+from picmetric_core.intake.images import (
     CONTENT_TYPES,
     NOT_AN_IMAGE_MESSAGE,
     SUPPORTED_FORMATS,

@@ -11,7 +11,7 @@ from PIL import Image
 
 from picmetric_core.cli import main as cli_main
 from picmetric_core.filters import DisplayThresholds, filter_detections, shown
-from picmetric_core.images import decode_image
+from picmetric_core.intake.images import decode_image
 from picmetric_core.overlays import LANDMARK_COLORS, annotate_detections, render_overlays
 from picmetric_core.results import Analysis, Box, Detection
 from picmetric_core.views import NO_FACES, full_view, legacy_view
@@ -179,7 +179,7 @@ JAX_SCRIPT = """
 import json, sys
 from pathlib import Path
 from picmetric_core.config import Settings
-from picmetric_core.images import decode_for
+from picmetric_core.intake.images import decode_for
 from picmetric_core.pipeline import load_analyzer
 import keras
 assert keras.backend.backend() == "jax"

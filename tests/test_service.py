@@ -13,12 +13,12 @@ from sqlalchemy import create_engine, event, func, select
 from sqlalchemy.exc import OperationalError
 
 from picmetric_core.errors import DatabaseUnavailable, StoreUnavailable
-from picmetric_core.history import HistoryQuery
-from picmetric_core.images import DecodedImage, decode_image
-from picmetric_core.orm import AnalysisRow, DetectionRow, FaceRow
+from picmetric_core.intake.images import DecodedImage, decode_image
 from picmetric_core.results import Analysis
 from picmetric_core.service import PicMetricService
-from picmetric_core.storage import ObjectKeys, RetryPolicy, S3Store, analysis_key
+from picmetric_core.store.history import HistoryQuery
+from picmetric_core.store.objects import ObjectKeys, RetryPolicy, S3Store, analysis_key
+from picmetric_core.store.orm import AnalysisRow, DetectionRow, FaceRow
 from tests.fixtures_services import drop_pg_database, make_settings, s3_settings
 
 LIMITS = {"max_bytes": 20 * 1024 * 1024, "max_pixels": 50_000_000}

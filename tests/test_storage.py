@@ -9,7 +9,7 @@ import requests
 from botocore.exceptions import ClientError, EndpointConnectionError
 
 from picmetric_core.errors import StoreUnavailable
-from picmetric_core.storage import (
+from picmetric_core.store.objects import (
     LocalStore,
     ObjectKeys,
     ObjectNotFound,

@@ -9,9 +9,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from picmetric_core import weights
 from picmetric_core.cli import main as cli_main
 from picmetric_core.errors import WeightsError
+from picmetric_core.models import weights
 
 PAYLOAD = b"\x00\x01weights" * 1000
 

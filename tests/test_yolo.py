@@ -12,10 +12,9 @@ import cv2
 import numpy as np
 import pytest
 
-from picmetric_core import weights
 from picmetric_core.errors import WeightsError
+from picmetric_core.models import weights
 from picmetric_core.models.darknet import DARKNET_BN_EPS, DarknetNet, build_darknet, count_weights, load_weights
-from picmetric_core.models.synthetic import write_darknet_weights
 from picmetric_core.models.yolo import (
     DEVICE_NMS_CAPACITY,
     MAX_CANDIDATES,
@@ -25,6 +24,7 @@ from picmetric_core.models.yolo import (
     load_detector,
 )
 from picmetric_core.results import Box, Detection
+from tests.synthetic_weights import write_darknet_weights
 
 pytestmark = pytest.mark.slow
 
@@ -278,7 +278,7 @@ JAX_OVERFULL_SCRIPT = """
 import sys
 from pathlib import Path
 import numpy as np, cv2, keras
-from picmetric_core import weights
+from picmetric_core.models import weights
 from picmetric_core.models.yolo import YoloDetector, load_darknet_detector
 assert keras.backend.backend() == "jax"
 host = load_darknet_detector(weights.YOLOV3_TINY_CFG, Path(sys.argv[1]), "t", full=False)

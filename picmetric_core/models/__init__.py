@@ -1,0 +1,1 @@
+"""The networks: the classifier, the YOLO detector, MTCNN, their weight files and the compiled forward passes."""

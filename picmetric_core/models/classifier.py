@@ -16,9 +16,8 @@ import keras
 import numpy as np
 from PIL import Image
 
-from picmetric_core import weights
 from picmetric_core.errors import WeightsError
-from picmetric_core.models import efficientnet_lite
+from picmetric_core.models import efficientnet_lite, weights
 from picmetric_core.models.compiled import compiled_forward
 from picmetric_core.results import Classification, ModelInfo
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from picmetric_core import weights
+from picmetric_core.models import weights
 from picmetric_core.models.base import FaceDetector
 from picmetric_core.results import LANDMARK_NAMES, Box, Face, ModelInfo, Point
 

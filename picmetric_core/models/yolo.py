@@ -17,10 +17,9 @@ import cv2
 import keras
 import numpy as np
 
-from picmetric_core import weights
 from picmetric_core.errors import WeightsError
 from picmetric_core.filters import non_max_suppression
-from picmetric_core.models import compiled
+from picmetric_core.models import compiled, weights
 from picmetric_core.models.darknet import DarknetNet, YoloHead, load_darknet
 from picmetric_core.models.device_nms import FRAME_COLUMNS, select_detections
 from picmetric_core.results import Box, Detection, ModelInfo

@@ -16,9 +16,9 @@ from sqlalchemy import ColumnElement, exists, func, literal, literal_column, sel
 from sqlalchemy.orm import Session, selectinload
 
 from picmetric_core.filters import DEFAULT_THRESHOLDS
-from picmetric_core.orm import AnalysisRow, ClassificationRow, DetectionRow, FaceRow
 from picmetric_core.results import Analysis
-from picmetric_core.storage import ObjectKeys
+from picmetric_core.store.objects import ObjectKeys
+from picmetric_core.store.orm import AnalysisRow, ClassificationRow, DetectionRow, FaceRow
 
 LabelKind = Literal["classifier", "detector"]
 T = TypeVar("T")
@@ -216,7 +216,7 @@ def counts_over_time(
         pattern = "%Y-%m-%d" if bucket == "day" else "%Y-%m-01"
         start = func.strftime(pattern, AnalysisRow.created_at)
     else:
-        # The engine's sessions run in UTC (see picmetric_core.db), so buckets are UTC days.
+        # The engine's sessions run in UTC (see picmetric_core.store.database), so buckets are UTC days.
         start = func.date_trunc(bucket, AnalysisRow.created_at)
     start = start.label("start")
     statement = select(start, func.count().label("n")).where(*_conditions(query or HistoryQuery()))

@@ -42,7 +42,7 @@ from urllib3.util import parse_url
 
 from picmetric_core.config import Settings
 from picmetric_core.errors import FetchFailed, ImageTooLarge, NotAnImage, PicMetricError, UrlRefused
-from picmetric_core.images import NOT_AN_IMAGE_MESSAGE, format_size, sniff_format, too_many_bytes
+from picmetric_core.intake.images import NOT_AN_IMAGE_MESSAGE, format_size, sniff_format, too_many_bytes
 
 Resolver = Callable[[str, int], Sequence[str]]
 """``(host, port) -> IP addresses``; injectable so tests can play DNS without a network."""

@@ -8,7 +8,7 @@ import logging.config
 from alembic import context
 from sqlalchemy import create_engine
 
-from picmetric_core.orm import Base
+from picmetric_core.store.orm import Base
 
 
 def _run(connection) -> None:

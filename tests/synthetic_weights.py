@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from picmetric_core import weights
+from picmetric_core.models import weights
 
 
 def write_legacy_h5(model, path: Path) -> None:

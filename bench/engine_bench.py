@@ -1,8 +1,8 @@
 """Engine benchmark: prints cold start, warm per-stage latency, batch throughput and peak RSS.
 
-    python -m picmetric_core.bench              # offline default models
-    python -m picmetric_core.bench --full       # also full ResNet50 + YOLOv3-416 (random weights)
-    python -m picmetric_core.bench --sequential # the three networks one after another (default: concurrent)
+    python bench/engine_bench.py              # offline default models
+    python bench/engine_bench.py --full       # also full ResNet50 + YOLOv3-416 (random weights)
+    python bench/engine_bench.py --sequential # the three networks one after another (default: concurrent)
 
 Throughput compares one-at-a-time ``analyze`` with ``analyze_many`` in the same run, both from bytes.
 
@@ -26,6 +26,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+# Lets the synthetic weight writers (test helpers, not runtime code) be imported from tests/.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
 PHOTO_SIZE = (640, 480)
 DOG = Path("/usr/share/darknet/data/dog.jpg")
 
@@ -47,7 +50,7 @@ def cold_start_seconds(models_dir: Path, photo: Path) -> float:
     """Process start to first result, in a fresh interpreter."""
     code = (
         "from picmetric_core.config import Settings;"
-        "from picmetric_core.images import decode_for;"
+        "from picmetric_core.intake.images import decode_for;"
         "from picmetric_core.pipeline import get_analyzer;"
         f"s=Settings(models_dir={str(models_dir)!r});"
         f"get_analyzer(s).analyze(decode_for(s, open({str(photo)!r},'rb').read()));print('ok')"
@@ -71,7 +74,7 @@ def bench_models(
     parallel: bool = True,
 ) -> None:
     from picmetric_core.config import Settings
-    from picmetric_core.images import decode_for
+    from picmetric_core.intake.images import decode_for
     from picmetric_core.pipeline import load_analyzer
 
     settings = Settings(models_dir=models_dir)
@@ -140,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
         bench_models("offline default models", Path(empty), photo, args.runs, args.batch, sizes, not args.sequential)
     if args.full:
         with tempfile.TemporaryDirectory() as tmp:
-            from picmetric_core.models.synthetic import make_full_models_dir
+            from tests.synthetic_weights import make_full_models_dir
 
             full_dir = make_full_models_dir(Path(tmp))
             label = "full ResNet50 + YOLOv3-416 (random weights)"

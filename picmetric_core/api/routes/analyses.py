@@ -1,0 +1,152 @@
+"""The v1 endpoints: analyse an image, list and read past analyses, serve stored objects, health."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, File, Form, Path, Query, Request, UploadFile
+from fastapi.responses import Response
+from starlette.exceptions import HTTPException
+
+from picmetric_core.api.deps import RuntimeDep, ThresholdsDep, json_response, object_urls
+from picmetric_core.api.schemas import ERRORS, READ_ERRORS, ErrorBody
+from picmetric_core.api.submit import submit_upload, submit_url
+from picmetric_core.filters import DEFAULT_THRESHOLDS, DisplayThresholds
+from picmetric_core.service import Submission
+from picmetric_core.store.history import MAX_PAGE_SIZE, HistoryQuery
+from picmetric_core.store.objects import ObjectNotFound, content_type_of
+from picmetric_core.views import full_view
+
+API_VERSION = "1.0.0"
+OBJECT_KEY = re.compile(
+    r"[0-9a-f]{32}/(?:original\.(?:jpg|png|webp|gif|bmp|tiff|bin)|detections\.png|faces\.png|thumb\.jpg)"
+)
+MD5 = r"^[0-9a-fA-F]{32}$"
+
+writes = APIRouter(tags=["v1"])
+reads = APIRouter(tags=["v1"])
+
+
+@writes.post(
+    "/v1/analyses",
+    status_code=201,
+    responses={200: {"description": "The image was analysed before: its stored analysis"}, **ERRORS},
+    summary="Analyse an uploaded image or the image at a URL",
+)
+def create_analysis(
+    request: Request,
+    runtime: RuntimeDep,
+    shown: ThresholdsDep,
+    file: Annotated[UploadFile | None, File(description="The image (or give url)")] = None,
+    url: Annotated[str | None, Form(description="The image's address (or give file)")] = None,
+) -> Response:
+    """The full results; ``seen_before`` is true (and the status 200) when no network ran for this call."""
+    if (file is None) == (url is None):
+        raise HTTPException(422, "Send exactly one of: a file (multipart field `file`) or a `url` form field.")
+    submission = submit_upload(runtime, file) if file is not None else submit_url(runtime, url or "")
+    return json_response(_full(request, submission, shown), status=200 if submission.seen_before else 201)
+
+
+@reads.get("/v1/analyses", responses=READ_ERRORS, summary="Past analyses, newest first")
+def list_analyses(
+    request: Request,
+    runtime: RuntimeDep,
+    shown: ThresholdsDep,
+    label: Annotated[str | None, Query(max_length=200, description="An ImageNet or COCO label")] = None,
+    label_kind: Literal["classifier", "detector"] | None = None,
+    min_score: Annotated[
+        float | None,
+        Query(ge=0, le=1, description="Confidence from which a label counts (default 0.25 with a label, else 0)"),
+    ] = None,
+    has_faces: bool | None = None,
+    min_faces: Annotated[int | None, Query(ge=0, le=10_000)] = None,
+    max_faces: Annotated[int | None, Query(ge=0, le=10_000)] = None,
+    min_face_score: Annotated[float, Query(ge=0, le=1)] = DEFAULT_THRESHOLDS.min_face_score,
+    since: Annotated[datetime | None, Query(description="ISO 8601 with a timezone")] = None,
+    until: Annotated[datetime | None, Query(description="ISO 8601 with a timezone")] = None,
+    filename: Annotated[str | None, Query(max_length=255, description="Part of the file name")] = None,
+    md5: Annotated[str | None, Query(pattern=r"^[0-9a-fA-F]{1,32}$", description="An md5 or its start")] = None,
+    limit: Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE)] = 24,
+    page: Annotated[int, Query(ge=1, le=1_000_000)] = 1,
+    cursor: Annotated[str | None, Query(max_length=200, description="`next_cursor` of the page before")] = None,
+    with_total: bool = False,
+) -> Response:
+    try:
+        query = HistoryQuery(
+            label=label,
+            label_kind=label_kind,
+            min_score=_label_score(min_score, label, label_kind),
+            has_faces=has_faces,
+            min_faces=min_faces,
+            max_faces=max_faces,
+            min_face_score=min_face_score,
+            since=since,
+            until=until,
+            filename=filename,
+            md5=md5.lower() if md5 else None,
+            limit=limit,
+            page=page,
+            cursor=cursor,
+            with_total=with_total,
+        )
+    except ValueError as error:
+        raise HTTPException(422, str(error)) from None
+    result = runtime.service().history(query)
+    return json_response(
+        {
+            "items": [_full(request, item, shown) for item in result.items],
+            "next_cursor": result.next_cursor,
+            "page": result.page,
+            "limit": result.limit,
+            "total": result.total,
+        }
+    )
+
+
+@reads.get(
+    "/v1/analyses/{md5}",
+    responses={404: {"model": ErrorBody, "description": "Never analysed"}, **READ_ERRORS},
+    summary="The stored analysis of one image",
+)
+def get_analysis(
+    request: Request, runtime: RuntimeDep, md5: Annotated[str, Path(pattern=MD5)], shown: ThresholdsDep
+) -> Response:
+    submission = runtime.service().get(md5.lower())
+    if submission is None:
+        raise HTTPException(404, f"No analysis of an image with md5 {md5.lower()}.")
+    return json_response(_full(request, submission, shown))
+
+
+@reads.get("/objects/{key:path}", responses={404: {"model": ErrorBody}, 503: ERRORS[503]})
+def get_object(runtime: RuntimeDep, key: str) -> Response:
+    """A stored image or overlay (for a local store, whose objects have no links of their own)."""
+    if not OBJECT_KEY.fullmatch(key):
+        raise HTTPException(404, "No such object.")
+    try:
+        data = runtime.service().store.get(key)
+    except ObjectNotFound:
+        raise HTTPException(404, "No such object.") from None
+    headers = {"Cache-Control": "public, max-age=31536000, immutable", "X-Content-Type-Options": "nosniff"}
+    return Response(data, media_type=content_type_of(key), headers=headers)
+
+
+@reads.get("/healthz", summary="Liveness, and whether the networks are loaded")
+def healthz(runtime: RuntimeDep) -> dict[str, Any]:
+    return {"status": "ok", "version": API_VERSION, "networks": runtime.loader.describe()}
+
+
+def _label_score(min_score: float | None, label: str | None, label_kind: str | None) -> float:
+    """The history's ``min_score``: as given, else the default for a label search and 0 (list everything) without."""
+    if min_score is not None:
+        return min_score
+    return DEFAULT_THRESHOLDS.min_detection_score if label is not None or label_kind is not None else 0.0
+
+
+def _full(request: Request, submission: Submission, thresholds: DisplayThresholds) -> dict[str, Any]:
+    record = asdict(submission.record)
+    record["created_at"] = submission.record.created_at.isoformat()
+    view = full_view(submission.analysis, thresholds=thresholds, urls=object_urls(request, submission), record=record)
+    return {**view, "seen_before": submission.seen_before}

@@ -1,0 +1,86 @@
+"""The old Flask API's endpoints, in their old shape, and its upload test page."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, File, Form, Query, Request, UploadFile
+from fastapi.responses import HTMLResponse, Response
+
+from picmetric_core.api.deps import RuntimeDep, json_response, object_urls
+from picmetric_core.api.schemas import ERRORS, LegacyResponse
+from picmetric_core.api.submit import submit_upload, submit_url
+from picmetric_core.service import Submission
+from picmetric_core.views import legacy_view
+
+writes = APIRouter(tags=["legacy"])
+pages = APIRouter(tags=["legacy"])
+
+
+@writes.post(
+    "/do_data_science",
+    response_model=LegacyResponse,
+    responses=ERRORS,
+    summary="Analyse an uploaded image (the old API's shape)",
+)
+def do_data_science(request: Request, runtime: RuntimeDep, file: Annotated[UploadFile, File()]) -> Response:
+    return _legacy(request, submit_upload(runtime, file))
+
+
+@writes.post(
+    "/do_data_science_url",
+    response_model=LegacyResponse,
+    responses=ERRORS,
+    summary="Analyse the image at a URL (the old API's shape)",
+)
+def do_data_science_url(
+    request: Request, runtime: RuntimeDep, url: Annotated[str, Form(description="The image's address")]
+) -> Response:
+    return _legacy(request, submit_url(runtime, url))
+
+
+@writes.get(
+    "/do_data_science_url",
+    response_model=LegacyResponse,
+    responses=ERRORS,
+    summary="Analyse the image at a URL, as the old API also answered GET (?url=)",
+)
+def do_data_science_url_get(
+    request: Request, runtime: RuntimeDep, url: Annotated[str, Query(description="The image's address")]
+) -> Response:
+    return _legacy(request, submit_url(runtime, url))
+
+
+@pages.get("/upload", response_class=HTMLResponse, summary="A test page with both forms")
+def upload_page() -> HTMLResponse:
+    return HTMLResponse(UPLOAD_PAGE)
+
+
+def _legacy(request: Request, submission: Submission) -> Response:
+    urls = object_urls(request, submission)
+    body = legacy_view(
+        submission.analysis, original_url=urls["original"], detections_url=urls["detections"], faces_url=urls["faces"]
+    )
+    # The body keeps the old shape exactly; whether a network ran is told in a header.
+    return json_response(body, headers={"X-PicMetric-Seen-Before": str(submission.seen_before).lower()})
+
+
+UPLOAD_PAGE = """<!doctype html>
+<html lang="en">
+<meta charset="utf-8">
+<title>PicMetric API test page</title>
+<style>body{font:16px system-ui,sans-serif;max-width:40rem;margin:2rem auto}form{margin:1.5rem 0}</style>
+<h1>PicMetric API</h1>
+<p>Both forms answer with the old API's JSON. The full results are at <a href="docs">/docs</a> (v1).
+When the server has an API token these forms are refused: use a client that sends it.</p>
+<h2>Upload an image</h2>
+<form action="do_data_science" method="post" enctype="multipart/form-data">
+  <input type="file" name="file" accept="image/*" required> <button>Analyse</button>
+</form>
+<h2>Analyse an image at a URL</h2>
+<form action="do_data_science_url" method="post">
+  <input type="url" name="url" size="50" placeholder="https://example.com/photo.jpg" required>
+  <button>Analyse</button>
+</form>
+</html>
+"""

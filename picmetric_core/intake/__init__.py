@@ -1,0 +1,1 @@
+"""Getting images in: decoding bytes within limits (``images``) and fetching URLs safely (``fetch``)."""
