@@ -81,6 +81,8 @@ class Settings(BaseSettings):
     cors_origins: Annotated[list[str], NoDecode] = Field(
         default_factory=list, validation_alias=_env("PICMETRIC_CORS_ORIGINS")
     )
+    # The address clients reach the API at (e.g. behind a proxy), for links that are kept.
+    public_base_url: str | None = Field(None, validation_alias=_env("PICMETRIC_PUBLIC_BASE_URL"))
 
     @field_validator("database_url")
     @classmethod

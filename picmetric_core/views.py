@@ -10,6 +10,8 @@ from picmetric_core.filters import DEFAULT_THRESHOLDS, DisplayThresholds, shown
 from picmetric_core.results import Analysis
 
 LEGACY_RESNET_TOP = 3
+# The old API listed objects from 50 % (ImageAI's default); v1 and the UI show more.
+LEGACY_THRESHOLDS = DisplayThresholds(min_detection_score=0.5)
 NO_FACES = "no_faces"
 
 
@@ -40,13 +42,14 @@ def legacy_view(
     original_url: str,
     detections_url: str,
     faces_url: str,
-    thresholds: DisplayThresholds = DEFAULT_THRESHOLDS,
+    thresholds: DisplayThresholds = LEGACY_THRESHOLDS,
     error: str = "",
-) -> dict[str, str]:
+) -> dict[str, str | None]:
     """The old API's response: ``resnet``/``yolov3`` are JSON strings, as old clients parse them.
 
     The old API reported probabilities for ResNet and percentages for YOLO, with underscores in
-    ImageNet names (``studio_couch``); both quirks are kept.
+    ImageNet names (``studio_couch``), official COCO names (``potted plant``), objects from 50 % and
+    ``null`` for ``yolov3`` when it found none; all of that is kept.
     """
     visible = shown(analysis, thresholds)
     resnet = {
@@ -61,6 +64,6 @@ def legacy_view(
         "hash": analysis.md5,
         "original": original_url,
         "resnet": json.dumps(resnet),
-        "yolov3": json.dumps({label: str(score) for label, score in yolo.items()}),
+        "yolov3": json.dumps({label: str(score) for label, score in yolo.items()}) if yolo else None,
         "yolov3_source": detections_url,
     }

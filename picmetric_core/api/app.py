@@ -27,7 +27,7 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from picmetric_core.api.deps import Runtime, token_dependencies
-from picmetric_core.api.routes import analyses, legacy
+from picmetric_core.api.routes import analyses, legacy, links
 from picmetric_core.config import Settings, get_settings
 from picmetric_core.errors import PicMetricError
 from picmetric_core.intake.images import format_size
@@ -86,7 +86,8 @@ def create_app(settings: Settings | None = None, *, loader: ModelLoader | None =
             CORSMiddleware,
             allow_origins=settings.cors_origins,
             allow_methods=["GET", "POST"],
-            allow_headers=["Authorization", "Content-Type"],
+            # Any request header: the old front end's axios sends its own (`timeout`), which forces a preflight.
+            allow_headers=["*"],
             expose_headers=["X-PicMetric-Seen-Before"],
         )
     _add_error_handlers(app)
@@ -94,6 +95,8 @@ def create_app(settings: Settings | None = None, *, loader: ModelLoader | None =
     app.include_router(legacy.writes, dependencies=writes)
     app.include_router(legacy.pages)
     app.include_router(analyses.writes, dependencies=writes)
+    # Before analyses.reads: /v1/analyses/export must not be taken for /v1/analyses/{md5}.
+    app.include_router(links.router)  # its own check: the token or a link's signature (see links.py)
     app.include_router(analyses.reads)
     return app
 

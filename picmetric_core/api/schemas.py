@@ -14,13 +14,14 @@ class ErrorBody(BaseModel):
 
 
 class LegacyResponse(BaseModel):
-    """The old Flask API's response, field for field (``resnet`` and ``yolov3`` are JSON strings)."""
+    """The old Flask API's response, field for field (``resnet`` and ``yolov3`` are JSON strings;
+    ``yolov3`` is ``null`` when no object reaches 50 %)."""
 
     error: str
     hash: str
     original: str
     resnet: str
-    yolov3: str
+    yolov3: str | None
     yolov3_source: str
     faces_source: str
 

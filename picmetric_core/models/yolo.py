@@ -20,6 +20,7 @@ import numpy as np
 from picmetric_core.errors import WeightsError
 from picmetric_core.filters import non_max_suppression
 from picmetric_core.models import compiled, weights
+from picmetric_core.models.coco import official_name
 from picmetric_core.models.darknet import DarknetNet, YoloHead, load_darknet
 from picmetric_core.models.device_nms import FRAME_COLUMNS, select_detections
 from picmetric_core.results import Box, Detection, ModelInfo
@@ -47,8 +48,8 @@ class Letterbox:
 
 
 def read_labels(path: Path = weights.COCO_NAMES) -> tuple[str, ...]:
-    """Class names, one a line, in class-id order."""
-    return tuple(line.strip() for line in path.read_text().splitlines() if line.strip())
+    """Class names, one a line, in class-id order, with darknet's spellings turned into official COCO names."""
+    return tuple(official_name(line.strip()) for line in path.read_text().splitlines() if line.strip())
 
 
 def letterbox(rgb: np.ndarray, size: int) -> tuple[np.ndarray, Letterbox]:

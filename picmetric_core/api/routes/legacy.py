@@ -5,9 +5,10 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, File, Form, Query, Request, UploadFile
-from fastapi.responses import HTMLResponse, Response
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
-from picmetric_core.api.deps import RuntimeDep, json_response, object_urls
+from picmetric_core.api.deps import Runtime, RuntimeDep, json_response
+from picmetric_core.api.routes.links import stable_link
 from picmetric_core.api.schemas import ERRORS, LegacyResponse
 from picmetric_core.api.submit import submit_upload, submit_url
 from picmetric_core.service import Submission
@@ -24,7 +25,7 @@ pages = APIRouter(tags=["legacy"])
     summary="Analyse an uploaded image (the old API's shape)",
 )
 def do_data_science(request: Request, runtime: RuntimeDep, file: Annotated[UploadFile, File()]) -> Response:
-    return _legacy(request, submit_upload(runtime, file))
+    return _legacy(request, runtime, submit_upload(runtime, file))
 
 
 @writes.post(
@@ -36,7 +37,7 @@ def do_data_science(request: Request, runtime: RuntimeDep, file: Annotated[Uploa
 def do_data_science_url(
     request: Request, runtime: RuntimeDep, url: Annotated[str, Form(description="The image's address")]
 ) -> Response:
-    return _legacy(request, submit_url(runtime, url))
+    return _legacy(request, runtime, submit_url(runtime, url))
 
 
 @writes.get(
@@ -48,7 +49,7 @@ def do_data_science_url(
 def do_data_science_url_get(
     request: Request, runtime: RuntimeDep, url: Annotated[str, Query(description="The image's address")]
 ) -> Response:
-    return _legacy(request, submit_url(runtime, url))
+    return _legacy(request, runtime, submit_url(runtime, url))
 
 
 @pages.get("/upload", response_class=HTMLResponse, summary="A test page with both forms")
@@ -56,13 +57,29 @@ def upload_page() -> HTMLResponse:
     return HTMLResponse(UPLOAD_PAGE)
 
 
-def _legacy(request: Request, submission: Submission) -> Response:
-    urls = object_urls(request, submission)
+@pages.get("/", include_in_schema=False)
+def root() -> RedirectResponse:
+    """The old API's front page sent visitors to its upload page."""
+    return RedirectResponse("/upload", status_code=302)
+
+
+def _legacy(request: Request, runtime: Runtime, submission: Submission) -> Response:
+    urls = _kept_links(request, runtime, submission)
     body = legacy_view(
         submission.analysis, original_url=urls["original"], detections_url=urls["detections"], faces_url=urls["faces"]
     )
     # The body keeps the old shape exactly; whether a network ran is told in a header.
     return json_response(body, headers={"X-PicMetric-Seen-Before": str(submission.seen_before).lower()})
+
+
+def _kept_links(request: Request, runtime: Runtime, submission: Submission) -> dict[str, str]:
+    """Links an old client may store forever: a public bucket's own URLs, else this API's link route."""
+    settings = runtime.settings
+    if settings.uses_s3 and settings.public_read and settings.s3_location:
+        urls = submission.urls
+        return {"original": urls.original or "", "detections": urls.detections or "", "faces": urls.faces or ""}
+    md5 = submission.analysis.md5
+    return {kind: stable_link(settings, request, md5, kind) for kind in ("original", "detections", "faces")}
 
 
 UPLOAD_PAGE = """<!doctype html>

@@ -1,0 +1,104 @@
+"""Links that never expire: one route per stored object, answered with a fresh link or the bytes.
+
+Old clients keep ``original``, ``yolov3_source`` and ``faces_source`` forever, so the old shape hands
+out ``{base}/v1/analyses/{md5}/{kind}`` instead of a presigned URL (which expires, and is longer than
+the old back end's 255-character columns). Each request presigns anew (S3) or streams the bytes
+(a local folder).
+
+With ``PICMETRIC_API_TOKEN`` set, a link carries ``sig``, an HMAC of the md5 and the kind under the
+token: an ``<img src>`` cannot send a bearer header, and the token itself never appears in a link.
+The route accepts either the bearer token or a valid ``sig``; changing the token retires old links.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Path, Query, Request
+from fastapi.responses import RedirectResponse, Response
+from starlette.exceptions import HTTPException
+
+from picmetric_core.api.deps import RuntimeDep
+from picmetric_core.api.schemas import ERRORS, ErrorBody
+from picmetric_core.config import Settings
+from picmetric_core.store.objects import ObjectNotFound, content_type_of
+
+ObjectKind = Literal["original", "detections", "faces", "thumbnail"]
+MD5 = r"^[0-9a-fA-F]{32}$"
+SIGNATURE_CHARS = 22  # 132 bits of HMAC-SHA256
+
+router = APIRouter(tags=["v1"])
+
+
+def link_signature(secret: str, md5: str, kind: str) -> str:
+    """The ``sig`` that opens ``kind`` of ``md5`` on a server with this token."""
+    digest = hmac.new(secret.encode(), f"{md5.lower()}/{kind}".encode(), hashlib.sha256).digest()
+    return base64.urlsafe_b64encode(digest).decode()[:SIGNATURE_CHARS]
+
+
+def public_base_url(settings: Settings, request: Request) -> str:
+    """``PICMETRIC_PUBLIC_BASE_URL``, else the address the request came to (behind a proxy, uvicorn's
+    ``--proxy-headers`` supplies the scheme and the proxy must pass the ``Host`` header on)."""
+    return (settings.public_base_url or str(request.base_url)).rstrip("/")
+
+
+def stable_link(settings: Settings, request: Request, md5: str, kind: ObjectKind) -> str:
+    """The permanent link to one stored object of ``md5``."""
+    link = f"{public_base_url(settings, request)}/v1/analyses/{md5}/{kind}"
+    if settings.api_token is not None:
+        link += f"?sig={link_signature(settings.api_token.get_secret_value(), md5, kind)}"
+    return link
+
+
+@router.get(
+    "/v1/analyses/{md5}/{kind}",
+    responses={
+        307: {"description": "A fresh link to the object in the bucket"},
+        401: ERRORS[401],
+        404: {"model": ErrorBody, "description": "Never analysed"},
+        503: ERRORS[503],
+    },
+    summary="A stored original or overlay, by a link that never expires",
+)
+def get_stored_object(
+    request: Request,
+    runtime: RuntimeDep,
+    md5: Annotated[str, Path(pattern=MD5)],
+    kind: ObjectKind,
+    sig: Annotated[str | None, Query(max_length=64, description="The link's signature (with a token)")] = None,
+) -> Response:
+    md5 = md5.lower()
+    _check_access(runtime.settings, request, md5, kind, sig)
+    submission = runtime.service().get(md5)
+    if submission is None:
+        raise HTTPException(404, f"No analysis of an image with md5 {md5}.")
+    key = getattr(submission.record.keys, kind)
+    store = runtime.service().store
+    fresh = store.url(key)
+    if fresh is not None:
+        return RedirectResponse(fresh, status_code=307, headers={"Cache-Control": "no-store"})
+    try:
+        data = store.get(key)
+    except ObjectNotFound:
+        raise HTTPException(404, "No such object.") from None
+    headers = {"Cache-Control": "public, max-age=31536000, immutable", "X-Content-Type-Options": "nosniff"}
+    return Response(data, media_type=content_type_of(key), headers=headers)
+
+
+def _check_access(settings: Settings, request: Request, md5: str, kind: str, sig: str | None) -> None:
+    if settings.api_token is None:
+        return
+    token = settings.api_token.get_secret_value()
+    if sig is not None and hmac.compare_digest(sig.encode(), link_signature(token, md5, kind).encode()):
+        return
+    scheme, _, given = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() == "bearer" and hmac.compare_digest(given.encode(), token.encode()):
+        return
+    raise HTTPException(
+        401,
+        "This link is not valid here: use the link as the API gave it, or send Authorization: Bearer <token>.",
+        headers={"WWW-Authenticate": "Bearer"},
+    )
