@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 from picmetric_core.config import Settings, get_settings
@@ -131,6 +132,83 @@ def weights_fetch_command(settings: Settings) -> int:
     return 0
 
 
+def add_export_parser(commands: argparse._SubParsersAction) -> None:
+    """``picmetric export``: the History filters as flags, the thresholds, the format and the file."""
+    from picmetric_core.exports import EXPORT_FORMATS
+    from picmetric_core.filters import DEFAULT_THRESHOLDS
+
+    export = commands.add_parser("export", help="export stored analyses as CSV, COCO JSON or a ZIP of images")
+    export.add_argument("--format", choices=EXPORT_FORMATS, default="csv")
+    export.add_argument("--out", metavar="FILE", required=True, help="where to write the export")
+    export.add_argument("--label", help="an ImageNet or COCO label")
+    export.add_argument("--label-kind", choices=["classifier", "detector"])
+    export.add_argument("--min-score", type=float, default=DEFAULT_THRESHOLDS.min_detection_score)
+    faces = export.add_mutually_exclusive_group()
+    faces.add_argument("--has-faces", action="store_const", const=True, dest="has_faces")
+    faces.add_argument("--no-faces", action="store_const", const=False, dest="has_faces")
+    export.add_argument("--min-faces", type=int)
+    export.add_argument("--max-faces", type=int)
+    export.add_argument("--since", type=iso_datetime, help="ISO 8601, e.g. 2026-12-01T00:00:00+00:00")
+    export.add_argument("--until", type=iso_datetime, help="ISO 8601, e.g. 2026-12-03T00:00:00+00:00")
+    export.add_argument("--filename", help="part of the file name")
+    export.add_argument("--md5", help="an md5 or its start")
+    export.add_argument("--min-detection-score", type=float, default=DEFAULT_THRESHOLDS.min_detection_score)
+    export.add_argument("--nms-iou", type=float, default=DEFAULT_THRESHOLDS.nms_iou)
+    export.add_argument("--min-face-score", type=float, default=DEFAULT_THRESHOLDS.min_face_score)
+
+
+def iso_datetime(text: str) -> datetime:
+    """An ISO 8601 moment; one without a timezone is taken as UTC."""
+    moment = datetime.fromisoformat(text)
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def export_command(args: argparse.Namespace, settings: Settings) -> int:
+    from picmetric_core import exports
+    from picmetric_core.filters import DisplayThresholds
+    from picmetric_core.lifecycle import ModelLoader
+    from picmetric_core.service import PicMetricService
+    from picmetric_core.store.history import HistoryQuery
+
+    try:
+        thresholds = DisplayThresholds(args.min_detection_score, args.nms_iou, args.min_face_score)
+        query = HistoryQuery(
+            label=args.label,
+            label_kind=args.label_kind,
+            min_score=args.min_score,
+            has_faces=args.has_faces,
+            min_faces=args.min_faces,
+            max_faces=args.max_faces,
+            min_face_score=args.min_face_score,
+            since=args.since,
+            until=args.until,
+            filename=args.filename,
+            md5=args.md5.lower() if args.md5 else None,
+        )
+    except ValueError as error:
+        print(f"picmetric export: {error}", file=sys.stderr)
+        return 2
+    try:
+        # The loader never starts: an export reads stored results and runs no network.
+        service = PicMetricService(settings, ModelLoader(settings))
+    except PicMetricError as error:
+        print(f"picmetric export: {error}", file=sys.stderr)
+        return 1
+    try:
+        data = exports.export(service, query, args.format, thresholds)
+        Path(args.out).write_bytes(data)
+    except PicMetricError as error:
+        print(f"picmetric export: {error}", file=sys.stderr)
+        return 1
+    except OSError as error:
+        print(f"picmetric export: could not write {args.out}: {error.strerror}", file=sys.stderr)
+        return 1
+    finally:
+        service.close()
+    print(f"wrote {args.out} ({len(data):,} bytes, {args.format})")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="picmetric", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -140,6 +218,7 @@ def build_parser() -> argparse.ArgumentParser:
     analyze.add_argument("--out", metavar="DIR", help="write overlays and JSON into DIR")
     weights_parser = commands.add_parser("weights", help="show or fetch model weights")
     weights_parser.add_argument("action", choices=["status", "fetch"])
+    add_export_parser(commands)
     return parser
 
 
@@ -148,6 +227,8 @@ def main(argv: list[str] | None = None) -> int:
     settings = get_settings()
     if args.command == "analyze":
         return analyze_command(args, settings)
+    if args.command == "export":
+        return export_command(args, settings)
     if args.action == "status":
         return weights_status_command(settings)
     return weights_fetch_command(settings)
