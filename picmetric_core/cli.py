@@ -194,18 +194,20 @@ def export_command(args: argparse.Namespace, settings: Settings) -> int:
     except PicMetricError as error:
         print(f"picmetric export: {error}", file=sys.stderr)
         return 1
+    out = Path(args.out)
     try:
-        data = exports.export(service, query, args.format, thresholds)
-        Path(args.out).write_bytes(data)
+        with out.open("wb") as target:
+            exports.write_export(service, query, args.format, target, thresholds)
     except PicMetricError as error:
+        out.unlink(missing_ok=True)
         print(f"picmetric export: {error}", file=sys.stderr)
         return 1
     except OSError as error:
-        print(f"picmetric export: could not write {args.out}: {error.strerror}", file=sys.stderr)
+        print(f"picmetric export: could not write {out}: {error.strerror}", file=sys.stderr)
         return 1
     finally:
         service.close()
-    print(f"wrote {args.out} ({len(data):,} bytes, {args.format})")
+    print(f"wrote {out} ({out.stat().st_size:,} bytes, {args.format})")
     return 0
 
 

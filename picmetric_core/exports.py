@@ -21,7 +21,7 @@ import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any, BinaryIO, Literal
 
 from picmetric_core.errors import PicMetricError
 from picmetric_core.filters import DEFAULT_THRESHOLDS, DisplayThresholds, shown
@@ -36,7 +36,7 @@ EXPORT_FORMATS: tuple[ExportFormat, ...] = ("csv", "coco", "zip")
 MEDIA_TYPES: dict[ExportFormat, str] = {"csv": "text/csv", "coco": "application/json", "zip": "application/zip"}
 FILE_EXTENSIONS: dict[ExportFormat, str] = {"csv": "csv", "coco": "json", "zip": "zip"}
 # Past these, an export asks for narrower filters rather than building a response too large to hold.
-MAX_ANALYSES: dict[ExportFormat, int] = {"csv": 20_000, "coco": 20_000, "zip": 1_000}
+MAX_ANALYSES: dict[ExportFormat, int] = {"csv": 20_000, "coco": 20_000, "zip": 2_000}
 
 FACE_CATEGORY = {"id": 91, "name": "face", "supercategory": "person"}  # 91: no COCO object has it
 CSV_COLUMNS = (
@@ -152,14 +152,14 @@ def to_coco(items: tuple[ExportItem, ...]) -> dict[str, Any]:
     }
 
 
-def to_zip(items: tuple[ExportItem, ...], store: ObjectStore) -> bytes:
-    """The originals and overlays of ``items`` under ``{md5}/``, with ``results.csv`` and ``annotations.json``.
+def write_zip(items: tuple[ExportItem, ...], store: ObjectStore, target: BinaryIO) -> None:
+    """Write the originals and overlays of ``items`` under ``{md5}/``, with ``results.csv`` and
+    ``annotations.json``, as a ZIP into ``target`` (a file: images are not all held in memory).
 
     An object missing from the store is left out and listed in ``missing.txt``.
     """
-    buffer = io.BytesIO()
     missing: list[str] = []
-    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+    with zipfile.ZipFile(target, "w", compression=zipfile.ZIP_DEFLATED) as archive:
         for item in items:
             keys = item.record.keys
             for key in (keys.original, keys.detections, keys.faces):
@@ -174,7 +174,27 @@ def to_zip(items: tuple[ExportItem, ...], store: ObjectStore) -> bytes:
         archive.writestr("annotations.json", json.dumps(to_coco(items), indent=1))
         if missing:
             archive.writestr("missing.txt", "\n".join(missing) + "\n")
-    return buffer.getvalue()
+
+
+def write_export(
+    service: PicMetricService,
+    query: HistoryQuery,
+    export_format: ExportFormat,
+    target: BinaryIO,
+    thresholds: DisplayThresholds = DEFAULT_THRESHOLDS,
+) -> None:
+    """Write the export of ``query`` at ``thresholds`` in ``export_format`` into ``target``.
+
+    Raises:
+        ExportTooLarge: more analyses match than one export of this format holds.
+    """
+    items = collect(service, query, thresholds, max_analyses=MAX_ANALYSES[export_format])
+    if export_format == "csv":
+        target.write(to_csv(items))
+    elif export_format == "coco":
+        target.write(json.dumps(to_coco(items)).encode("utf-8"))
+    else:
+        write_zip(items, service.store, target)
 
 
 def export(
@@ -183,13 +203,10 @@ def export(
     export_format: ExportFormat,
     thresholds: DisplayThresholds = DEFAULT_THRESHOLDS,
 ) -> bytes:
-    """The export of ``query`` at ``thresholds`` in ``export_format``, as bytes to send or write."""
-    items = collect(service, query, thresholds, max_analyses=MAX_ANALYSES[export_format])
-    if export_format == "csv":
-        return to_csv(items)
-    if export_format == "coco":
-        return json.dumps(to_coco(items)).encode("utf-8")
-    return to_zip(items, service.store)
+    """The export as bytes (small exports, tests); :func:`write_export` writes large ones to a file."""
+    buffer = io.BytesIO()
+    write_export(service, query, export_format, buffer, thresholds)
+    return buffer.getvalue()
 
 
 def file_name(export_format: ExportFormat, now: datetime | None = None) -> str:

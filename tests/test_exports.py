@@ -150,9 +150,19 @@ def test_api_exports_with_the_history_filters_and_the_token(stored):
     assert set(pd.read_csv(io.BytesIO(response.content))["md5"]) == {md5s["astronaut.png"]}
     coco = client.get("/v1/analyses/export", params={"format": "coco", "label": "bird"}, headers=auth).json()
     assert [image["md5"] for image in coco["images"]] == [md5s["eagle.jpg"]]
+    archive = client.get("/v1/analyses/export", params={"format": "zip", "md5": md5s["eagle.jpg"][:6]}, headers=auth)
+    assert archive.headers["content-length"] == str(len(archive.content))
+    assert f"{md5s['eagle.jpg']}/original.jpg" in zipfile.ZipFile(io.BytesIO(archive.content)).namelist()
     assert client.get("/v1/analyses/export", params={"format": "csv"}).status_code == 401
     refused = client.get("/v1/analyses/export", params={"format": "xlsx"}, headers=auth)
     assert refused.status_code == 422 and "format" in refused.json()["error"]
+
+
+def test_an_export_larger_than_its_limit_asks_for_narrower_filters(stored):
+    _, service, _ = stored
+    with pytest.raises(exports.ExportTooLarge, match="narrow the filters"):
+        exports.collect(service, HistoryQuery(), max_analyses=3)
+    assert len(exports.collect(service, HistoryQuery(), max_analyses=4)) == 4
 
 
 def test_cli_writes_the_export_file(stored, tmp_path, monkeypatch, capsys):

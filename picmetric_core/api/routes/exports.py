@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import tempfile
+from collections.abc import Iterator
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import IO, Annotated, Literal
 
 from fastapi import APIRouter, Query
-from fastapi.responses import Response
+from fastapi.responses import Response, StreamingResponse
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException
 
@@ -15,6 +17,9 @@ from picmetric_core.api.deps import RuntimeDep, ThresholdsDep
 from picmetric_core.api.schemas import READ_ERRORS
 from picmetric_core.filters import DEFAULT_THRESHOLDS
 from picmetric_core.store.history import HistoryQuery
+
+SPOOL_BYTES = 16 * 1024 * 1024
+CHUNK_BYTES = 1024 * 1024
 
 router = APIRouter(tags=["v1"])
 
@@ -43,9 +48,7 @@ class ExportFilters(BaseModel):
     },
     summary="Export what a history filter shows: CSV, COCO JSON or a ZIP of originals and overlays",
 )
-def export_analyses(
-    runtime: RuntimeDep, filters: Annotated[ExportFilters, Query()], shown: ThresholdsDep
-) -> Response:
+def export_analyses(runtime: RuntimeDep, filters: Annotated[ExportFilters, Query()], shown: ThresholdsDep) -> Response:
     """Every analysis the filters find, at the display thresholds (``min_detection_score``, ``nms_iou``,
     ``min_face_score``; the last also counts faces for the face filters)."""
     try:
@@ -56,10 +59,25 @@ def export_analyses(
         )
     except ValueError as error:
         raise HTTPException(422, str(error)) from None
-    body = exports.export(runtime.service(), query, filters.format, shown)
+    # A ZIP of many originals does not fit in memory: past SPOOL_BYTES the export goes to a temporary file.
+    spool = tempfile.SpooledTemporaryFile(max_size=SPOOL_BYTES)  # noqa: SIM115 (closed when sent)
+    try:
+        exports.write_export(runtime.service(), query, filters.format, spool, shown)
+        size = spool.tell()
+        spool.seek(0)
+    except BaseException:
+        spool.close()
+        raise
     name = exports.file_name(filters.format)
-    return Response(
-        body,
-        media_type=exports.MEDIA_TYPES[filters.format],
-        headers={"Content-Disposition": f'attachment; filename="{name}"', "Cache-Control": "no-store"},
-    )
+    headers = {
+        "Content-Disposition": f'attachment; filename="{name}"',
+        "Content-Length": str(size),
+        "Cache-Control": "no-store",
+    }
+    return StreamingResponse(_chunks(spool), media_type=exports.MEDIA_TYPES[filters.format], headers=headers)
+
+
+def _chunks(spool: IO[bytes]) -> Iterator[bytes]:
+    with spool:
+        while chunk := spool.read(CHUNK_BYTES):
+            yield chunk
