@@ -27,6 +27,7 @@ from sqlalchemy import select
 
 from picmetric_core.api.app import create_app
 from picmetric_core.config import Settings
+from picmetric_core.intake.images import decode_for
 from picmetric_core.lifecycle import ModelLoader
 from picmetric_core.models.coco import COCO_CATEGORIES, DARKNET_RENAMES
 from picmetric_core.models.yolo import read_labels
@@ -207,9 +208,13 @@ def test_root_redirects_to_the_upload_page_whose_forms_post_to_real_routes(tmp_p
     assert app_client.get("/reset").status_code == 404
 
 
-def test_every_detector_label_is_an_official_coco_name():
+def test_every_detector_label_is_an_official_coco_name(analyzer, dog_jpg, person_jpg):
     assert read_labels() == tuple(category.name for category in COCO_CATEGORIES)
     assert not set(read_labels()) & set(DARKNET_RENAMES)
+    settings = make_settings(Path("/unused"))
+    analyses = [analyzer.analyze(decode_for(settings, photo)) for photo in (dog_jpg, person_jpg)]
+    found = {d.label for analysis in analyses for d in analysis.detections}
+    assert {"dog", "person", "bicycle"} <= found <= {category.name for category in COCO_CATEGORIES}
 
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgres"])
