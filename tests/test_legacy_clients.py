@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import http.server
 import json
+import secrets
 import threading
 import time
 from collections.abc import Iterator
@@ -33,7 +34,7 @@ from picmetric_core.models.coco import COCO_CATEGORIES, DARKNET_RENAMES
 from picmetric_core.models.yolo import read_labels
 from picmetric_core.store.database import alembic_config, create_database_engine, session_factory
 from picmetric_core.store.orm import DetectionRow
-from tests.fixtures_services import make_settings, s3_settings
+from tests.fixtures_services import make_settings
 from tests.test_api import Server, start_server, stop_server
 from tests.test_browser import CHROMIUM, CHROMIUM_ARGS
 from tests.test_db import make_analysis, make_row
@@ -78,28 +79,28 @@ def front_end(tmp_path_factory, dog_jpg: bytes) -> Iterator[int]:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory, empty_models_dir: Path, seaweed, front_end: int) -> Iterator[Server]:
-    from picmetric_core.store.objects import S3Store
-
-    settings = s3_settings(Path("/unused"), seaweed, f"picmetric-legacy-{front_end}")
-    bucket_client = seaweed.client()
-    bucket_client.create_bucket(Bucket=settings.s3_bucket)
-    running = start_server(
-        tmp_path_factory.mktemp("legacy_api"),
-        empty_models_dir,
-        S3_BUCKET=settings.s3_bucket,
-        S3_KEY=seaweed.access_key,
-        S3_SECRET=seaweed.secret_key,
-        S3_ENDPOINT_URL=seaweed.endpoint_url,
-        PICMETRIC_PRESIGN_EXPIRY_S=str(PRESIGN_EXPIRY_S),
-        PICMETRIC_CORS_ORIGINS=f"http://127.0.0.1:{front_end}",
-    )
-    yield running
-    stop_server(running)
-    store = S3Store(bucket_client, settings.s3_bucket)
-    for page in bucket_client.get_paginator("list_objects_v2").paginate(Bucket=settings.s3_bucket):
-        for item in page.get("Contents", []):
-            store.delete(item["Key"])
-    bucket_client.delete_bucket(Bucket=settings.s3_bucket)
+    """The API on a private SeaweedFS bucket of its own (2-second presigned links), for the old front end's origin."""
+    bucket = f"picmetric-legacy-{secrets.token_hex(4)}"
+    s3 = seaweed.client()
+    s3.create_bucket(Bucket=bucket)
+    try:
+        running = start_server(
+            tmp_path_factory.mktemp("legacy_api"),
+            empty_models_dir,
+            S3_BUCKET=bucket,
+            S3_KEY=seaweed.access_key,
+            S3_SECRET=seaweed.secret_key,
+            S3_ENDPOINT_URL=seaweed.endpoint_url,
+            PICMETRIC_PRESIGN_EXPIRY_S=str(PRESIGN_EXPIRY_S),
+            PICMETRIC_CORS_ORIGINS=f"http://127.0.0.1:{front_end}",
+        )
+        yield running
+        stop_server(running)
+    finally:
+        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket):
+            for item in page.get("Contents", []):
+                s3.delete_object(Bucket=bucket, Key=item["Key"])
+        s3.delete_bucket(Bucket=bucket)
 
 
 @pytest.fixture(scope="module")
@@ -108,17 +109,13 @@ def client(server: Server) -> Iterator[httpx.Client]:
         yield http_client
 
 
-def _launch(playwright):
-    return playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-
-
 @pytest.mark.browser
 @pytest.mark.slow
 def test_old_front_end_request_passes_a_real_preflight_from_another_origin(server, front_end, dog_jpg):
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:
-        browser = _launch(playwright)
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:
             page = browser.new_page()
             page.goto(f"http://127.0.0.1:{front_end}/index.html")
