@@ -14,6 +14,7 @@ from picmetric_core.filters import shown
 from picmetric_core.intake.images import DecodedImage, decode_for
 from picmetric_core.models import weights
 from picmetric_core.results import Analysis
+from picmetric_core.similar.cli import add_similar_parser, similar_command
 
 
 @dataclass(frozen=True)
@@ -140,6 +141,7 @@ def build_parser() -> argparse.ArgumentParser:
     analyze.add_argument("--out", metavar="DIR", help="write overlays and JSON into DIR")
     weights_parser = commands.add_parser("weights", help="show or fetch model weights")
     weights_parser.add_argument("action", choices=["status", "fetch"])
+    add_similar_parser(commands)
     return parser
 
 
@@ -148,6 +150,8 @@ def main(argv: list[str] | None = None) -> int:
     settings = get_settings()
     if args.command == "analyze":
         return analyze_command(args, settings)
+    if args.command == "similar":
+        return similar_command(args, settings)
     if args.action == "status":
         return weights_status_command(settings)
     return weights_fetch_command(settings)

@@ -27,7 +27,7 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from picmetric_core.api.deps import Runtime, token_dependencies
-from picmetric_core.api.routes import analyses, legacy
+from picmetric_core.api.routes import analyses, legacy, similar
 from picmetric_core.config import Settings, get_settings
 from picmetric_core.errors import PicMetricError
 from picmetric_core.intake.images import format_size
@@ -94,6 +94,7 @@ def create_app(settings: Settings | None = None, *, loader: ModelLoader | None =
     app.include_router(legacy.writes, dependencies=writes)
     app.include_router(legacy.pages)
     app.include_router(analyses.writes, dependencies=writes)
+    app.include_router(similar.reads)
     app.include_router(analyses.reads)
     return app
 
