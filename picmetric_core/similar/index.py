@@ -49,8 +49,8 @@ class Neighbour:
 class _Embeddings:
     """One classifier's embeddings as rows of a float32 matrix (float32: numpy's float16 products are slow)."""
 
-    def __init__(self, dim: int) -> None:
-        self.matrix = np.zeros((_INITIAL_CAPACITY, dim), np.float32)
+    def __init__(self, dim: int, capacity: int) -> None:
+        self.matrix = np.zeros((max(capacity, _INITIAL_CAPACITY), dim), np.float32)
         self.md5s: list[str] = []
         self.row_of: dict[str, int] = {}
 
@@ -86,6 +86,7 @@ class SimilarityIndex:
         self._hashes = np.zeros(_INITIAL_CAPACITY, np.int64)
         self._embeddings: dict[str, _Embeddings] = {}
         self._model_of: dict[str, str] = {}
+        self._expected = 0  # rows the current refresh brings: the arrays are sized for them at once
 
     def __len__(self) -> int:
         return len(self._md5s)
@@ -106,6 +107,7 @@ class SimilarityIndex:
         with self._lock:
             with self._sessions() as session:
                 rows = session.execute(statement.where(SignatureRow.id > self._last_id)).all()
+            self._reserve(len(self._md5s) + len(rows))
             for row_id, md5, phash, embedding, model in rows:
                 self._add(md5, phash, embedding, model)
                 self._last_id = max(self._last_id, row_id)
@@ -167,6 +169,11 @@ class SimilarityIndex:
             best = _top(scores, k)
             return [Neighbour(embeddings.md5s[i], round(float(scores[i]), 4)) for i in best if np.isfinite(scores[i])]
 
+    def _reserve(self, rows: int) -> None:
+        self._expected = rows
+        if rows > len(self._hashes):
+            self._hashes = np.concatenate([self._hashes, np.zeros(rows - len(self._hashes), np.int64)])
+
     def _add(self, md5: str, phash: int, embedding: bytes | None, model: str | None) -> None:
         position = self._row_of.get(md5)
         if position is None:
@@ -178,7 +185,9 @@ class SimilarityIndex:
         self._hashes[position] = phash
         if embedding is not None and model is not None:
             vector = embedding_vector(embedding)
-            table = self._embeddings.setdefault(model, _Embeddings(len(vector)))
+            table = self._embeddings.get(model)
+            if table is None:
+                table = self._embeddings[model] = _Embeddings(len(vector), self._expected)
             if table.matrix.shape[1] == len(vector):
                 table.add(md5, vector)
                 self._model_of[md5] = model
