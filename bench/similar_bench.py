@@ -56,11 +56,7 @@ def seed(database: str, rows: int, dim: int, seed: int = 7) -> tuple[list[str], 
                 cursor,
                 "INSERT INTO analyses (id, md5, created_at, source, content_type, byte_size, width, height, models,"
                 " timings_ms, original_key, detections_key, faces_key, thumbnail_key) VALUES %s",
-                [
-                    (i, md5s[i - 1], "upload", "image/jpeg", 100_000, 640, 480, MODELS, "{}")
-                    + tuple(f"{md5s[i - 1]}/{n}" for n in ("original.jpg", "detections.png", "faces.png", "thumb.jpg"))
-                    for i in ids
-                ],
+                [(i, md5s[i - 1], "upload", "image/jpeg", 100_000, 640, 480, MODELS, "{}", *_keys(md5s[i - 1])) for i in ids],
                 template="(%s, %s, now(), %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
             )
             execute_values(
@@ -74,6 +70,10 @@ def seed(database: str, rows: int, dim: int, seed: int = 7) -> tuple[list[str], 
         cursor.execute("SELECT setval(pg_get_serial_sequence('analyses', 'id'), (SELECT max(id) FROM analyses))")
     connection.close()
     return md5s, hashes, embeddings
+
+
+def _keys(md5: str) -> tuple[str, ...]:
+    return tuple(f"{md5}/{name}" for name in ("original.jpg", "detections.png", "faces.png", "thumb.jpg"))
 
 
 def timed(run: Callable[[], object], runs: int) -> tuple[float, float]:

@@ -140,6 +140,19 @@ def test_near_duplicates_of_a_stored_photo(service, photos, originals):
     assert service.near_duplicates("0" * 32) is None
 
 
+def test_a_setting_skips_near_duplicates_without_running_the_networks(settings, analyzer, photos, originals):
+    skipping = PicMetricService(settings.model_copy(update={"skip_near_duplicates": True}), analyzer)
+    try:
+        copy = decode_for(settings, jpeg_bytes(VARIANTS["recompressed"](photos["eagle"])))
+        result = skipping.submit(copy, filename="eagle-again.jpg")
+
+        assert result.seen_before and result.record.md5 == originals["eagle"].record.md5
+        assert originals["eagle"].record.md5 in {d.md5 for d in result.near_duplicates}
+        assert skipping.get(copy.md5) is None  # nothing stored for the copy
+    finally:
+        skipping.close()
+
+
 def test_api_reports_near_duplicates_and_similar_photos(service, settings, analyzer, photos, originals, cats):
     app = create_app(settings, loader=ModelLoader(settings, load=lambda _settings: analyzer))
     with TestClient(app) as client:
@@ -193,6 +206,10 @@ def test_postgres_index_keeps_in_step_and_backfill_indexes_old_rows(tmp_path, fr
             dog_id = session.scalar(select(AnalysisRow.id).where(AnalysisRow.md5 == dog.record.md5))
             session.execute(delete(SignatureRow).where(SignatureRow.analysis_id == dog_id))
         assert SimilarityIndex(sessions).similar(dog.record.md5) is None
+        app = create_app(settings, loader=ModelLoader(settings, load=lambda _settings: analyzer))
+        with TestClient(app) as client:
+            unindexed = client.get(f"/v1/analyses/{dog.record.md5}/similar")
+        assert unindexed.status_code == 409 and "backfill" in unindexed.json()["error"]
 
         first = backfill(sessions, writer.store, analyzer.classifier, settings, batch_size=2)
         again = backfill(sessions, writer.store, analyzer.classifier, settings)

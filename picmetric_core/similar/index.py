@@ -28,6 +28,7 @@ CONFIRMING_SIMILARITY = 0.7
 HASH_ONLY_BITS = 14
 MAX_NEAR_DUPLICATES = 10
 _INITIAL_CAPACITY = 1024
+_LOAD_BATCH = 5_000
 
 
 @dataclass(frozen=True)
@@ -54,15 +55,16 @@ class _Embeddings:
         self.md5s: list[str] = []
         self.row_of: dict[str, int] = {}
 
-    def add(self, md5: str, vector: np.ndarray) -> None:
+    def add(self, md5: str, vector: np.ndarray) -> int:
         if md5 in self.row_of:
             self.matrix[self.row_of[md5]] = vector
-            return
+            return self.row_of[md5]
         if len(self.md5s) == len(self.matrix):
             self.matrix = np.concatenate([self.matrix, np.zeros_like(self.matrix)])
         self.row_of[md5] = len(self.md5s)
         self.matrix[len(self.md5s)] = vector
         self.md5s.append(md5)
+        return self.row_of[md5]
 
     def scores(self, vector: np.ndarray) -> np.ndarray:
         return self.matrix[: len(self.md5s)] @ vector
@@ -84,9 +86,11 @@ class SimilarityIndex:
         self._md5s: list[str] = []
         self._row_of: dict[str, int] = {}
         self._hashes = np.zeros(_INITIAL_CAPACITY, np.int64)
-        self._embeddings: dict[str, _Embeddings] = {}
-        self._model_of: dict[str, str] = {}
-        self._expected = 0  # rows the current refresh brings: the arrays are sized for them at once
+        # Per photo: which embedding table holds it (-1: none) and its row there.
+        self._table_of = np.full(_INITIAL_CAPACITY, -1, np.int16)
+        self._table_row = np.zeros(_INITIAL_CAPACITY, np.int64)
+        self._tables: list[_Embeddings] = []
+        self._table_ids: dict[str, int] = {}
 
     def __len__(self) -> int:
         return len(self._md5s)
@@ -94,45 +98,49 @@ class SimilarityIndex:
     @property
     def nbytes(self) -> int:
         """Memory held by the arrays (not counting the md5 strings)."""
-        return self._hashes.nbytes + sum(e.matrix.nbytes for e in self._embeddings.values())
+        per_photo = self._hashes.nbytes + self._table_of.nbytes + self._table_row.nbytes
+        return per_photo + sum(table.matrix.nbytes for table in self._tables)
 
     def refresh(self) -> int:
-        """Read the signatures stored since the last call; returns how many."""
+        """Read the signatures stored since the last call, a few thousand rows at a time; returns how many."""
         statement = (
             select(SignatureRow.id, AnalysisRow.md5, SignatureRow.phash, SignatureRow.embedding)
             .add_columns(SignatureRow.embedding_model)
             .join(AnalysisRow, AnalysisRow.id == SignatureRow.analysis_id)
+            .where(SignatureRow.id > self._last_id)
             .order_by(SignatureRow.id)
+            .execution_options(yield_per=_LOAD_BATCH)
         )
-        with self._lock:
-            with self._sessions() as session:
-                rows = session.execute(statement.where(SignatureRow.id > self._last_id)).all()
-            self._reserve(len(self._md5s) + len(rows))
-            for row_id, md5, phash, embedding, model in rows:
-                self._add(md5, phash, embedding, model)
-                self._last_id = max(self._last_id, row_id)
-            return len(rows)
-
-    def reload_all(self) -> None:
-        """Forget everything and read every signature again (after a backfill updated rows in place)."""
-        with self._lock:
-            self._last_id = 0
-        self.refresh()
+        added = 0
+        with self._lock, self._sessions() as session:
+            for rows in session.execute(statement).partitions():
+                self._reserve(len(self._md5s) + len(rows))
+                for row_id, md5, phash, embedding, model in rows:
+                    self._add(md5, phash, embedding, model, expected=len(rows))
+                    self._last_id = max(self._last_id, row_id)
+                added += len(rows)
+        return added
 
     def near_duplicates(
         self, phash: int, embedding: bytes | None = None, model: str | None = None, *, exclude: str | None = None
     ) -> list[NearDuplicate]:
         """Stored photos that are the same picture as one with this hash (and embedding), closest first."""
         self.refresh()
+        vector = embedding_vector(embedding) if embedding is not None else None
         with self._lock:
             count = len(self._md5s)
             distances = hamming_to_many(phash, self._hashes[:count])
             candidates = np.flatnonzero(distances <= CANDIDATE_BITS)
-            vector = embedding_vector(embedding) if embedding is not None else None
+            confirmed = distances[candidates] <= HASH_ONLY_BITS
+            table_id = self._table_ids.get(model) if model is not None and vector is not None else None
+            if table_id is not None and len(candidates):
+                comparable = self._table_of[candidates] == table_id
+                rows = self._table_row[candidates[comparable]]
+                confirmed[comparable] = self._tables[table_id].matrix[rows] @ vector >= CONFIRMING_SIMILARITY
             found = [
                 NearDuplicate(self._md5s[i], int(distances[i]))
-                for i in candidates
-                if self._md5s[i] != exclude and self._confirmed(self._md5s[i], int(distances[i]), vector, model)
+                for i in candidates[confirmed]
+                if self._md5s[i] != exclude
             ]
         return sorted(found, key=lambda d: (d.distance, d.md5))[:MAX_NEAR_DUPLICATES]
 
@@ -144,10 +152,22 @@ class SimilarityIndex:
             if position is None:
                 return None
             phash = int(self._hashes[position])
-            model = self._model_of.get(md5)
-            embedding = self._embedding(md5)
-        packed = compact_embedding(embedding) if embedding is not None else None
-        return self.near_duplicates(phash, packed, model, exclude=md5)
+            table_id = int(self._table_of[position])
+            if table_id < 0:
+                return self._unlocked_near_duplicates(phash, md5)
+            table = self._tables[table_id]
+            embedding = compact_embedding(table.matrix[self._table_row[position]])
+            model = next(name for name, i in self._table_ids.items() if i == table_id)
+        return self.near_duplicates(phash, embedding, model, exclude=md5)
+
+    def _unlocked_near_duplicates(self, phash: int, exclude: str) -> list[NearDuplicate]:
+        distances = hamming_to_many(phash, self._hashes[: len(self._md5s)])
+        found = [
+            NearDuplicate(self._md5s[i], int(distances[i]))
+            for i in np.flatnonzero(distances <= HASH_ONLY_BITS)
+            if self._md5s[i] != exclude
+        ]
+        return sorted(found, key=lambda d: (d.distance, d.md5))[:MAX_NEAR_DUPLICATES]
 
     def similar(self, md5: str, k: int = 12) -> list[Neighbour] | None:
         """The ``k`` stored photos whose embeddings are closest to ``md5``'s, most similar first.
@@ -159,51 +179,41 @@ class SimilarityIndex:
             raise ValueError(f"k must be at least 1, not {k}")
         self.refresh()
         with self._lock:
-            model = self._model_of.get(md5)
-            if model is None:
+            position = self._row_of.get(md5)
+            if position is None or self._table_of[position] < 0:
                 return None
-            embeddings = self._embeddings[model]
-            own = embeddings.row_of[md5]
-            scores = embeddings.scores(embeddings.matrix[own])
+            table = self._tables[int(self._table_of[position])]
+            own = int(self._table_row[position])
+            scores = table.scores(table.matrix[own])
             scores[own] = -np.inf
             best = _top(scores, k)
-            return [Neighbour(embeddings.md5s[i], round(float(scores[i]), 4)) for i in best if np.isfinite(scores[i])]
+            return [Neighbour(table.md5s[i], round(float(scores[i]), 4)) for i in best if np.isfinite(scores[i])]
 
     def _reserve(self, rows: int) -> None:
-        self._expected = rows
         if rows > len(self._hashes):
-            self._hashes = np.concatenate([self._hashes, np.zeros(rows - len(self._hashes), np.int64)])
+            size = max(rows, 2 * len(self._hashes))
+            self._hashes = np.resize(self._hashes, size)
+            self._table_of = np.concatenate([self._table_of, np.full(size - len(self._table_of), -1, np.int16)])
+            self._table_row = np.resize(self._table_row, size)
 
-    def _add(self, md5: str, phash: int, embedding: bytes | None, model: str | None) -> None:
+    def _add(self, md5: str, phash: int, embedding: bytes | None, model: str | None, expected: int) -> None:
         position = self._row_of.get(md5)
         if position is None:
             position = len(self._md5s)
-            if position == len(self._hashes):
-                self._hashes = np.concatenate([self._hashes, np.zeros_like(self._hashes)])
             self._row_of[md5] = position
             self._md5s.append(md5)
         self._hashes[position] = phash
-        if embedding is not None and model is not None:
-            vector = embedding_vector(embedding)
-            table = self._embeddings.get(model)
-            if table is None:
-                table = self._embeddings[model] = _Embeddings(len(vector), self._expected)
-            if table.matrix.shape[1] == len(vector):
-                table.add(md5, vector)
-                self._model_of[md5] = model
-
-    def _embedding(self, md5: str) -> np.ndarray | None:
-        model = self._model_of.get(md5)
-        if model is None:
-            return None
-        table = self._embeddings[model]
-        return table.matrix[table.row_of[md5]]
-
-    def _confirmed(self, md5: str, distance: int, vector: np.ndarray | None, model: str | None) -> bool:
-        stored = self._embedding(md5)
-        if vector is None or stored is None or model != self._model_of.get(md5):
-            return distance <= HASH_ONLY_BITS
-        return float(stored @ vector) >= CONFIRMING_SIMILARITY
+        if embedding is None or model is None:
+            return
+        vector = embedding_vector(embedding)
+        table_id = self._table_ids.get(model)
+        if table_id is None:
+            table_id = self._table_ids[model] = len(self._tables)
+            self._tables.append(_Embeddings(len(vector), expected))
+        table = self._tables[table_id]
+        if table.matrix.shape[1] == len(vector):
+            self._table_row[position] = table.add(md5, vector)
+            self._table_of[position] = table_id
 
 
 def _top(scores: np.ndarray, k: int) -> np.ndarray:
