@@ -56,7 +56,8 @@ def seed(database: str, rows: int, dim: int, seed: int = 7) -> tuple[list[str], 
                 cursor,
                 "INSERT INTO analyses (id, md5, created_at, source, content_type, byte_size, width, height, models,"
                 " timings_ms, original_key, detections_key, faces_key, thumbnail_key) VALUES %s",
-                [(i, md5s[i - 1], "upload", "image/jpeg", 100_000, 640, 480, MODELS, "{}", *_keys(md5s[i - 1])) for i in ids],
+                [(i, md5s[i - 1], "upload", "image/jpeg", 100_000, 640, 480, MODELS, "{}", *_keys(md5s[i - 1]))
+                 for i in ids],
                 template="(%s, %s, now(), %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
             )
             execute_values(
