@@ -16,7 +16,7 @@ import threading
 from dataclasses import dataclass
 
 import numpy as np
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from picmetric_core.similar.phash import hamming_to_many
@@ -60,7 +60,8 @@ class _Embeddings:
             self.matrix[self.row_of[md5]] = vector
             return self.row_of[md5]
         if len(self.md5s) == len(self.matrix):
-            self.matrix = np.concatenate([self.matrix, np.zeros_like(self.matrix)])
+            extra = np.zeros((_grown(len(self.matrix)) - len(self.matrix), self.matrix.shape[1]), np.float32)
+            self.matrix = np.concatenate([self.matrix, extra])
         self.row_of[md5] = len(self.md5s)
         self.matrix[len(self.md5s)] = vector
         self.md5s.append(md5)
@@ -113,10 +114,12 @@ class SimilarityIndex:
         )
         added = 0
         with self._lock, self._sessions() as session:
+            # The first load sizes every array once, for all the rows (no copies while growing).
+            expected = (session.scalar(select(func.count(SignatureRow.id))) or 0) if not self._md5s else 0
             for rows in session.execute(statement).partitions():
-                self._reserve(len(self._md5s) + len(rows))
+                self._reserve(len(self._md5s) + max(len(rows), expected))
                 for row_id, md5, phash, embedding, model in rows:
-                    self._add(md5, phash, embedding, model, expected=len(rows))
+                    self._add(md5, phash, embedding, model, expected=max(len(rows), expected))
                     self._last_id = max(self._last_id, row_id)
                 added += len(rows)
         return added
@@ -191,7 +194,7 @@ class SimilarityIndex:
 
     def _reserve(self, rows: int) -> None:
         if rows > len(self._hashes):
-            size = max(rows, 2 * len(self._hashes))
+            size = max(rows, _grown(len(self._hashes)))
             self._hashes = np.resize(self._hashes, size)
             self._table_of = np.concatenate([self._table_of, np.full(size - len(self._table_of), -1, np.int16)])
             self._table_row = np.resize(self._table_row, size)
@@ -214,6 +217,11 @@ class SimilarityIndex:
         if table.matrix.shape[1] == len(vector):
             self._table_row[position] = table.add(md5, vector)
             self._table_of[position] = table_id
+
+
+def _grown(size: int) -> int:
+    """The next capacity: a quarter more (doubling would leave up to half of a large matrix unused)."""
+    return size + max(size // 4, _INITIAL_CAPACITY)
 
 
 def _top(scores: np.ndarray, k: int) -> np.ndarray:
