@@ -9,7 +9,7 @@ serialises its own inference), so concurrent requests share it.
 Example:
     >>> app = create_app(Settings(data_dir="/tmp/picmetric"))
     >>> sorted(route.path for route in app.routes if route.path.startswith("/v1"))
-    ['/v1/analyses', '/v1/analyses', '/v1/analyses/{md5}']
+    ['/v1/analyses', '/v1/analyses', '/v1/analyses/{md5}', '/v1/analyses/{md5}/similar']
 """
 
 from __future__ import annotations
