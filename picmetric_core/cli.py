@@ -15,6 +15,7 @@ from picmetric_core.filters import shown
 from picmetric_core.intake.images import DecodedImage, decode_for
 from picmetric_core.models import weights
 from picmetric_core.results import Analysis
+from picmetric_core.similar.cli import add_similar_parser, similar_command
 
 
 @dataclass(frozen=True)
@@ -221,6 +222,7 @@ def build_parser() -> argparse.ArgumentParser:
     weights_parser = commands.add_parser("weights", help="show or fetch model weights")
     weights_parser.add_argument("action", choices=["status", "fetch"])
     add_export_parser(commands)
+    add_similar_parser(commands)
     return parser
 
 
@@ -231,6 +233,8 @@ def main(argv: list[str] | None = None) -> int:
         return analyze_command(args, settings)
     if args.command == "export":
         return export_command(args, settings)
+    if args.command == "similar":
+        return similar_command(args, settings)
     if args.action == "status":
         return weights_status_command(settings)
     return weights_fetch_command(settings)

@@ -74,6 +74,8 @@ class Settings(BaseSettings):
     # Models.
     classifier_top_k: int = Field(5, validation_alias=_env("PICMETRIC_TOP_K"))
     face_detector: str = Field("auto", validation_alias=_env("PICMETRIC_FACE_DETECTOR"))
+    # A near-duplicate of a stored photo returns that photo's analysis instead of running the networks.
+    skip_near_duplicates: bool = Field(False, validation_alias=_env("PICMETRIC_SKIP_NEAR_DUPLICATES"))
 
     # API.
     api_token: SecretStr | None = Field(None, validation_alias=_env("PICMETRIC_API_TOKEN"))

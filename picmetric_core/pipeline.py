@@ -19,7 +19,8 @@ import numpy as np
 from picmetric_core.filters import RAW_DETECTION_SCORE, RAW_NMS_IOU
 from picmetric_core.intake.images import DecodedImage
 from picmetric_core.models.base import Classifier, Detector, FaceDetector
-from picmetric_core.results import Analysis, Face, ModelInfo
+from picmetric_core.results import Analysis, Classification, Face, ModelInfo
+from picmetric_core.similar.signature import signature_of
 
 if TYPE_CHECKING:
     # Only annotations: the GPU check imports this module where pydantic is not installed.
@@ -80,7 +81,7 @@ class Analyzer:
         """
         rgb = image.rgb
         stages = {
-            "classifier": lambda: self.classifier.classify(rgb, top_k=self.top_k),
+            "classifier": lambda: _classify_with_features(self.classifier, [rgb], self.top_k)[0],
             "detector": lambda: self.detector.detect(
                 rgb, score_threshold=RAW_DETECTION_SCORE, iou_threshold=RAW_NMS_IOU
             ),
@@ -91,15 +92,17 @@ class Analyzer:
         outcomes = self._run_stages(stages, report)
         timings = {name: ms for name, (_, ms) in outcomes.items()}
         timings["total"] = (time.perf_counter() - started) * 1000
+        classes, features = outcomes["classifier"][0]
         return Analysis(
             md5=image.md5,
             width=image.width,
             height=image.height,
-            classifications=tuple(outcomes["classifier"][0]),
+            classifications=tuple(classes),
             detections=tuple(outcomes["detector"][0]),
             faces=tuple(outcomes["faces"][0]),
             models=self.models,
             timings_ms={name: round(ms, 2) for name, ms in timings.items()},
+            signature=signature_of(rgb, features, self.classifier.info.name),
         )
 
     def analyze_many(self, images: Sequence[DecodedImage], batch_size: int = DEFAULT_BATCH) -> list[Analysis]:
@@ -138,7 +141,7 @@ class Analyzer:
     def _chunk_stages(self, chunk: Sequence[DecodedImage]) -> dict[str, Callable[[], list]]:
         rgbs = [image.rgb for image in chunk]
         return {
-            "classifier": lambda: self.classifier.classify_batch(rgbs, top_k=self.top_k),
+            "classifier": lambda: _classify_with_features(self.classifier, rgbs, self.top_k),
             "detector": lambda: self.detector.detect_batch(
                 rgbs, score_threshold=RAW_DETECTION_SCORE, iou_threshold=RAW_NMS_IOU
             ),
@@ -155,11 +158,12 @@ class Analyzer:
                 md5=image.md5,
                 width=image.width,
                 height=image.height,
-                classifications=tuple(outcome["classifier"][0][i]),
+                classifications=tuple(outcome["classifier"][0][i][0]),
                 detections=tuple(outcome["detector"][0][i]),
                 faces=tuple(outcome["faces"][0][i]),
                 models=self.models,
                 timings_ms=timings,
+                signature=signature_of(image.rgb, outcome["classifier"][0][i][1], self.classifier.info.name),
             )
             for i, image in enumerate(chunk)
         ]
@@ -195,6 +199,16 @@ def _timed(run: Callable[[], T]) -> tuple[T, float]:
     started = time.perf_counter()
     result = run()
     return result, (time.perf_counter() - started) * 1000
+
+
+def _classify_with_features(
+    classifier: Classifier, rgbs: list[np.ndarray], top_k: int
+) -> list[tuple[list[Classification], np.ndarray | None]]:
+    """Each image's classes and pooled features (``None`` from a classifier that gives no features)."""
+    batched = getattr(classifier, "classify_batch_with_features", None)
+    if batched is not None:
+        return batched(rgbs, top_k=top_k)
+    return [(classes, None) for classes in classifier.classify_batch(rgbs, top_k=top_k)]
 
 
 def _faces_batch(faces: FaceDetector, rgbs: list[np.ndarray]) -> list[list[Face]]:

@@ -97,6 +97,22 @@ class ModelInfo:
 
 
 @dataclass(frozen=True)
+class Signature:
+    """What finds an image's near-duplicates and look-alikes (see :mod:`picmetric_core.similar`).
+
+    Attributes:
+        phash: The 64-bit perceptual hash, as a signed int64.
+        embedding: The classifier's pooled features, L2-normalised, as little-endian float16 bytes;
+            ``None`` when the classifier gave none.
+        embedding_model: The classifier that made ``embedding`` (embeddings of two networks do not compare).
+    """
+
+    phash: int
+    embedding: bytes | None = None
+    embedding_model: str | None = None
+
+
+@dataclass(frozen=True)
 class Analysis:
     """Everything the three networks found in one image.
 
@@ -112,12 +128,16 @@ class Analysis:
     faces: tuple[Face, ...]
     models: tuple[ModelInfo, ...]
     timings_ms: dict[str, float] = field(default_factory=dict)
+    # Kept out of to_dict (views, stored JSON): the database holds it, next to the analysis.
+    signature: Signature | None = field(default=None, compare=False, repr=False)
 
     def model(self, role: str) -> ModelInfo | None:
         return next((m for m in self.models if m.role == role), None)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        data = asdict(self)
+        del data["signature"]
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Analysis:

@@ -32,6 +32,9 @@ from picmetric_core.filters import DEFAULT_THRESHOLDS
 from picmetric_core.intake.images import DecodedImage, thumbnail_jpeg
 from picmetric_core.pipeline import StageCallback
 from picmetric_core.results import Analysis
+from picmetric_core.similar.index import NearDuplicate, SimilarityIndex
+from picmetric_core.similar.phash import perceptual_hash
+from picmetric_core.similar.signature import signature_of
 from picmetric_core.store import history
 from picmetric_core.store.database import create_database_engine, database_errors, session_factory, upgrade_schema
 from picmetric_core.store.history import AnalysisRecord, HistoryPage, HistoryQuery, LabelCount, LabelKind, TimeCount
@@ -41,6 +44,8 @@ from picmetric_core.store.orm import analysis_row, utc_now
 log = logging.getLogger(__name__)
 
 SOURCES = ("upload", "url")
+# How many of the most similar photos the History filter "similar to <md5>" lists.
+SIMILAR_FILTER_SIZE = 48
 
 
 class Analyzer(Protocol):
@@ -74,12 +79,23 @@ class Submission:
         analysis: What the networks found.
         seen_before: ``True`` when the image was already stored and no network ran for this call.
         urls: Links to the original, both overlays and the thumbnail.
+        near_duplicates: Stored photos that are the same picture (resized, re-encoded, a little cropped
+            or recoloured), closest first; found when an image is analysed.
     """
 
     record: AnalysisRecord
     analysis: Analysis
     seen_before: bool
     urls: ObjectUrls
+    near_duplicates: tuple[NearDuplicate, ...] = ()
+
+
+@dataclass(frozen=True)
+class SimilarPhoto:
+    """A stored photo like the one asked about; ``similarity`` is a cosine similarity (1: the same content)."""
+
+    submission: Submission
+    similarity: float
 
 
 class PicMetricService:
@@ -112,6 +128,7 @@ class PicMetricService:
         self._sessions = session_factory(self.engine)
         self._locks = _KeyedLocks()
         upgrade_schema(self.engine)
+        self._similarity = SimilarityIndex(self._sessions)
 
     def close(self) -> None:
         """Close the database connections this service opened."""
@@ -142,16 +159,21 @@ class PicMetricService:
             raise ValueError(f"source must be one of {SOURCES}, not {source!r}")
         known = self._stored(image.md5)
         if known is not None:
-            return known
+            return self._with_near_duplicates(known)
         with self._locks.holding(image.md5):
             known = self._stored(image.md5)  # another thread may have finished it while we waited
             if known is not None:
-                return known
+                return self._with_near_duplicates(known)
+            if self.settings.skip_near_duplicates and (earlier := self._near_duplicate_instead(image)):
+                return earlier
             keys = ObjectKeys.for_image(image.md5, image.content_type)
             report = on_stage or _ignore_stage
             analysis = self._store_objects(image, keys, report)
+            if analysis.signature is None:  # left by an earlier try: the hash now, the embedding by backfill
+                analysis = replace(analysis, signature=signature_of(image.rgb, None, None))
+            near = self._near_duplicates_of_new(analysis)
             report("saving")
-            return self._insert(
+            submission = self._insert(
                 image,
                 analysis,
                 keys,
@@ -159,13 +181,41 @@ class PicMetricService:
                 filename=filename[:255] if filename else None,
                 source_url=source_url,
             )
+            return replace(submission, near_duplicates=near) if not submission.seen_before else submission
 
     def get(self, md5: str) -> Submission | None:
         """The stored analysis of the image with this md5, or ``None`` when it was never submitted."""
         return self._stored(md5)
 
+    def near_duplicates(self, md5: str) -> list[NearDuplicate] | None:
+        """Stored photos that are the same picture as the stored photo ``md5``, closest first.
+
+        Returns ``None`` when ``md5`` has no signature (never analysed, or not backfilled yet).
+        """
+        with database_errors(self.engine):
+            return self._similarity.near_duplicates_of(md5)
+
+    def similar(self, md5: str, k: int = 12) -> list[SimilarPhoto] | None:
+        """The ``k`` stored photos most like the stored photo ``md5`` in content ("more like this").
+
+        Returns ``None`` when ``md5`` has no embedding (never analysed, or not backfilled yet).
+        """
+        with database_errors(self.engine):
+            neighbours = self._similarity.similar(md5, k)
+        if not neighbours:
+            return neighbours
+        query = HistoryQuery(md5_in=tuple(n.md5 for n in neighbours), limit=len(neighbours))
+        with database_errors(self.engine), self._sessions() as session:
+            stored = {item.record.md5: item for item in history.search(session, query).items}
+        return [
+            SimilarPhoto(self._submission(stored[n.md5], seen_before=True), n.similarity)
+            for n in neighbours
+            if n.md5 in stored
+        ]
+
     def history(self, query: HistoryQuery) -> HistoryPage[Submission]:
         """One page of past analyses matching ``query``, newest first, with links to their objects."""
+        query = self._resolved(query)
         with database_errors(self.engine), self._sessions() as session:
             page = history.search(session, query)
         return replace(page, items=tuple(self._submission(item, seen_before=True) for item in page.items))
@@ -179,6 +229,7 @@ class PicMetricService:
         limit: int = 20,
     ) -> list[LabelCount]:
         """How many analyses found each label, most frequent first (see :func:`history.label_frequencies`)."""
+        query = self._resolved(query) if query is not None else None
         with database_errors(self.engine), self._sessions() as session:
             return history.label_frequencies(session, kind, min_score=min_score, query=query, limit=limit)
 
@@ -186,6 +237,7 @@ class PicMetricService:
         self, query: HistoryQuery | None = None, bucket: Literal["day", "month"] = "day"
     ) -> list[TimeCount]:
         """Analyses per UTC day or month, oldest first (see :func:`history.counts_over_time`)."""
+        query = self._resolved(query) if query is not None else None
         with database_errors(self.engine), self._sessions() as session:
             return history.counts_over_time(session, query, bucket)
 
@@ -197,6 +249,39 @@ class PicMetricService:
             faces=self.store.url(keys.faces),
             thumbnail=self.store.url(keys.thumbnail),
         )
+
+    def _resolved(self, query: HistoryQuery) -> HistoryQuery:
+        """``query`` with its "similar to" filter turned into the md5s of the most similar photos."""
+        if query.similar_to is None:
+            return query
+        with database_errors(self.engine):
+            neighbours = self._similarity.similar(query.similar_to, SIMILAR_FILTER_SIZE) or []
+        return replace(query, md5_in=tuple(n.md5 for n in neighbours))
+
+    def _with_near_duplicates(self, known: Submission) -> Submission:
+        found = self.near_duplicates(known.record.md5)
+        return replace(known, near_duplicates=tuple(found)) if found else known
+
+    def _near_duplicates_of_new(self, analysis: Analysis) -> tuple[NearDuplicate, ...]:
+        signature = analysis.signature
+        assert signature is not None
+        with database_errors(self.engine):
+            found = self._similarity.near_duplicates(
+                signature.phash, signature.embedding, signature.embedding_model, exclude=analysis.md5
+            )
+        if found:
+            log.info("%s is a near-duplicate of %s", analysis.md5, ", ".join(d.md5 for d in found))
+        return tuple(found)
+
+    def _near_duplicate_instead(self, image: DecodedImage) -> Submission | None:
+        """The stored analysis of a near-duplicate of ``image`` (by its hash alone: no network runs)."""
+        with database_errors(self.engine):
+            found = self._similarity.near_duplicates(perceptual_hash(image.rgb), exclude=image.md5)
+        earlier = self._stored(found[0].md5) if found else None
+        if earlier is None:
+            return None
+        log.info("skipped %s, a near-duplicate of %s", image.md5, earlier.record.md5)
+        return replace(earlier, near_duplicates=tuple(found))
 
     def _stored(self, md5: str) -> Submission | None:
         with database_errors(self.engine), self._sessions() as session:

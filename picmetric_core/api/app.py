@@ -8,8 +8,8 @@ serialises its own inference), so concurrent requests share it.
 
 Example:
     >>> app = create_app(Settings(data_dir="/tmp/picmetric"))
-    >>> sorted(route.path for route in app.routes if route.path.startswith("/v1"))
-    ['/v1/analyses', '/v1/analyses', '/v1/analyses/export', '/v1/analyses/{md5}', '/v1/analyses/{md5}/{kind}']
+    >>> sorted({route.path for route in app.routes if route.path.startswith("/v1/analyses/{md5}")})
+    ['/v1/analyses/{md5}', '/v1/analyses/{md5}/similar', '/v1/analyses/{md5}/{kind}']
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from picmetric_core.api.deps import Runtime, token_dependencies
-from picmetric_core.api.routes import analyses, exports, legacy, links
+from picmetric_core.api.routes import analyses, exports, legacy, links, similar
 from picmetric_core.config import Settings, get_settings
 from picmetric_core.errors import PicMetricError
 from picmetric_core.intake.images import format_size
@@ -95,6 +95,8 @@ def create_app(settings: Settings | None = None, *, loader: ModelLoader | None =
     app.include_router(legacy.writes, dependencies=writes)
     app.include_router(legacy.pages)
     app.include_router(analyses.writes, dependencies=writes)
+    # Before links, whose /v1/analyses/{md5}/{kind} would otherwise take /v1/analyses/{md5}/similar.
+    app.include_router(similar.reads)
     app.include_router(links.router)  # its own check: the token or a link's signature (see links.py)
     # Before analyses.reads, so /v1/analyses/export is not taken for /v1/analyses/{md5}. The whole
     # history in one response: it needs the token whenever one is configured.

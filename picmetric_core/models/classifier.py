@@ -21,6 +21,8 @@ from picmetric_core.models import efficientnet_lite, weights
 from picmetric_core.models.compiled import compiled_forward
 from picmetric_core.results import Classification, ModelInfo
 
+NUM_CLASSES = 1000
+
 INPUT_SIZE = 224
 RESIZE_TO = 256
 MAX_BATCH = 16
@@ -96,13 +98,19 @@ class KerasClassifier:
         self.labels = labels
         self._preprocess = preprocess
         self._lock = threading.Lock()
-        self._forward = compiled_forward(model, INPUT_SIZE)
+        # One forward yields the probabilities and the pooled features that feed the last layer (the
+        # "more like this" embedding), side by side in one output so the compiled call is unchanged.
+        self._forward = compiled_forward(_with_pooled_features(model), INPUT_SIZE)
 
     def probabilities(self, crops: np.ndarray) -> np.ndarray:
         """Softmax probabilities (N, 1000) of a uint8 (N, 224, 224, 3) batch of crops."""
+        return self._probabilities_and_features(crops)[0]
+
+    def _probabilities_and_features(self, crops: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         inputs = self._preprocess(crops)
         with self._lock:
-            return self._forward(inputs)
+            both = self._forward(inputs)
+        return both[:, :NUM_CLASSES], both[:, NUM_CLASSES:]
 
     def classify(self, rgb: np.ndarray, top_k: int = 5) -> list[Classification]:
         """Top-k ImageNet classes of an HxWx3 uint8 RGB image, best first."""
@@ -110,10 +118,17 @@ class KerasClassifier:
 
     def classify_batch(self, images: Sequence[np.ndarray], top_k: int = 5) -> list[list[Classification]]:
         """Top-k classes of each image, in the order given; runs at most ``MAX_BATCH`` at a time."""
-        results: list[list[Classification]] = []
+        return [classes for classes, _ in self.classify_batch_with_features(images, top_k)]
+
+    def classify_batch_with_features(
+        self, images: Sequence[np.ndarray], top_k: int = 5
+    ) -> list[tuple[list[Classification], np.ndarray]]:
+        """Each image's top-k classes and its pooled features (float32, the last layer's input), in one pass."""
+        results: list[tuple[list[Classification], np.ndarray]] = []
         for start in range(0, len(images), MAX_BATCH):
             crops = np.stack([center_crop(image) for image in images[start : start + MAX_BATCH]])
-            results.extend(self._top_k(row, top_k) for row in self.probabilities(crops))
+            probabilities, features = self._probabilities_and_features(crops)
+            results.extend((self._top_k(p, top_k), f) for p, f in zip(probabilities, features, strict=True))
         return results
 
     def _top_k(self, probs: np.ndarray, top_k: int) -> list[Classification]:
@@ -125,6 +140,13 @@ class KerasClassifier:
         start = time.perf_counter()
         self.probabilities(np.zeros((1, INPUT_SIZE, INPUT_SIZE, 3), np.uint8))
         return time.perf_counter() - start
+
+
+def _with_pooled_features(model: keras.Model) -> keras.Model:
+    """``model`` with its last layer's input (the pooled features) appended to its output columns."""
+    pooled = model.layers[-1].input
+    both = keras.layers.Concatenate(name="probabilities_and_features")([model.output, pooled])
+    return keras.Model(model.inputs, both, name=f"{model.name}_with_features")
 
 
 def load_resnet50(path: Path) -> KerasClassifier:

@@ -25,6 +25,7 @@ T = TypeVar("T")
 
 MAX_PAGE_SIZE = 200
 _HEX = re.compile(r"[0-9a-f]{1,32}")
+_MD5 = re.compile(r"[0-9a-f]{32}")
 
 
 @dataclass(frozen=True)
@@ -65,6 +66,9 @@ class HistoryQuery:
         since, until: Analysed at or after ``since`` and before ``until`` (timezone-aware).
         filename: Part of the file name, any case.
         md5: The start of (or the whole) md5.
+        similar_to: The md5 of a stored photo: only the photos most like it in content (the service
+            resolves this into ``md5_in``; see ``PicMetricService.history``).
+        md5_in: Only these md5s (none when empty).
         limit: Analyses per page.
         page: Which page (from 1), when paging by offset.
         cursor: ``HistoryPage.next_cursor`` of the page before, when paging by keyset (then
@@ -87,6 +91,8 @@ class HistoryQuery:
     until: datetime | None = None
     filename: str | None = None
     md5: str | None = None
+    similar_to: str | None = None
+    md5_in: tuple[str, ...] | None = None
     limit: int = 24
     page: int = 1
     cursor: str | None = None
@@ -105,6 +111,8 @@ class HistoryQuery:
                 raise ValueError(f"{name} needs a timezone")
         if self.md5 is not None and not _HEX.fullmatch(self.md5.lower()):
             raise ValueError(f"not an md5 or the start of one: {self.md5!r}")
+        if self.similar_to is not None and not _MD5.fullmatch(self.similar_to):
+            raise ValueError(f"similar_to needs a whole md5 in lower case, not {self.similar_to!r}")
         if self.cursor is not None:
             _decode_cursor(self.cursor)
 
@@ -280,6 +288,8 @@ def _conditions(query: HistoryQuery) -> list[ColumnElement[bool]]:
     if query.md5:
         md5 = query.md5.lower()
         conditions.append(AnalysisRow.md5 == md5 if len(md5) == 32 else AnalysisRow.md5.startswith(md5))
+    if query.md5_in is not None:
+        conditions.append(AnalysisRow.md5.in_(query.md5_in))
     return conditions
 
 

@@ -19,6 +19,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Text,
@@ -26,7 +27,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
-from picmetric_core.results import Analysis, Box, Classification, Detection, Face, ModelInfo, Point
+from picmetric_core.results import Analysis, Box, Classification, Detection, Face, ModelInfo, Point, Signature
 
 # Stable constraint names, so migrations can refer to them on every database.
 NAMING_CONVENTION = {
@@ -104,6 +105,9 @@ class AnalysisRow(Base):
     )
     faces: Mapped[list[FaceRow]] = relationship(
         back_populates="analysis", cascade="all, delete-orphan", order_by="FaceRow.id"
+    )
+    signature: Mapped[SignatureRow | None] = relationship(
+        back_populates="analysis", cascade="all, delete-orphan", passive_deletes=True
     )
 
     __table_args__ = (
@@ -199,8 +203,34 @@ class FaceRow(_BoxColumns, Base):
     __table_args__ = (Index("ix_faces_analysis_id", "analysis_id"),)
 
 
+class SignatureRow(Base):
+    """An analysis's perceptual hash and embedding (see :mod:`picmetric_core.similar`).
+
+    ``id`` grows with every new row, so an in-process index catches up by reading the ids above the
+    last it holds.
+    """
+
+    __tablename__ = "signatures"
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
+    analysis_id: Mapped[int] = mapped_column(ForeignKey("analyses.id", ondelete="CASCADE"), unique=True)
+    phash: Mapped[int] = mapped_column(BigInteger)
+    embedding: Mapped[bytes | None] = mapped_column(LargeBinary)
+    embedding_model: Mapped[str | None] = mapped_column(String(100))
+
+    analysis: Mapped[AnalysisRow] = relationship(back_populates="signature")
+
+
+def signature_row(signature: Signature) -> SignatureRow:
+    return SignatureRow(
+        phash=signature.phash, embedding=signature.embedding, embedding_model=signature.embedding_model
+    )
+
+
 def analysis_row(analysis: Analysis, **columns: Any) -> AnalysisRow:
     """New rows for ``analysis``; ``columns`` are the image's other columns (source, keys, ...)."""
+    if analysis.signature is not None:
+        columns.setdefault("signature", signature_row(analysis.signature))
     return AnalysisRow(
         md5=analysis.md5,
         width=analysis.width,

@@ -69,6 +69,7 @@ def list_analyses(
     until: Annotated[datetime | None, Query(description="ISO 8601 with a timezone")] = None,
     filename: Annotated[str | None, Query(max_length=255, description="Part of the file name")] = None,
     md5: Annotated[str | None, Query(pattern=r"^[0-9a-fA-F]{1,32}$", description="An md5 or its start")] = None,
+    similar_to: Annotated[str | None, Query(pattern=MD5, description="Only the photos most like this one")] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE)] = 24,
     page: Annotated[int, Query(ge=1, le=1_000_000)] = 1,
     cursor: Annotated[str | None, Query(max_length=200, description="`next_cursor` of the page before")] = None,
@@ -87,6 +88,7 @@ def list_analyses(
             until=until,
             filename=filename,
             md5=md5.lower() if md5 else None,
+            similar_to=similar_to.lower() if similar_to else None,
             limit=limit,
             page=page,
             cursor=cursor,
@@ -149,4 +151,5 @@ def _full(request: Request, submission: Submission, thresholds: DisplayThreshold
     record = asdict(submission.record)
     record["created_at"] = submission.record.created_at.isoformat()
     view = full_view(submission.analysis, thresholds=thresholds, urls=object_urls(request, submission), record=record)
-    return {**view, "seen_before": submission.seen_before}
+    near_duplicates = [asdict(duplicate) for duplicate in submission.near_duplicates]
+    return {**view, "seen_before": submission.seen_before, "near_duplicates": near_duplicates}

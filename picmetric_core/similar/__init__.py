@@ -1,0 +1,1 @@
+"""Similar photos: perceptual hashes for near-duplicates, classifier embeddings for "more like this"."""

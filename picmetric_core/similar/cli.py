@@ -1,0 +1,45 @@
+"""``picmetric similar backfill``: index the analyses stored before similar photos were."""
+
+from __future__ import annotations
+
+import argparse
+
+from picmetric_core.config import Settings
+from picmetric_core.similar.backfill import DEFAULT_BATCH, backfill
+
+
+def add_similar_parser(commands: argparse._SubParsersAction) -> None:
+    """The ``similar`` command and its ``backfill`` action, for the main parser."""
+    parser = commands.add_parser("similar", help="index stored analyses for near-duplicates and similar photos")
+    parser.add_argument("action", choices=["backfill"])
+    parser.add_argument("--batch", type=int, default=DEFAULT_BATCH, help="analyses per batch (default %(default)s)")
+    parser.add_argument("--limit", type=int, default=None, help="stop after this many analyses")
+
+
+def similar_command(args: argparse.Namespace, settings: Settings) -> int:
+    """Run ``picmetric similar backfill``; an interrupted run is resumed by running it again."""
+    from picmetric_core.models.classifier import load_classifier
+    from picmetric_core.store.database import create_database_engine, session_factory, upgrade_schema
+    from picmetric_core.store.objects import open_store
+
+    engine = create_database_engine(settings)
+    try:
+        upgrade_schema(engine)
+        classifier = load_classifier(settings.resolved_models_dir)
+
+        def progress(indexed: int, failed: int) -> None:
+            print(f"indexed {indexed}, unreadable {failed}", flush=True)
+
+        report = backfill(
+            session_factory(engine),
+            open_store(settings),
+            classifier,
+            settings,
+            batch_size=args.batch,
+            limit=args.limit,
+            on_batch=progress,
+        )
+    finally:
+        engine.dispose()
+    print(f"done: {report.indexed} indexed, {report.failed} unreadable, {report.remaining} still without a signature")
+    return 1 if report.failed else 0

@@ -1,0 +1,232 @@
+"""The in-process similarity index: every stored signature in numpy arrays, caught up from the database.
+
+Before each question the index reads the signature rows added since it last looked (ids only grow), so
+analyses stored by this process, another API worker or the backfill are all found.
+
+Near-duplicates are decided in two steps, both measured on 21 photos (skimage's and darknet's) and six
+edits of each (docs/similar.md): the pHash finds candidates within ``CANDIDATE_BITS`` (edits of one photo
+were 0-20 bits apart, a 5 % crop the most; different photos 18 or more), and the embeddings confirm them
+(edits of one photo: cosine similarity 0.78 or more; different photos: 0.56 at most). Without an embedding
+to compare, only hashes within ``HASH_ONLY_BITS`` count.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+
+import numpy as np
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from picmetric_core.similar.phash import hamming_to_many
+from picmetric_core.similar.signature import compact_embedding, embedding_vector
+from picmetric_core.store.orm import AnalysisRow, SignatureRow
+
+CANDIDATE_BITS = 22
+CONFIRMING_SIMILARITY = 0.7
+HASH_ONLY_BITS = 14
+MAX_NEAR_DUPLICATES = 10
+_INITIAL_CAPACITY = 1024
+_LOAD_BATCH = 5_000
+
+
+@dataclass(frozen=True)
+class NearDuplicate:
+    """A stored photo that is the same picture: ``distance`` bits of 64 differ in their pHashes."""
+
+    md5: str
+    distance: int
+
+
+@dataclass(frozen=True)
+class Neighbour:
+    """A stored photo and its cosine similarity (-1 to 1; 1 is the same content) to the one asked about."""
+
+    md5: str
+    similarity: float
+
+
+class _Embeddings:
+    """One classifier's embeddings as rows of a float32 matrix (float32: numpy's float16 products are slow)."""
+
+    def __init__(self, dim: int, capacity: int) -> None:
+        self.matrix = np.zeros((max(capacity, _INITIAL_CAPACITY), dim), np.float32)
+        self.md5s: list[str] = []
+        self.row_of: dict[str, int] = {}
+
+    def add(self, md5: str, vector: np.ndarray) -> int:
+        if md5 in self.row_of:
+            self.matrix[self.row_of[md5]] = vector
+            return self.row_of[md5]
+        if len(self.md5s) == len(self.matrix):
+            extra = np.zeros((_grown(len(self.matrix)) - len(self.matrix), self.matrix.shape[1]), np.float32)
+            self.matrix = np.concatenate([self.matrix, extra])
+        self.row_of[md5] = len(self.md5s)
+        self.matrix[len(self.md5s)] = vector
+        self.md5s.append(md5)
+        return self.row_of[md5]
+
+    def scores(self, vector: np.ndarray) -> np.ndarray:
+        return self.matrix[: len(self.md5s)] @ vector
+
+
+class SimilarityIndex:
+    """Hashes and embeddings of every stored analysis. Thread-safe.
+
+    Example:
+        >>> index = SimilarityIndex(session_factory(engine))
+        >>> [n.md5 for n in index.similar("4f055f233ff79efdb5fdd377b2161c45", k=3)]
+        ['9d1c...', '0b7e...', '77aa...']
+    """
+
+    def __init__(self, sessions: sessionmaker[Session]) -> None:
+        self._sessions = sessions
+        self._lock = threading.Lock()
+        self._last_id = 0
+        self._md5s: list[str] = []
+        self._row_of: dict[str, int] = {}
+        self._hashes = np.zeros(_INITIAL_CAPACITY, np.int64)
+        # Per photo: which embedding table holds it (-1: none) and its row there.
+        self._table_of = np.full(_INITIAL_CAPACITY, -1, np.int16)
+        self._table_row = np.zeros(_INITIAL_CAPACITY, np.int64)
+        self._tables: list[_Embeddings] = []
+        self._table_ids: dict[str, int] = {}
+
+    def __len__(self) -> int:
+        return len(self._md5s)
+
+    @property
+    def nbytes(self) -> int:
+        """Memory held by the arrays (not counting the md5 strings)."""
+        per_photo = self._hashes.nbytes + self._table_of.nbytes + self._table_row.nbytes
+        return per_photo + sum(table.matrix.nbytes for table in self._tables)
+
+    def refresh(self) -> int:
+        """Read the signatures stored since the last call, a few thousand rows at a time; returns how many."""
+        statement = (
+            select(SignatureRow.id, AnalysisRow.md5, SignatureRow.phash, SignatureRow.embedding)
+            .add_columns(SignatureRow.embedding_model)
+            .join(AnalysisRow, AnalysisRow.id == SignatureRow.analysis_id)
+            .where(SignatureRow.id > self._last_id)
+            .order_by(SignatureRow.id)
+            .execution_options(yield_per=_LOAD_BATCH)
+        )
+        added = 0
+        with self._lock, self._sessions() as session:
+            # The first load sizes every array once, for all the rows (no copies while growing).
+            expected = (session.scalar(select(func.count(SignatureRow.id))) or 0) if not self._md5s else 0
+            for rows in session.execute(statement).partitions():
+                self._reserve(len(self._md5s) + max(len(rows), expected))
+                for row_id, md5, phash, embedding, model in rows:
+                    self._add(md5, phash, embedding, model, expected=max(len(rows), expected))
+                    self._last_id = max(self._last_id, row_id)
+                added += len(rows)
+        return added
+
+    def near_duplicates(
+        self, phash: int, embedding: bytes | None = None, model: str | None = None, *, exclude: str | None = None
+    ) -> list[NearDuplicate]:
+        """Stored photos that are the same picture as one with this hash (and embedding), closest first."""
+        self.refresh()
+        vector = embedding_vector(embedding) if embedding is not None else None
+        with self._lock:
+            count = len(self._md5s)
+            distances = hamming_to_many(phash, self._hashes[:count])
+            candidates = np.flatnonzero(distances <= CANDIDATE_BITS)
+            confirmed = distances[candidates] <= HASH_ONLY_BITS
+            table_id = self._table_ids.get(model) if model is not None and vector is not None else None
+            if table_id is not None and len(candidates):
+                comparable = self._table_of[candidates] == table_id
+                rows = self._table_row[candidates[comparable]]
+                confirmed[comparable] = self._tables[table_id].matrix[rows] @ vector >= CONFIRMING_SIMILARITY
+            found = [
+                NearDuplicate(self._md5s[i], int(distances[i]))
+                for i in candidates[confirmed]
+                if self._md5s[i] != exclude
+            ]
+        return sorted(found, key=lambda d: (d.distance, d.md5))[:MAX_NEAR_DUPLICATES]
+
+    def near_duplicates_of(self, md5: str) -> list[NearDuplicate] | None:
+        """Near-duplicates of a stored photo; ``None`` when it has no signature yet."""
+        self.refresh()
+        with self._lock:
+            position = self._row_of.get(md5)
+            if position is None:
+                return None
+            phash = int(self._hashes[position])
+            table_id = int(self._table_of[position])
+            if table_id < 0:
+                return self._unlocked_near_duplicates(phash, md5)
+            table = self._tables[table_id]
+            embedding = compact_embedding(table.matrix[self._table_row[position]])
+            model = next(name for name, i in self._table_ids.items() if i == table_id)
+        return self.near_duplicates(phash, embedding, model, exclude=md5)
+
+    def _unlocked_near_duplicates(self, phash: int, exclude: str) -> list[NearDuplicate]:
+        distances = hamming_to_many(phash, self._hashes[: len(self._md5s)])
+        found = [
+            NearDuplicate(self._md5s[i], int(distances[i]))
+            for i in np.flatnonzero(distances <= HASH_ONLY_BITS)
+            if self._md5s[i] != exclude
+        ]
+        return sorted(found, key=lambda d: (d.distance, d.md5))[:MAX_NEAR_DUPLICATES]
+
+    def similar(self, md5: str, k: int = 12) -> list[Neighbour] | None:
+        """The ``k`` stored photos whose embeddings are closest to ``md5``'s, most similar first.
+
+        Returns ``None`` when ``md5`` has no embedding yet (never analysed, or analysed before this
+        feature and not backfilled).
+        """
+        if k < 1:
+            raise ValueError(f"k must be at least 1, not {k}")
+        self.refresh()
+        with self._lock:
+            position = self._row_of.get(md5)
+            if position is None or self._table_of[position] < 0:
+                return None
+            table = self._tables[int(self._table_of[position])]
+            own = int(self._table_row[position])
+            scores = table.scores(table.matrix[own])
+            scores[own] = -np.inf
+            best = _top(scores, k)
+            return [Neighbour(table.md5s[i], round(float(scores[i]), 4)) for i in best if np.isfinite(scores[i])]
+
+    def _reserve(self, rows: int) -> None:
+        if rows > len(self._hashes):
+            size = max(rows, _grown(len(self._hashes)))
+            self._hashes = np.resize(self._hashes, size)
+            self._table_of = np.concatenate([self._table_of, np.full(size - len(self._table_of), -1, np.int16)])
+            self._table_row = np.resize(self._table_row, size)
+
+    def _add(self, md5: str, phash: int, embedding: bytes | None, model: str | None, expected: int) -> None:
+        position = self._row_of.get(md5)
+        if position is None:
+            position = len(self._md5s)
+            self._row_of[md5] = position
+            self._md5s.append(md5)
+        self._hashes[position] = phash
+        if embedding is None or model is None:
+            return
+        vector = embedding_vector(embedding)
+        table_id = self._table_ids.get(model)
+        if table_id is None:
+            table_id = self._table_ids[model] = len(self._tables)
+            self._tables.append(_Embeddings(len(vector), expected))
+        table = self._tables[table_id]
+        if table.matrix.shape[1] == len(vector):
+            self._table_row[position] = table.add(md5, vector)
+            self._table_of[position] = table_id
+
+
+def _grown(size: int) -> int:
+    """The next capacity: a quarter more (doubling would leave up to half of a large matrix unused)."""
+    return size + max(size // 4, _INITIAL_CAPACITY)
+
+
+def _top(scores: np.ndarray, k: int) -> np.ndarray:
+    """Positions of the ``k`` highest scores, highest first (ties by position)."""
+    if len(scores) <= k:
+        return np.argsort(-scores, kind="stable")
+    best = np.argpartition(-scores, k)[:k]
+    return best[np.argsort(-scores[best], kind="stable")]
