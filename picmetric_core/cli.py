@@ -140,12 +140,17 @@ def build_parser() -> argparse.ArgumentParser:
     analyze.add_argument("--out", metavar="DIR", help="write overlays and JSON into DIR")
     weights_parser = commands.add_parser("weights", help="show or fetch model weights")
     weights_parser.add_argument("action", choices=["status", "fetch"])
+    from picmetric_core.batch.cli import register as register_batch
+
+    register_batch(commands)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     settings = get_settings()
+    if hasattr(args, "handler"):
+        return args.handler(args, settings)
     if args.command == "analyze":
         return analyze_command(args, settings)
     if args.action == "status":

@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session, selectinload
 from picmetric_core.filters import DEFAULT_THRESHOLDS
 from picmetric_core.results import Analysis
 from picmetric_core.store.objects import ObjectKeys
-from picmetric_core.store.orm import AnalysisRow, ClassificationRow, DetectionRow, FaceRow
+from picmetric_core.store.orm import AnalysisRow, BatchItemRow, ClassificationRow, DetectionRow, FaceRow
 
 LabelKind = Literal["classifier", "detector"]
 T = TypeVar("T")
@@ -65,6 +65,7 @@ class HistoryQuery:
         since, until: Analysed at or after ``since`` and before ``until`` (timezone-aware).
         filename: Part of the file name, any case.
         md5: The start of (or the whole) md5.
+        batch: Only images a batch job with this id stored or found already stored.
         limit: Analyses per page.
         page: Which page (from 1), when paging by offset.
         cursor: ``HistoryPage.next_cursor`` of the page before, when paging by keyset (then
@@ -87,6 +88,7 @@ class HistoryQuery:
     until: datetime | None = None
     filename: str | None = None
     md5: str | None = None
+    batch: int | None = None
     limit: int = 24
     page: int = 1
     cursor: str | None = None
@@ -280,6 +282,14 @@ def _conditions(query: HistoryQuery) -> list[ColumnElement[bool]]:
     if query.md5:
         md5 = query.md5.lower()
         conditions.append(AnalysisRow.md5 == md5 if len(md5) == 32 else AnalysisRow.md5.startswith(md5))
+    if query.batch is not None:
+        conditions.append(
+            exists().where(
+                BatchItemRow.job_id == query.batch,
+                BatchItemRow.md5 == AnalysisRow.md5,
+                BatchItemRow.status != "failed",
+            )
+        )
     return conditions
 
 
