@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal
 
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Engine, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from picmetric_core.store.database import database_errors, session_factory
@@ -151,6 +151,7 @@ class JobStore:
             row = session.get(BatchJobRow, job_id)
             if row is None:
                 raise LookupError(f"no batch job {job_id}")
+            _one_new_item_per_image(session, job_id)
             counts = self._counts(session, job_id)
             row.new, row.seen, row.failed = counts.get("new", 0), counts.get("seen", 0), counts.get("failed", 0)
             row.status, row.finished_at, row.images_per_s, row.error = status, utc_now(), images_per_s, error
@@ -185,6 +186,25 @@ class JobStore:
             images_per_s=row.images_per_s,
             error=row.error,
         )
+
+
+def _one_new_item_per_image(session, job_id: int) -> None:
+    """Keep ``new`` on the first item of each image this job stored; its other items were seen before.
+
+    Two items can both look new: a copy of a file stored moments before by another block of the same
+    run, or an item of an interrupted run whose image was stored but not recorded, found again on resume
+    (both were stored at or after the job started).
+    """
+    first = (
+        select(func.min(BatchItemRow.id))
+        .where(BatchItemRow.job_id == job_id, BatchItemRow.status == "new")
+        .group_by(BatchItemRow.md5)
+    )
+    session.execute(
+        update(BatchItemRow)
+        .where(BatchItemRow.job_id == job_id, BatchItemRow.status == "new", BatchItemRow.id.not_in(first))
+        .values(status="seen")
+    )
 
 
 def _record(row: BatchItemRow) -> ItemRecord:

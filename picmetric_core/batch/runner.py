@@ -8,6 +8,7 @@ a driver that is killed loses nothing that was reported done (see :mod:`picmetri
 from __future__ import annotations
 
 import logging
+import math
 import os
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -160,7 +161,10 @@ def _run_pipeline(
         return 0, 0, (), 0.0
     from picmetric_core.batch.pipeline import build_dataset
 
-    with ray_connection(options.address):
+    # A local Ray declares enough logical CPUs for the actors plus one for the read, decode and store
+    # tasks: actors holding every CPU would leave the tasks waiting forever.
+    local_cpus = max(os.cpu_count() or 1, math.ceil(options.actors[1] * options.actor_cpus + 1))
+    with ray_connection(options.address, local_cpus):
         started = time.perf_counter()
         dataset = build_dataset(settings, job, todo, options)
         ran = inferred = 0
@@ -177,7 +181,7 @@ def _run_pipeline(
 
 
 @contextmanager
-def ray_connection(address: str | None) -> Iterator[None]:
+def ray_connection(address: str | None, local_cpus: int | None = None) -> Iterator[None]:
     """Use the Ray this process is connected to already, else join ``address``/``RAY_ADDRESS``, else start one.
 
     A local Ray listens on 127.0.0.1 only and keeps its files under ``/tmp/ray-picmetric-<uid>``;
@@ -198,6 +202,7 @@ def ray_connection(address: str | None) -> Iterator[None]:
             _temp_dir=f"/tmp/ray-picmetric-{os.getuid()}",
             include_dashboard=False,
             log_to_driver=False,
+            num_cpus=local_cpus,
         )
     try:
         yield

@@ -24,7 +24,7 @@ IMAGE_SUFFIXES = frozenset(f".{extension}" for extension in UPLOAD_EXTENSIONS)
 class SourceError(PicMetricError):
     """A source that cannot be listed (missing folder, empty glob, unknown bucket)."""
 
-    status = 404
+    status = 422
 
 
 class SourceNotAllowed(PicMetricError):

@@ -48,29 +48,29 @@ def read_block(block: Block, *, settings: Settings, job_started: datetime) -> Bl
 
     items = [str(item) for item in block["item"]]
     data: list[bytes] = []
-    md5s: list[str | None] = []
-    errors: list[str | None] = []
+    md5s: list[str] = []
+    errors: list[str] = []  # "" for none: Ray Data turns a None in a string column into NaN
     for item in items:
         try:
             content = read_item(item, settings)
             data.append(content)
             md5s.append(hashlib.md5(content).hexdigest())
-            errors.append(None)
+            errors.append("")
         except NOT_THE_ITEMS_FAULT:
             raise
         except PicMetricError as error:
             data.append(b"")
-            md5s.append(None)
+            md5s.append("")
             errors.append(str(error))
         except Exception:
             log.exception("reading %s failed", item)
             data.append(b"")
-            md5s.append(None)
+            md5s.append("")
             errors.append(UNEXPECTED)
     stored = _jobs(settings).stored_since(md5 for md5 in md5s if md5)
     statuses = []
     for md5, error in zip(md5s, errors, strict=True):
-        if error is not None:
+        if error:
             statuses.append("failed")
         elif md5 in stored:
             statuses.append("new" if stored[md5] >= job_started else "seen")
@@ -89,8 +89,8 @@ def read_block(block: Block, *, settings: Settings, job_started: datetime) -> Bl
 
 def decode_block(block: Block, *, settings: Settings) -> Block:
     """Decode the items still to analyse (limits included); a bad image becomes a failed item."""
-    statuses = list(block["status"])
-    errors = list(block["error"])
+    statuses = [str(status) for status in block["status"]]
+    errors = [str(error) for error in block["error"]]
     pixels: list[np.ndarray] = []
     formats: list[str] = []
     for index, (status, data) in enumerate(zip(statuses, block["data"], strict=True)):
@@ -148,8 +148,8 @@ def store_block(block: Block, *, settings: Settings, job_id: int) -> Block:
     from picmetric_core.batch.sources import is_url, item_filename
 
     service = _service(settings)
-    statuses = list(block["status"])
-    errors = list(block["error"])
+    statuses = [str(status) for status in block["status"]]
+    errors = [str(error) for error in block["error"]]
     for index, document in enumerate(block["analysis"]):
         if statuses[index] != TODO:
             continue
@@ -170,7 +170,7 @@ def store_block(block: Block, *, settings: Settings, job_id: int) -> Block:
             log.exception("storing %s failed", item)
             statuses[index], errors[index] = "failed", UNEXPECTED
     records = [
-        ItemRecord(item=str(item), md5=md5 or None, status=status, error=error, node=str(node))
+        ItemRecord(item=str(item), md5=str(md5) or None, status=status, error=str(error) or None, node=str(node))
         for item, md5, status, error, node in zip(
             block["item"], block["md5"], statuses, errors, block["node"], strict=True
         )
