@@ -285,7 +285,10 @@ def test_the_batches_page_starts_a_job_and_shows_it_finished(cluster, settings, 
     monkeypatch.setenv("PICMETRIC_BATCH_ALLOWED_SOURCES", str(allowed))
     get_settings.cache_clear()
     try:
-        at = AppTest.from_file(str(REPO / "pages" / "2_Batches.py"), default_timeout=60).run()
+        # Opened from the main script, as a browser would: the sidebar's page links resolve against it.
+        at = AppTest.from_file(str(REPO / "streamlit_app.py"), default_timeout=120)
+        at.switch_page("pages/2_Batches.py")
+        at.run()
         at.text_input(key="source").set_value(str(allowed / "event"))
         at.button[0].click().run()
         assert not at.exception and not at.error
