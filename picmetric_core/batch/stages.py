@@ -27,8 +27,8 @@ Block = dict[str, Any]
 TODO = "todo"  # read and not stored yet: to decode, analyse and store
 NO_PIXELS = np.zeros((0, 0, 3), np.uint8)
 UNEXPECTED = "Unexpected error on this item; it has been logged on the worker."
-# Failures of the infrastructure, not of the item: the block is retried by Ray and never recorded as
-# failed, so a resumed job tries the item again.
+# Failures of the infrastructure, not of the item: they stop the run (the job is marked failed) and the
+# item is never recorded as failed, so a resumed job tries it again.
 NOT_THE_ITEMS_FAULT = (StoreUnavailable, DatabaseUnavailable)
 
 
