@@ -143,7 +143,7 @@ def test_migrations_create_exactly_the_orm_schema(backend, tmp_path, request):
     assert current_revision(engine) is None
     upgrade_schema(engine)
     upgrade_schema(engine)  # a second start finds nothing to do
-    assert current_revision(engine) == head_revision() == "0001"
+    assert current_revision(engine) == head_revision() == "0003"
     with engine.connect() as connection:
         context = MigrationContext.configure(connection, opts={"compare_type": True})
         assert compare_metadata(context, Base.metadata) == []
@@ -167,7 +167,7 @@ def test_processes_starting_together_upgrade_once(fresh_pg_url, tmp_path):
         thread.join(timeout=30)
     assert not any(thread.is_alive() for thread in threads), "upgrades blocked each other"
     assert errors == []
-    assert current_revision(engines[0]) == "0001"
+    assert current_revision(engines[0]) == "0003"
     for engine in engines:
         engine.dispose()
 

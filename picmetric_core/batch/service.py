@@ -11,7 +11,7 @@ import logging
 import threading
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from sqlalchemy import Engine
 
@@ -77,8 +77,7 @@ class BatchLauncher:
 
     def _run(self, job_id: int) -> None:
         try:
-            options = BatchOptions(**{**self.options.__dict__, "resume": job_id})
-            run_batch(self.settings, [], options)
+            run_batch(self.settings, [], replace(self.options, resume=job_id))
         except Exception:
             log.exception("batch job %s stopped", job_id)
         finally:
