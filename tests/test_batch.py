@@ -300,3 +300,37 @@ def test_the_batches_page_starts_a_job_and_shows_it_finished(cluster, settings, 
         assert [metric.value for metric in at.metric[:3]] == ["5", "0", "0"]
     finally:
         get_settings.cache_clear()
+
+
+def test_a_list_file_names_paths_and_urls_and_urls_keep_the_fetch_rules(cluster, settings, tmp_path):
+    photos = write_variants(tmp_path / "listed", 3, seed=8, prefix="listed")
+    listing = tmp_path / "to-analyse.txt"
+    lines = ["# exported from the archive", *(f"listed/{path.name}" for path in photos.values()), ""]
+    listing.write_text("\n".join([*lines, "http://127.0.0.1:9/inside.jpg", "http://[::1]/loopback.png"]))
+
+    summary = run_batch(settings, [str(listing)], BatchOptions(batch_size=4))
+
+    assert (summary.job.total, summary.job.new, summary.job.failed) == (5, 3, 2)
+    assert all(failure.error.startswith("Refused:") for failure in summary.failures)
+
+
+def test_only_sources_inside_the_allowed_places_may_be_named(tmp_path):
+    from picmetric_core.batch.sources import SourceNotAllowed, check_allowed
+
+    allowed = [str(tmp_path / "photos"), "s3://archive/2026"]
+    (tmp_path / "photos" / "event").mkdir(parents=True)
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "photos" / "escape").symlink_to(tmp_path / "elsewhere")
+    check_allowed([str(tmp_path / "photos" / "event"), "s3://archive/2026/05/", "s3://archive/2026"], allowed)
+    for refused in (
+        str(tmp_path / "elsewhere"),
+        str(tmp_path / "photos" / "escape"),  # a link out of the folder
+        f"{tmp_path}/photos/../elsewhere",
+        f"{tmp_path}/photos/*",  # globs are refused: they could climb out
+        "s3://archive/20260",
+        "s3://archive/2026/../private",
+        "s3://other/2026",
+        "https://example.com/list.txt",
+    ):
+        with pytest.raises(SourceNotAllowed):
+            check_allowed([refused], allowed)
