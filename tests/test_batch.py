@@ -334,3 +334,20 @@ def test_only_sources_inside_the_allowed_places_may_be_named(tmp_path):
     ):
         with pytest.raises(SourceNotAllowed):
             check_allowed([refused], allowed)
+
+
+def test_a_list_file_in_an_allowed_folder_cannot_name_files_outside_it(settings, tmp_path):
+    from fastapi.testclient import TestClient
+
+    from picmetric_core.api import create_app
+
+    allowed = tmp_path / "allowed"
+    outside = write_variants(tmp_path / "private", 1, seed=9, prefix="private")
+    allowed.mkdir()
+    (allowed / "list.txt").write_text("\n".join(str(path) for path in outside.values()))
+    app = create_app(settings.model_copy(update={"batch_allowed_sources": [str(allowed)]}))
+
+    refused = TestClient(app).post("/v1/batches", json={"sources": [str(allowed / "list.txt")]})
+
+    assert refused.status_code == 403
+    assert "outside the folders" in refused.json()["error"] and str(tmp_path) not in refused.text

@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from picmetric_core.batch.jobs import BatchJob, ItemRecord, JobStore
-from picmetric_core.batch.sources import list_items
+from picmetric_core.batch.sources import check_items_allowed, list_items
 from picmetric_core.config import Settings
 from picmetric_core.errors import PicMetricError
 from picmetric_core.store.database import create_database_engine, upgrade_schema
@@ -47,6 +47,8 @@ class BatchOptions:
             else a local Ray on 127.0.0.1.
         resume: The id of a job to finish.
         dry_run: List the items and say what would run, without starting a job.
+        allowed_sources: When set (jobs started from the API or the page), every listed item must be
+            inside one of these folders or ``s3://bucket/prefix`` locations.
     """
 
     limit: int | None = None
@@ -58,6 +60,7 @@ class BatchOptions:
     address: str | None = None
     resume: int | None = None
     dry_run: bool = False
+    allowed_sources: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         if self.batch_size < 1:
@@ -113,6 +116,8 @@ def run_batch(
         items = list_items(job.sources if job else sources, settings)
         limit = job.total if job else options.limit
         items = items[:limit] if limit else items
+        if options.allowed_sources is not None:
+            check_items_allowed(items, options.allowed_sources)
         if options.dry_run:
             done = jobs.done_items(job.id) if job else set()
             todo = tuple(item for item in items if item not in done)

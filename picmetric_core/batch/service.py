@@ -17,7 +17,7 @@ from sqlalchemy import Engine
 
 from picmetric_core.batch.jobs import BatchJob, JobStore
 from picmetric_core.batch.runner import BatchOptions, run_batch
-from picmetric_core.batch.sources import SourceNotAllowed, check_allowed, list_items
+from picmetric_core.batch.sources import SourceNotAllowed, check_allowed, check_items_allowed, list_items
 from picmetric_core.config import Settings
 
 log = logging.getLogger(__name__)
@@ -39,7 +39,7 @@ class BatchLauncher:
     def __init__(self, settings: Settings, engine: Engine, options: BatchOptions | None = None) -> None:
         self.settings = settings
         self.jobs = JobStore(engine)
-        self.options = options or BatchOptions()
+        self.options = replace(options or BatchOptions(), allowed_sources=tuple(settings.batch_allowed_sources))
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="picmetric-batch")
         self._queued: set[int] = set()
         self._lock = threading.Lock()
@@ -63,6 +63,7 @@ class BatchLauncher:
             resumed = job is not None
             if job is None:
                 items = list_items(cleaned, self.settings)
+                check_items_allowed(items, self.settings.batch_allowed_sources)
                 job = self.jobs.start(cleaned, min(len(items), limit) if limit else len(items))
             if job.id not in self._queued:
                 self._queued.add(job.id)

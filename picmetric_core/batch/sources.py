@@ -95,6 +95,19 @@ def check_allowed(sources: Sequence[str], allowed: Sequence[str]) -> None:
             )
 
 
+def check_items_allowed(items: Sequence[str], allowed: Sequence[str]) -> None:
+    """Refuse listed items outside the allowed places (a list file may name any path); URLs keep the fetch rules.
+
+    Raises:
+        SourceNotAllowed: naming the first refused item by its file name only.
+    """
+    for item in items:
+        if not is_url(item) and not any(_inside(item, place) for place in allowed):
+            raise SourceNotAllowed(
+                f"{item_filename(item)!r} is listed from outside the folders and buckets that batch jobs may read."
+            )
+
+
 def _inside(source: str, place: str) -> bool:
     if place.startswith(S3_SCHEME) or source.startswith(S3_SCHEME):
         if not (place.startswith(S3_SCHEME) and source.startswith(S3_SCHEME)):
