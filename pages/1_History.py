@@ -89,6 +89,7 @@ def filters_ui() -> HistoryQuery:
         until=until,
         filename=None if is_md5 or not search else search,
         md5=search.lower() if is_md5 else None,
+        batch=int(batch) if (batch := st.query_params.get("batch", "")).isdigit() else None,
         limit=PAGE_SIZE,
         page=st.session_state.get("page", 1),
         with_total=True,

@@ -223,12 +223,17 @@ def build_parser() -> argparse.ArgumentParser:
     weights_parser.add_argument("action", choices=["status", "fetch"])
     add_export_parser(commands)
     add_similar_parser(commands)
+    from picmetric_core.batch.cli import register as register_batch
+
+    register_batch(commands)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     settings = get_settings()
+    if hasattr(args, "handler"):
+        return args.handler(args, settings)
     if args.command == "analyze":
         return analyze_command(args, settings)
     if args.command == "export":

@@ -86,6 +86,11 @@ class Settings(BaseSettings):
     # The address clients reach the API at (e.g. behind a proxy), for links that are kept.
     public_base_url: str | None = Field(None, validation_alias=_env("PICMETRIC_PUBLIC_BASE_URL"))
 
+    # Batch jobs: the folders and s3://bucket/prefix locations the API and the Batches page may name.
+    batch_allowed_sources: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, validation_alias=_env("PICMETRIC_BATCH_ALLOWED_SOURCES")
+    )
+
     @field_validator("database_url")
     @classmethod
     def _normalise_database_url(cls, value: str | None) -> str | None:
@@ -98,7 +103,7 @@ class Settings(BaseSettings):
             return json.loads(value) if value.strip() else {}
         return value
 
-    @field_validator("cors_origins", mode="before")
+    @field_validator("cors_origins", "batch_allowed_sources", mode="before")
     @classmethod
     def _split_origins(cls, value: Any) -> Any:
         if isinstance(value, str):

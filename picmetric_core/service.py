@@ -155,6 +155,39 @@ class PicMetricService:
             StoreUnavailable: the objects could not be written; nothing was saved.
             DatabaseUnavailable: the database could not be reached; a retry reuses what was stored.
         """
+        return self._store(image, self.analyzer.analyze, source, filename, source_url, on_stage)
+
+    def store_analysis(
+        self,
+        image: DecodedImage,
+        analysis: Analysis,
+        *,
+        source: Literal["upload", "url"] = "upload",
+        filename: str | None = None,
+        source_url: str | None = None,
+    ) -> Submission:
+        """Store an analysis the networks made elsewhere (a batch actor) exactly as :meth:`submit` would.
+
+        Same write order and md5 dedup: an image stored already returns its stored analysis
+        (``seen_before``) and ``analysis`` is dropped.
+
+        Raises:
+            StoreUnavailable: the objects could not be written; nothing was saved.
+            DatabaseUnavailable: the database could not be reached; a retry reuses what was stored.
+        """
+        if analysis.md5 != image.md5:
+            raise ValueError(f"the analysis is of {analysis.md5}, not of the image {image.md5}")
+        return self._store(image, lambda _image, on_stage=None: analysis, source, filename, source_url, None)
+
+    def _store(
+        self,
+        image: DecodedImage,
+        analyze: Callable[..., Analysis],
+        source: str,
+        filename: str | None,
+        source_url: str | None,
+        on_stage: StageCallback | None,
+    ) -> Submission:
         if source not in SOURCES:
             raise ValueError(f"source must be one of {SOURCES}, not {source!r}")
         known = self._stored(image.md5)
@@ -168,7 +201,7 @@ class PicMetricService:
                 return earlier
             keys = ObjectKeys.for_image(image.md5, image.content_type)
             report = on_stage or _ignore_stage
-            analysis = self._store_objects(image, keys, report)
+            analysis = self._store_objects(image, keys, analyze, report)
             if analysis.signature is None:  # left by an earlier try: the hash now, the embedding by backfill
                 analysis = replace(analysis, signature=signature_of(image.rgb, None, None))
             near = self._near_duplicates_of_new(analysis)
@@ -291,7 +324,9 @@ class PicMetricService:
     def _submission(self, stored: history.StoredAnalysis, *, seen_before: bool) -> Submission:
         return Submission(stored.record, stored.analysis, seen_before, self.urls(stored.record.keys))
 
-    def _store_objects(self, image: DecodedImage, keys: ObjectKeys, on_stage: StageCallback) -> Analysis:
+    def _store_objects(
+        self, image: DecodedImage, keys: ObjectKeys, analyze: Callable[..., Analysis], on_stage: StageCallback
+    ) -> Analysis:
         """Write every object of ``image`` and return its analysis, reusing a complete earlier write."""
         try:
             earlier = self._analysis_left_by_earlier_try(image.md5)
@@ -302,7 +337,7 @@ class PicMetricService:
             on_stage("storing")
             self.store.put(keys.original, image.data, image.content_type)
             self.store.put(keys.thumbnail, thumbnail_jpeg(image.rgb), "image/jpeg")
-            analysis = self.analyzer.analyze(image, on_stage=on_stage)
+            analysis = analyze(image, on_stage=on_stage)
             on_stage("overlays")
             overlays = self._renderer()(image, analysis)
             self.store.put(keys.detections, overlays.detections_png, "image/png")

@@ -27,7 +27,7 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from picmetric_core.api.deps import Runtime, token_dependencies
-from picmetric_core.api.routes import analyses, exports, legacy, links, similar
+from picmetric_core.api.routes import analyses, batches, exports, legacy, links, similar
 from picmetric_core.config import Settings, get_settings
 from picmetric_core.errors import PicMetricError
 from picmetric_core.intake.images import format_size
@@ -102,6 +102,8 @@ def create_app(settings: Settings | None = None, *, loader: ModelLoader | None =
     # history in one response: it needs the token whenever one is configured.
     app.include_router(exports.router, dependencies=writes)
     app.include_router(analyses.reads)
+    app.include_router(batches.writes, dependencies=writes)
+    app.include_router(batches.reads)
     return app
 
 

@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session, selectinload
 from picmetric_core.filters import DEFAULT_THRESHOLDS
 from picmetric_core.results import Analysis
 from picmetric_core.store.objects import ObjectKeys
-from picmetric_core.store.orm import AnalysisRow, ClassificationRow, DetectionRow, FaceRow
+from picmetric_core.store.orm import AnalysisRow, BatchItemRow, ClassificationRow, DetectionRow, FaceRow
 
 LabelKind = Literal["classifier", "detector"]
 T = TypeVar("T")
@@ -69,6 +69,7 @@ class HistoryQuery:
         similar_to: The md5 of a stored photo: only the photos most like it in content (the service
             resolves this into ``md5_in``; see ``PicMetricService.history``).
         md5_in: Only these md5s (none when empty).
+        batch: Only images a batch job with this id stored or found already stored.
         limit: Analyses per page.
         page: Which page (from 1), when paging by offset.
         cursor: ``HistoryPage.next_cursor`` of the page before, when paging by keyset (then
@@ -93,6 +94,7 @@ class HistoryQuery:
     md5: str | None = None
     similar_to: str | None = None
     md5_in: tuple[str, ...] | None = None
+    batch: int | None = None
     limit: int = 24
     page: int = 1
     cursor: str | None = None
@@ -290,6 +292,14 @@ def _conditions(query: HistoryQuery) -> list[ColumnElement[bool]]:
         conditions.append(AnalysisRow.md5 == md5 if len(md5) == 32 else AnalysisRow.md5.startswith(md5))
     if query.md5_in is not None:
         conditions.append(AnalysisRow.md5.in_(query.md5_in))
+    if query.batch is not None:
+        conditions.append(
+            exists().where(
+                BatchItemRow.job_id == query.batch,
+                BatchItemRow.md5 == AnalysisRow.md5,
+                BatchItemRow.status != "failed",
+            )
+        )
     return conditions
 
 

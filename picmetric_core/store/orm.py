@@ -24,6 +24,7 @@ from sqlalchemy import (
     String,
     Text,
     TypeDecorator,
+    UniqueConstraint,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
@@ -260,3 +261,51 @@ def analysis_row(analysis: Analysis, **columns: Any) -> AnalysisRow:
 def _box(box: Box) -> dict[str, float]:
     # float(): networks hand back numpy scalars, which database drivers and JSON do not take.
     return {"x1": float(box.x1), "y1": float(box.y1), "x2": float(box.x2), "y2": float(box.y2)}
+
+
+class BatchJobRow(Base):
+    """One batch run over a list of sources (folders, globs, URL lists, S3 prefixes)."""
+
+    __tablename__ = "batch_jobs"
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
+    sources: Mapped[list[str]] = mapped_column(JSON)
+    # sha256 of the sorted sources: re-running the same sources finds the job to resume.
+    sources_key: Mapped[str] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(16))
+    total: Mapped[int] = mapped_column(Integer, default=0)
+    new: Mapped[int] = mapped_column(Integer, default=0)
+    seen: Mapped[int] = mapped_column(Integer, default=0)
+    failed: Mapped[int] = mapped_column(Integer, default=0)
+    started_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utc_now)
+    finished_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+    images_per_s: Mapped[float | None] = mapped_column(Float)
+    error: Mapped[str | None] = mapped_column(Text)
+
+    __table_args__ = (
+        CheckConstraint("status IN ('running', 'done', 'failed')", name="status"),
+        Index("ix_batch_jobs_sources_key", "sources_key"),
+    )
+
+
+class BatchItemRow(Base):
+    """One source item of a job, written once when it is done: stored new, seen before, or failed."""
+
+    __tablename__ = "batch_items"
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("batch_jobs.id", ondelete="CASCADE"))
+    item: Mapped[str] = mapped_column(Text)
+    md5: Mapped[str | None] = mapped_column(Md5)
+    status: Mapped[str] = mapped_column(String(16))
+    error: Mapped[str | None] = mapped_column(Text)
+    node: Mapped[str | None] = mapped_column(String(64))
+    finished_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utc_now)
+
+    __table_args__ = (
+        CheckConstraint("status IN ('new', 'seen', 'failed')", name="status"),
+        # One record per item and job: a resumed or raced write of the same item is a no-op.
+        UniqueConstraint("job_id", "item", name="uq_batch_items_job_id_item"),
+        # History's batch filter: "analyses whose md5 this job stored or saw".
+        Index("ix_batch_items_job_id_md5", "job_id", "md5"),
+    )

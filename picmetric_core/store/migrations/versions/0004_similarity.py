@@ -1,7 +1,7 @@
 """Signatures: each analysis's perceptual hash and embedding, for near-duplicates and "more like this".
 
 Revision ID: 0004
-Revises: 0002
+Revises: 0003
 Create Date: 2026-12-03
 
 Rows analysed before this migration have no signature; ``picmetric similar backfill`` adds them.
@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0004"
-down_revision = "0002"
+down_revision = "0003"
 branch_labels = None
 depends_on = None
 

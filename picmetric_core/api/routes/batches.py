@@ -1,0 +1,87 @@
+"""Batch jobs over the API: start one on allowed folders or S3 prefixes, follow it, list them."""
+
+from __future__ import annotations
+
+import threading
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Path, Query, Request
+from fastapi.responses import Response
+from pydantic import BaseModel, Field
+from starlette.exceptions import HTTPException
+
+from picmetric_core.api.deps import RuntimeDep, json_response
+from picmetric_core.api.schemas import ERRORS, READ_ERRORS, ErrorBody
+from picmetric_core.batch.jobs import BatchJob
+from picmetric_core.batch.service import MAX_SOURCES, BatchLauncher
+from picmetric_core.batch.sources import item_filename
+
+writes = APIRouter(tags=["batches"])
+reads = APIRouter(tags=["batches"])
+_launcher_lock = threading.Lock()
+REFUSED = {403: {"model": ErrorBody, "description": "A source outside the allowed folders and buckets"}}
+
+
+class BatchRequest(BaseModel):
+    """Folders, ``s3://bucket/prefix`` locations or list files inside ``PICMETRIC_BATCH_ALLOWED_SOURCES``."""
+
+    sources: list[Annotated[str, Field(min_length=1, max_length=1000)]] = Field(min_length=1, max_length=MAX_SOURCES)
+    limit: Annotated[int | None, Field(ge=1, le=10_000_000)] = None
+
+
+@writes.post("/v1/batches", status_code=202, responses={**REFUSED, **ERRORS}, summary="Start (or resume) a batch job")
+def start_batch(request: Request, runtime: RuntimeDep, body: BatchRequest) -> Response:
+    """202 with the job; re-posting the sources of an unfinished job resumes it (``resumed: true``)."""
+    try:
+        started = launcher(request, runtime).start(body.sources, body.limit)
+    except ValueError as error:
+        raise HTTPException(422, str(error)) from None
+    view = job_view(started.job) | {"resumed": started.resumed}
+    return json_response(view, status=202, headers={"Location": f"/v1/batches/{started.job.id}"})
+
+
+@reads.get("/v1/batches", responses=READ_ERRORS, summary="Batch jobs, newest first")
+def list_batches(request: Request, runtime: RuntimeDep, limit: Annotated[int, Query(ge=1, le=200)] = 50) -> Response:
+    return json_response({"items": [job_view(job) for job in launcher(request, runtime).jobs.recent(limit)]})
+
+
+@reads.get(
+    "/v1/batches/{job_id}",
+    responses={404: {"model": ErrorBody, "description": "No such job"}, **READ_ERRORS},
+    summary="One batch job: status, counts and failed items",
+)
+def get_batch(request: Request, runtime: RuntimeDep, job_id: Annotated[int, Path(ge=1)]) -> Response:
+    jobs = launcher(request, runtime).jobs
+    job = jobs.get(job_id)
+    if job is None:
+        raise HTTPException(404, f"There is no batch job {job_id}.")
+    failures = [{"item": item_filename(f.item), "error": f.error} for f in jobs.failures(job_id)]
+    return json_response(job_view(job) | {"failures": failures})
+
+
+def job_view(job: BatchJob) -> dict[str, Any]:
+    """A job as clients see it (items by file name only: no server paths)."""
+    return {
+        "id": job.id,
+        "sources": list(job.sources),
+        "status": job.status,
+        "total": job.total,
+        "done": job.done,
+        "new": job.new,
+        "seen": job.seen,
+        "failed": job.failed,
+        "started_at": job.started_at.isoformat(),
+        "finished_at": job.finished_at.isoformat() if job.finished_at else None,
+        "images_per_s": job.images_per_s,
+        "error": job.error,
+        "history": f"/v1/analyses?batch={job.id}",
+    }
+
+
+def launcher(request: Request, runtime: RuntimeDep) -> BatchLauncher:
+    """The app's one launcher, made on first use (it needs the service's database engine)."""
+    state = request.app.state
+    with _launcher_lock:
+        if getattr(state, "batch_launcher", None) is None:
+            state.batch_launcher = BatchLauncher(runtime.settings, runtime.service().engine)
+        return state.batch_launcher

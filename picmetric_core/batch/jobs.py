@@ -1,0 +1,211 @@
+"""Batch jobs and their items in the database: start or resume a job, record finished items, count them.
+
+An item is written once, when it is done (stored new, seen before, or failed), in the same worker
+that stored its objects and row; ``(job, item)`` is unique, so a retried or resumed write of the
+same item changes nothing. A job's counts are always recounted from its items, never added up.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Literal
+
+from sqlalchemy import Engine, func, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+
+from picmetric_core.store.database import database_errors, session_factory
+from picmetric_core.store.orm import AnalysisRow, BatchItemRow, BatchJobRow, utc_now
+
+ItemStatus = Literal["new", "seen", "failed"]
+JobStatus = Literal["running", "done", "failed"]
+
+
+@dataclass(frozen=True)
+class ItemRecord:
+    """One finished item: where it came from, which image it was, what happened and on which Ray node."""
+
+    item: str
+    md5: str | None
+    status: ItemStatus
+    error: str | None = None
+    node: str | None = None
+
+
+@dataclass(frozen=True)
+class BatchJob:
+    """A batch job and its counts so far (``new + seen + failed`` of ``total`` items are done)."""
+
+    id: int
+    sources: tuple[str, ...]
+    status: JobStatus
+    total: int
+    new: int
+    seen: int
+    failed: int
+    started_at: datetime
+    finished_at: datetime | None
+    images_per_s: float | None
+    error: str | None
+
+    @property
+    def done(self) -> int:
+        return self.new + self.seen + self.failed
+
+
+def sources_key(sources: Sequence[str]) -> str:
+    """The same sources in any order give the same key (how a re-run finds the job to resume)."""
+    return hashlib.sha256(json.dumps(sorted(s.strip() for s in sources)).encode()).hexdigest()
+
+
+class JobStore:
+    """Reads and writes ``batch_jobs`` and ``batch_items`` (the schema must be upgraded already)."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._sessions = session_factory(engine)
+
+    def start(self, sources: Sequence[str], total: int) -> BatchJob:
+        """A new running job over ``sources`` with ``total`` items."""
+        row = BatchJobRow(
+            sources=list(sources), sources_key=sources_key(sources), status="running", total=total,
+            new=0, seen=0, failed=0, started_at=utc_now(),
+        )  # fmt: skip
+        with database_errors(self.engine), self._sessions.begin() as session:
+            session.add(row)
+        return self._job(row, {})
+
+    def get(self, job_id: int) -> BatchJob | None:
+        with database_errors(self.engine), self._sessions() as session:
+            row = session.get(BatchJobRow, job_id)
+            return self._job(row, self._counts(session, job_id)) if row is not None else None
+
+    def unfinished_for(self, sources: Sequence[str]) -> BatchJob | None:
+        """The newest job over the same sources that did not finish (its driver stopped or failed)."""
+        statement = (
+            select(BatchJobRow.id)
+            .where(BatchJobRow.sources_key == sources_key(sources), BatchJobRow.status != "done")
+            .order_by(BatchJobRow.id.desc())
+            .limit(1)
+        )
+        with database_errors(self.engine), self._sessions() as session:
+            job_id = session.scalar(statement)
+        return self.get(job_id) if job_id is not None else None
+
+    def recent(self, limit: int = 50) -> list[BatchJob]:
+        """The newest jobs first."""
+        with database_errors(self.engine), self._sessions() as session:
+            rows = session.scalars(select(BatchJobRow).order_by(BatchJobRow.id.desc()).limit(limit)).all()
+            return [self._job(row, self._counts(session, row.id)) for row in rows]
+
+    def done_items(self, job_id: int) -> set[str]:
+        with database_errors(self.engine), self._sessions() as session:
+            return set(session.scalars(select(BatchItemRow.item).where(BatchItemRow.job_id == job_id)))
+
+    def failures(self, job_id: int, limit: int = 200) -> list[ItemRecord]:
+        """The job's failed items with their reasons, in the order they failed."""
+        statement = (
+            select(BatchItemRow)
+            .where(BatchItemRow.job_id == job_id, BatchItemRow.status == "failed")
+            .order_by(BatchItemRow.id)
+            .limit(limit)
+        )
+        with database_errors(self.engine), self._sessions() as session:
+            return [_record(row) for row in session.scalars(statement)]
+
+    def items(self, job_id: int) -> list[ItemRecord]:
+        with database_errors(self.engine), self._sessions() as session:
+            rows = session.scalars(select(BatchItemRow).where(BatchItemRow.job_id == job_id).order_by(BatchItemRow.id))
+            return [_record(row) for row in rows]
+
+    def stored_since(self, md5s: Iterable[str]) -> dict[str, datetime]:
+        """Which of ``md5s`` have a stored analysis, and when it was stored (one query per block)."""
+        wanted = sorted(set(md5s))
+        if not wanted:
+            return {}
+        statement = select(AnalysisRow.md5, AnalysisRow.created_at).where(AnalysisRow.md5.in_(wanted))
+        with database_errors(self.engine), self._sessions() as session:
+            return dict(session.execute(statement).tuples().all())
+
+    def record(self, job_id: int, records: Sequence[ItemRecord]) -> None:
+        """Write finished items in one transaction; an item recorded already is left as it is."""
+        if not records:
+            return
+        values = [
+            {"job_id": job_id, "item": r.item, "md5": r.md5, "status": r.status, "error": r.error, "node": r.node,
+             "finished_at": utc_now()}
+            for r in records
+        ]  # fmt: skip
+        dialect = postgresql if self.engine.dialect.name == "postgresql" else sqlite
+        statement = dialect.insert(BatchItemRow).values(values)
+        statement = statement.on_conflict_do_nothing(index_elements=["job_id", "item"])
+        with database_errors(self.engine), self._sessions.begin() as session:
+            session.execute(statement)
+
+    def finish(self, job_id: int, status: JobStatus, images_per_s: float | None, error: str | None = None) -> BatchJob:
+        """Close the job: final counts from its items, when it ended, its speed, and why it failed if it did."""
+        with database_errors(self.engine), self._sessions.begin() as session:
+            row = session.get(BatchJobRow, job_id)
+            if row is None:
+                raise LookupError(f"no batch job {job_id}")
+            _one_new_item_per_image(session, job_id)
+            counts = self._counts(session, job_id)
+            row.new, row.seen, row.failed = counts.get("new", 0), counts.get("seen", 0), counts.get("failed", 0)
+            row.status, row.finished_at, row.images_per_s, row.error = status, utc_now(), images_per_s, error
+            return self._job(row, counts)
+
+    def reopen(self, job_id: int) -> None:
+        """Mark a job running again (when it is resumed)."""
+        with database_errors(self.engine), self._sessions.begin() as session:
+            row = session.get(BatchJobRow, job_id)
+            if row is not None:
+                row.status, row.finished_at, row.error = "running", None, None
+
+    @staticmethod
+    def _counts(session, job_id: int) -> dict[str, int]:
+        statement = (
+            select(BatchItemRow.status, func.count()).where(BatchItemRow.job_id == job_id).group_by(BatchItemRow.status)
+        )
+        return dict(session.execute(statement).tuples().all())
+
+    @staticmethod
+    def _job(row: BatchJobRow, counts: dict[str, int]) -> BatchJob:
+        return BatchJob(
+            id=row.id,
+            sources=tuple(row.sources),
+            status=row.status,  # type: ignore[arg-type]
+            total=row.total,
+            new=counts.get("new", 0),
+            seen=counts.get("seen", 0),
+            failed=counts.get("failed", 0),
+            started_at=row.started_at,
+            finished_at=row.finished_at,
+            images_per_s=row.images_per_s,
+            error=row.error,
+        )
+
+
+def _one_new_item_per_image(session, job_id: int) -> None:
+    """Keep ``new`` on the first item of each image this job stored; its other items were seen before.
+
+    Two items can both look new: a copy of a file stored moments before by another block of the same
+    run, or an item of an interrupted run whose image was stored but not recorded, found again on resume
+    (both were stored at or after the job started).
+    """
+    first = (
+        select(func.min(BatchItemRow.id))
+        .where(BatchItemRow.job_id == job_id, BatchItemRow.status == "new")
+        .group_by(BatchItemRow.md5)
+    )
+    session.execute(
+        update(BatchItemRow)
+        .where(BatchItemRow.job_id == job_id, BatchItemRow.status == "new", BatchItemRow.id.not_in(first))
+        .values(status="seen")
+    )
+
+
+def _record(row: BatchItemRow) -> ItemRecord:
+    return ItemRecord(item=row.item, md5=row.md5, status=row.status, error=row.error, node=row.node)  # type: ignore[arg-type]

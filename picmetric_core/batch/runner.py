@@ -1,0 +1,215 @@
+"""The driver of a batch: list the items, start or resume the job, run the Ray Data pipeline, close the job.
+
+The driver itself never decodes or runs a network; it reads only a few small columns back from the
+pipeline, to show progress. Everything that counts is written by the workers as items finish, so
+a driver that is killed loses nothing that was reported done (see :mod:`picmetric_core.batch.jobs`).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+from picmetric_core.batch.jobs import BatchJob, ItemRecord, JobStore
+from picmetric_core.batch.sources import check_items_allowed, list_items
+from picmetric_core.config import Settings
+from picmetric_core.errors import PicMetricError
+from picmetric_core.store.database import create_database_engine, upgrade_schema
+
+log = logging.getLogger(__name__)
+
+Progress = Callable[[int, int], None]
+"""Told ``(done, total)`` after each block."""
+
+
+class JobNotFound(PicMetricError):
+    status = 404
+
+
+@dataclass(frozen=True)
+class BatchOptions:
+    """How to run a batch.
+
+    Attributes:
+        limit: At most this many items (the first ones, in listing order).
+        batch_size: Images per block and per ``analyze_many`` call.
+        actors: The actor pool's (min, max) size; each actor holds one copy of the networks.
+        gpus_per_actor: GPUs each actor asks for (0 on CPU machines).
+        actor_cpus: Logical CPUs each actor reserves. Keep it below a node's CPUs, or the read and
+            decode tasks get none and the pipeline waits forever.
+        task_cpus: Logical CPUs each read, decode and store task reserves.
+        address: A Ray cluster to join (``ray://…``, ``host:port`` or ``auto``); ``None``: ``RAY_ADDRESS``,
+            else a local Ray on 127.0.0.1.
+        resume: The id of a job to finish.
+        dry_run: List the items and say what would run, without starting a job.
+        allowed_sources: When set (jobs started from the API or the page), every listed item must be
+            inside one of these folders or ``s3://bucket/prefix`` locations.
+    """
+
+    limit: int | None = None
+    batch_size: int = 8
+    actors: tuple[int, int] = (1, 1)
+    gpus_per_actor: float = 0.0
+    actor_cpus: float = 1.0
+    task_cpus: float = 0.5
+    address: str | None = None
+    resume: int | None = None
+    dry_run: bool = False
+    allowed_sources: tuple[str, ...] | None = None
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1:
+            raise ValueError("batch size must be at least 1")
+        if not 1 <= self.actors[0] <= self.actors[1]:
+            raise ValueError("actors must be MIN,MAX with 1 <= MIN <= MAX")
+        if self.limit is not None and self.limit < 1:
+            raise ValueError("limit must be at least 1")
+
+
+@dataclass(frozen=True)
+class BatchSummary:
+    """What a run did: the job's final counts, and what this run itself did.
+
+    Attributes:
+        job: The job after this run (counts over all its runs).
+        ran: Items this run finished (0 on a dry run or when nothing was left).
+        inferred: Images this run put through the networks.
+        wall_s: This run's wall time, listing included.
+        images_per_s: Items finished by the pipeline per second.
+        nodes: The Ray nodes whose actors ran the networks in this run.
+        failures: The job's failed items with reasons.
+        dry_run_items: On a dry run, the items that would run.
+    """
+
+    job: BatchJob | None
+    ran: int
+    inferred: int
+    wall_s: float
+    images_per_s: float | None
+    nodes: tuple[str, ...] = ()
+    failures: tuple[ItemRecord, ...] = ()
+    dry_run_items: tuple[str, ...] = field(default=(), repr=False)
+
+
+def run_batch(
+    settings: Settings, sources: Sequence[str], options: BatchOptions, progress: Progress | None = None
+) -> BatchSummary:
+    """Analyse every item of ``sources`` not done yet, and store it like the app does.
+
+    Re-running the same sources resumes their newest unfinished job; ``options.resume`` names one.
+
+    Raises:
+        SourceError: a source cannot be listed.
+        JobNotFound: ``options.resume`` names no job.
+    """
+    started = time.perf_counter()
+    engine = create_database_engine(settings)
+    try:
+        upgrade_schema(engine)
+        jobs = JobStore(engine)
+        job = _job_to_resume(jobs, sources, options)
+        items = list_items(job.sources if job else sources, settings)
+        limit = job.total if job else options.limit
+        items = items[:limit] if limit else items
+        if options.allowed_sources is not None:
+            check_items_allowed(items, options.allowed_sources)
+        if options.dry_run:
+            done = jobs.done_items(job.id) if job else set()
+            todo = tuple(item for item in items if item not in done)
+            return BatchSummary(job, 0, 0, time.perf_counter() - started, None, dry_run_items=todo)
+        if job is None:
+            job = jobs.start(sources, len(items))
+        else:
+            jobs.reopen(job.id)
+        done = jobs.done_items(job.id)
+        todo = [item for item in items if item not in done]
+        log.info("batch job %s: %d items, %d left", job.id, len(items), len(todo))
+        try:
+            ran, inferred, nodes, pipeline_s = _run_pipeline(settings, job, todo, options, progress, len(done))
+        except BaseException as error:  # KeyboardInterrupt too: the job must not stay "running"
+            reason = str(error) if isinstance(error, PicMetricError) else "the pipeline stopped; see the driver's log"
+            log.exception("batch job %s failed", job.id)
+            jobs.finish(job.id, "failed", None, reason)
+            raise
+        speed = ran / pipeline_s if ran and pipeline_s > 0 else None
+        final = jobs.finish(job.id, "done", speed)
+        return BatchSummary(
+            final, ran, inferred, time.perf_counter() - started, speed, nodes, tuple(jobs.failures(job.id))
+        )
+    finally:
+        engine.dispose()
+
+
+def _job_to_resume(jobs: JobStore, sources: Sequence[str], options: BatchOptions) -> BatchJob | None:
+    if options.resume is not None:
+        job = jobs.get(options.resume)
+        if job is None:
+            raise JobNotFound(f"There is no batch job {options.resume}.")
+        return job
+    return jobs.unfinished_for(sources)
+
+
+def _run_pipeline(
+    settings: Settings,
+    job: BatchJob,
+    todo: list[str],
+    options: BatchOptions,
+    progress: Progress | None,
+    already_done: int,
+) -> tuple[int, int, tuple[str, ...], float]:
+    if not todo:
+        return 0, 0, (), 0.0
+    from picmetric_core.batch.pipeline import build_dataset
+
+    # A local Ray declares enough logical CPUs for the actors plus one for the read, decode and store
+    # tasks: actors holding every CPU would leave the tasks waiting forever.
+    local_cpus = max(os.cpu_count() or 1, math.ceil(options.actors[1] * options.actor_cpus + 1))
+    with ray_connection(options.address, local_cpus):
+        started = time.perf_counter()
+        dataset = build_dataset(settings, job, todo, options)
+        ran = inferred = 0
+        nodes: set[str] = set()
+        for block in dataset.iter_batches(batch_size=None, batch_format="numpy"):
+            ran += len(block["item"])
+            for node, did_infer in zip(block["node"], block["inferred"], strict=True):
+                if did_infer:
+                    inferred += 1
+                    nodes.add(str(node))
+            if progress is not None:
+                progress(already_done + ran, job.total)
+        return ran, inferred, tuple(sorted(nodes)), time.perf_counter() - started
+
+
+@contextmanager
+def ray_connection(address: str | None, local_cpus: int | None = None) -> Iterator[None]:
+    """Use the Ray this process is connected to already, else join ``address``/``RAY_ADDRESS``, else start one.
+
+    A local Ray listens on 127.0.0.1 only and keeps its files under ``/tmp/ray-picmetric-<uid>``;
+    it stops when the batch ends.
+    """
+    import ray
+
+    if ray.is_initialized():
+        yield
+        return
+    address = address or os.environ.get("RAY_ADDRESS") or None
+    if address:
+        ray.init(address=address, log_to_driver=False)
+    else:
+        ray.init(
+            address="local",
+            _node_ip_address="127.0.0.1",
+            _temp_dir=f"/tmp/ray-picmetric-{os.getuid()}",
+            include_dashboard=False,
+            log_to_driver=False,
+            num_cpus=local_cpus,
+        )
+    try:
+        yield
+    finally:
+        ray.shutdown()

@@ -1,0 +1,216 @@
+"""What a batch reads: sources expanded into items, each item's bytes, and which sources a client may name.
+
+A source is a local folder (searched recursively for image file names), a glob, a text file with one
+path or URL per line, or ``s3://bucket/prefix`` on the configured S3 endpoint. An item is one local
+path, one http(s) URL or one ``s3://bucket/key``.
+"""
+
+from __future__ import annotations
+
+import glob
+from collections.abc import Iterator, Sequence
+from functools import lru_cache
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from picmetric_core.config import Settings
+from picmetric_core.errors import PicMetricError
+from picmetric_core.intake.images import UPLOAD_EXTENSIONS, too_many_bytes
+
+S3_SCHEME = "s3://"
+IMAGE_SUFFIXES = frozenset(f".{extension}" for extension in UPLOAD_EXTENSIONS)
+
+
+class SourceError(PicMetricError):
+    """A source that cannot be listed (missing folder, empty glob, unknown bucket)."""
+
+    status = 422
+
+
+class SourceNotAllowed(PicMetricError):
+    """A source outside the folders and buckets a client may name."""
+
+    status = 403
+
+
+def is_url(item: str) -> bool:
+    return item.startswith(("http://", "https://"))
+
+
+def list_items(sources: Sequence[str], settings: Settings) -> list[str]:
+    """Every item of ``sources``, in a stable order, each once.
+
+    Raises:
+        SourceError: a source does not exist, matches nothing, or cannot be listed.
+    """
+    items: dict[str, None] = {}
+    for source in sources:
+        found = 0
+        for item in _expand(source.strip(), settings):
+            items.setdefault(item, None)
+            found += 1
+        if not found:
+            raise SourceError(f"No images found in {source!r}.")
+    return list(items)
+
+
+def read_item(item: str, settings: Settings) -> bytes:
+    """The bytes of one item, refusing anything over ``settings.max_image_bytes`` before reading it.
+
+    Raises:
+        PicMetricError: a message fit for the user (missing file, refused URL, too large, S3 error).
+    """
+    if is_url(item):
+        from picmetric_core.intake.fetch import fetch_url
+
+        return fetch_url(item, settings).data
+    if item.startswith(S3_SCHEME):
+        return _read_s3(item, settings)
+    path = Path(item)
+    try:
+        size = path.stat().st_size
+        if size > settings.max_image_bytes:
+            raise too_many_bytes(size, settings.max_image_bytes)
+        return path.read_bytes()
+    except OSError as error:
+        raise SourceError(f"Could not read {path.name}: {error.strerror or 'unreadable'}.") from None
+
+
+def item_filename(item: str) -> str:
+    """The file name an item is stored under in History."""
+    return PurePosixPath(item.split("?", 1)[0].rstrip("/")).name or item[:255]
+
+
+def check_allowed(sources: Sequence[str], allowed: Sequence[str]) -> None:
+    """Refuse any source that is not inside one of the ``allowed`` folders or ``s3://bucket/prefix`` locations.
+
+    Raises:
+        SourceNotAllowed: naming the first refused source (never the allowed list).
+    """
+    for source in sources:
+        if not any(_inside(source.strip(), place) for place in allowed):
+            raise SourceNotAllowed(
+                f"{source!r} is not in a folder or bucket that batch jobs may read; "
+                "ask an administrator to add it to PICMETRIC_BATCH_ALLOWED_SOURCES."
+            )
+
+
+def check_items_allowed(items: Sequence[str], allowed: Sequence[str]) -> None:
+    """Refuse listed items outside the allowed places (a list file may name any path); URLs keep the fetch rules.
+
+    Raises:
+        SourceNotAllowed: naming the first refused item by its file name only.
+    """
+    for item in items:
+        if not is_url(item) and not any(_inside(item, place) for place in allowed):
+            raise SourceNotAllowed(
+                f"{item_filename(item)!r} is listed from outside the folders and buckets that batch jobs may read."
+            )
+
+
+def _inside(source: str, place: str) -> bool:
+    if place.startswith(S3_SCHEME) or source.startswith(S3_SCHEME):
+        if not (place.startswith(S3_SCHEME) and source.startswith(S3_SCHEME)):
+            return False
+        if "/../" in f"{source}/":
+            return False
+        root = place.rstrip("/")
+        return source == root or source.startswith(root + "/")
+    if is_url(source) or any(mark in source for mark in "*?["):
+        return False  # globs could climb out with "..": name a folder or a list file instead
+    try:
+        resolved = Path(source).resolve()
+        return resolved.is_relative_to(Path(place).resolve())
+    except (OSError, ValueError):
+        return False
+
+
+def _expand(source: str, settings: Settings) -> Iterator[str]:
+    if source.startswith(S3_SCHEME):
+        yield from _list_s3(source, settings)
+    elif is_url(source):
+        yield source
+    elif any(mark in source for mark in "*?["):
+        yield from (str(Path(p).resolve()) for p in sorted(glob.glob(source, recursive=True)) if _is_image_name(p))
+    else:
+        path = Path(source).expanduser()
+        if path.is_dir():
+            yield from (str(p.resolve()) for p in sorted(path.rglob("*")) if p.is_file() and _is_image_name(p))
+        elif path.is_file() and _is_image_name(path):
+            yield str(path.resolve())
+        elif path.is_file():
+            yield from _listed(path)
+        else:
+            raise SourceError(f"No such folder or file: {source!r}.")
+
+
+def _listed(path: Path) -> Iterator[str]:
+    """Items named in a text file, one per line (blank lines and ``#`` comments skipped)."""
+    for line in path.read_text(errors="replace").splitlines():
+        entry = line.strip()
+        if not entry or entry.startswith("#"):
+            continue
+        if is_url(entry) or entry.startswith(S3_SCHEME):
+            yield entry
+        else:
+            listed = Path(entry).expanduser()
+            yield str((listed if listed.is_absolute() else path.parent / listed).resolve())
+
+
+def _is_image_name(path: str | Path) -> bool:
+    return Path(path).suffix.lower() in IMAGE_SUFFIXES and Path(path).is_file()
+
+
+def _split_s3(uri: str) -> tuple[str, str]:
+    bucket, _, key = uri[len(S3_SCHEME) :].partition("/")
+    return bucket, key
+
+
+def _list_s3(source: str, settings: Settings) -> Iterator[str]:
+    bucket, prefix = _split_s3(source)
+    client = _s3_client(settings)
+    try:
+        for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+            for entry in page.get("Contents", []):
+                if PurePosixPath(entry["Key"]).suffix.lower() in IMAGE_SUFFIXES:
+                    yield f"{S3_SCHEME}{bucket}/{entry['Key']}"
+    except Exception as error:  # botocore raises many kinds; the user needs one message
+        raise SourceError(f"Could not list {source!r}: {_s3_reason(error)}.") from None
+
+
+def _read_s3(item: str, settings: Settings) -> bytes:
+    bucket, key = _split_s3(item)
+    client = _s3_client(settings)
+    try:
+        response = client.get_object(Bucket=bucket, Key=key)
+        size = int(response.get("ContentLength") or 0)
+        if size > settings.max_image_bytes:
+            response["Body"].close()
+            raise too_many_bytes(size, settings.max_image_bytes)
+        return response["Body"].read()
+    except PicMetricError:
+        raise
+    except Exception as error:
+        raise SourceError(f"Could not read {item_filename(item)}: {_s3_reason(error)}.") from None
+
+
+def _s3_reason(error: Exception) -> str:
+    code = getattr(error, "response", {}).get("Error", {}).get("Code")
+    return f"S3 error {code}" if code else "the S3 endpoint did not answer"
+
+
+def _s3_client(settings: Settings) -> Any:
+    """One boto3 client per worker process and credentials, made like the object store's."""
+    secret = settings.s3_secret.get_secret_value() if settings.s3_secret else None
+    key = settings.s3_key.get_secret_value() if settings.s3_key else None
+    return _client_for(settings.s3_endpoint_url, settings.s3_region, key, secret)
+
+
+@lru_cache(maxsize=4)
+def _client_for(endpoint_url: str | None, region: str, key: str | None, secret: str | None) -> Any:
+    from picmetric_core.store.objects import S3Store
+
+    settings = Settings(
+        _env_file=None, s3_endpoint_url=endpoint_url, s3_region=region, s3_key=key, s3_secret=secret, s3_bucket="-"
+    )
+    return S3Store.from_settings(settings).client

@@ -1,0 +1,245 @@
+"""The Ray Data stages of a batch, each a function of one block (a dict of column arrays).
+
+read → (md5 + one query for which md5s are stored) → decode → analyse (actor pool) → store + record.
+An item that fails a stage becomes a ``failed`` row with a message and rides along to be recorded;
+an item seen before skips decoding and the networks. Only the store and record stage writes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import threading
+from datetime import datetime
+from typing import Any
+
+import numpy as np
+
+from picmetric_core.config import Settings
+from picmetric_core.errors import DatabaseUnavailable, PicMetricError, StoreUnavailable
+from picmetric_core.intake.images import DecodedImage, decode_for
+from picmetric_core.results import Analysis
+
+log = logging.getLogger(__name__)
+
+Block = dict[str, Any]
+TODO = "todo"  # read and not stored yet: to decode, analyse and store
+NO_PIXELS = np.zeros((0, 0, 3), np.uint8)
+UNEXPECTED = "Unexpected error on this item; it has been logged on the worker."
+# Failures of the infrastructure, not of the item: they stop the run (the job is marked failed) and the
+# item is never recorded as failed, so a resumed job tries it again.
+NOT_THE_ITEMS_FAULT = (StoreUnavailable, DatabaseUnavailable)
+
+
+def node_id() -> str:
+    import ray
+
+    return ray.get_runtime_context().get_node_id()[:16]
+
+
+def read_block(block: Block, *, settings: Settings, job_started: datetime) -> Block:
+    """Read each item's bytes and md5; mark the ones already stored (no decode or inference for them).
+
+    An item stored at or after ``job_started`` was stored by an earlier, interrupted run of this
+    job, so it counts as new.
+    """
+    from picmetric_core.batch.sources import read_item
+
+    items = [str(item) for item in block["item"]]
+    data: list[bytes] = []
+    md5s: list[str] = []
+    errors: list[str] = []  # "" for none: Ray Data turns a None in a string column into NaN
+    for item in items:
+        try:
+            content = read_item(item, settings)
+            data.append(content)
+            md5s.append(hashlib.md5(content).hexdigest())
+            errors.append("")
+        except NOT_THE_ITEMS_FAULT:
+            raise
+        except PicMetricError as error:
+            data.append(b"")
+            md5s.append("")
+            errors.append(str(error))
+        except Exception:
+            log.exception("reading %s failed", item)
+            data.append(b"")
+            md5s.append("")
+            errors.append(UNEXPECTED)
+    stored = _jobs(settings).stored_since(md5 for md5 in md5s if md5)
+    statuses = []
+    for md5, error in zip(md5s, errors, strict=True):
+        if error:
+            statuses.append("failed")
+        elif md5 in stored:
+            statuses.append("new" if stored[md5] >= job_started else "seen")
+        else:
+            statuses.append(TODO)
+    here = node_id()
+    return {
+        "item": items,
+        "md5": md5s,
+        "data": _objects(data),
+        "status": statuses,
+        "error": errors,
+        "node": [here] * len(items),
+    }
+
+
+def decode_block(block: Block, *, settings: Settings) -> Block:
+    """Decode the items still to analyse (limits included); a bad image becomes a failed item."""
+    statuses = [str(status) for status in block["status"]]
+    errors = [str(error) for error in block["error"]]
+    pixels: list[np.ndarray] = []
+    formats: list[str] = []
+    for index, (status, data) in enumerate(zip(statuses, block["data"], strict=True)):
+        image = None
+        if status == TODO:
+            try:
+                image = decode_for(settings, bytes(data))
+            except PicMetricError as error:
+                statuses[index], errors[index] = "failed", str(error)
+            except Exception:
+                log.exception("decoding %s failed", block["item"][index])
+                statuses[index], errors[index] = "failed", UNEXPECTED
+        pixels.append(image.rgb if image is not None else NO_PIXELS)
+        formats.append(image.format if image is not None else "")
+    return {**block, "status": statuses, "error": errors, "rgb": _objects(pixels), "format": formats}
+
+
+class AnalyzeActor:
+    """One actor of the pool: loads the networks once, then runs ``analyze_many`` on each block's new images.
+
+    The networks load on the first image to analyse, so a run where every image was seen before
+    costs no model load.
+    """
+
+    def __init__(self, settings: Settings, batch_size: int) -> None:
+        self.settings = settings
+        self.batch_size = batch_size
+        self.node = node_id()
+        self.analyzer: Any = None
+
+    def __call__(self, block: Block) -> Block:
+        todo = [i for i, status in enumerate(block["status"]) if status == TODO]
+        images = [_decoded(block, i) for i in todo]
+        if images and self.analyzer is None:
+            from picmetric_core.pipeline import get_analyzer
+
+            self.analyzer = get_analyzer(self.settings)
+        analyses = self.analyzer.analyze_many(images, batch_size=self.batch_size) if images else []
+        documents: list[str] = [""] * len(block["status"])
+        inferred = [False] * len(block["status"])
+        nodes = list(block["node"])
+        for index, analysis in zip(todo, analyses, strict=True):
+            documents[index] = json.dumps(analysis.to_dict(), default=_plain)
+            inferred[index] = True
+            nodes[index] = self.node
+        return {**block, "analysis": documents, "inferred": inferred, "node": nodes}
+
+
+def store_block(block: Block, *, settings: Settings, job_id: int) -> Block:
+    """Store each analysed image through the service (objects, then its row), then record every item.
+
+    Only small columns leave this stage: the driver sees item, md5, status, error, node, inferred.
+    """
+    from picmetric_core.batch.jobs import ItemRecord
+    from picmetric_core.batch.sources import is_url, item_filename
+
+    service = _service(settings)
+    statuses = [str(status) for status in block["status"]]
+    errors = [str(error) for error in block["error"]]
+    for index, document in enumerate(block["analysis"]):
+        if statuses[index] != TODO:
+            continue
+        item = str(block["item"][index])
+        try:
+            analysis = Analysis.from_dict(json.loads(document))
+            submission = service.store_analysis(
+                _decoded(block, index),
+                analysis,
+                source="url" if is_url(item) else "upload",
+                filename=item_filename(item),
+                source_url=item if is_url(item) else None,
+            )
+            statuses[index] = "seen" if submission.seen_before else "new"
+        except NOT_THE_ITEMS_FAULT:
+            raise
+        except Exception:
+            log.exception("storing %s failed", item)
+            statuses[index], errors[index] = "failed", UNEXPECTED
+    records = [
+        ItemRecord(item=str(item), md5=str(md5) or None, status=status, error=str(error) or None, node=str(node))
+        for item, md5, status, error, node in zip(
+            block["item"], block["md5"], statuses, errors, block["node"], strict=True
+        )
+    ]
+    _jobs(settings).record(job_id, records)
+    return {
+        "item": block["item"],
+        "md5": block["md5"],
+        "status": statuses,
+        "error": errors,
+        "node": block["node"],
+        "inferred": block["inferred"],
+    }
+
+
+def _decoded(block: Block, index: int) -> DecodedImage:
+    from picmetric_core.intake.images import CONTENT_TYPES
+
+    image_format = str(block["format"][index])
+    return DecodedImage(
+        data=bytes(block["data"][index]),
+        rgb=np.asarray(block["rgb"][index]),
+        md5=str(block["md5"][index]),
+        format=image_format,
+        content_type=CONTENT_TYPES[image_format],
+    )
+
+
+def _objects(values: list[Any]) -> np.ndarray:
+    """A 1-D object array (numpy would otherwise stack equal-shaped images into one 4-D array)."""
+    array = np.empty(len(values), dtype=object)
+    array[:] = values
+    return array
+
+
+def _plain(value: Any) -> Any:
+    if hasattr(value, "item"):
+        return value.item()
+    raise TypeError(f"cannot write {type(value).__name__} as JSON")
+
+
+class _NoNetworks:
+    """The store stage's analyzer: analyses always come from the actor pool."""
+
+    def analyze(self, image: DecodedImage, on_stage: Any = None) -> Analysis:
+        raise RuntimeError("the store stage never runs the networks")
+
+
+# One service (and its database engine) per worker process and settings: Ray reuses worker
+# processes across blocks, and opening a service upgrades the schema.
+_services: dict[str, Any] = {}
+_services_lock = threading.Lock()
+
+
+def _service(settings: Settings):
+    from picmetric_core.service import PicMetricService
+
+    key = _settings_key(settings)
+    with _services_lock:
+        if key not in _services:
+            _services[key] = PicMetricService(settings, _NoNetworks())
+        return _services[key]
+
+
+def _jobs(settings: Settings):
+    from picmetric_core.batch.jobs import JobStore
+
+    return JobStore(_service(settings).engine)
+
+
+def _settings_key(settings: Settings) -> str:
+    return f"{settings.resolved_database_url}|{settings.s3_bucket}|{settings.resolved_store_dir}"
