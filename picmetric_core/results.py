@@ -90,10 +90,15 @@ class ModelInfo:
 
     role: str  # "classifier" | "detector" | "faces"
     name: str  # e.g. "ResNet50", "EfficientNet-Lite0", "YOLOv3-tiny", "MTCNN"
-    weights: str  # where the weights came from (path or package)
+    weights: str  # file name and checksum (``weights_label``), or the package's name; never a path
     full: bool  # True for the intended full model, False for the offline stand-in
     input_size: int | None = None
     note: str = ""
+
+    def __post_init__(self) -> None:
+        # Analyses stored before weights were labelled hold a filesystem path: keep only its last part.
+        if "/" in self.weights:
+            object.__setattr__(self, "weights", self.weights.rstrip("/").rsplit("/", 1)[-1])
 
 
 @dataclass(frozen=True)

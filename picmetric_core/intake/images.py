@@ -175,6 +175,8 @@ def decode_image(data: bytes, *, max_bytes: int, max_pixels: int) -> DecodedImag
 
     with _open_checked(data, image_format, max_pixels) as image:
         _load_fully(image, image_format)
+        if image_format == "JPEG":
+            _refuse_cut_jpeg(data)
         rgb = _to_rgb(_oriented(image))
     return DecodedImage(
         data=data,
@@ -255,6 +257,25 @@ def _load_fully(image: Image.Image, image_format: str) -> None:
         raise
     except Exception as exc:
         raise _damaged(image_format) from exc
+
+
+def _refuse_cut_jpeg(data: bytes) -> None:
+    """Refuse a JPEG whose compressed data ends early, even when an end-of-image marker was appended.
+
+    Pillow's libjpeg pads such a file with grey and reports nothing; libjpeg-turbo in ``simplejpeg``
+    raises on its warnings when strict. Decoding at 1/8 scale still reads every coefficient, so the
+    check costs about 1/10 of the full decode. Only "premature end" warnings refuse the file:
+    others (such as stray bytes before a marker, common in camera files) leave the pixels whole.
+    """
+    import simplejpeg
+
+    try:
+        header = simplejpeg.decode_jpeg_header(data)
+        colorspace = {"Gray": "GRAY", "CMYK": "CMYK", "YCCK": "CMYK"}.get(header[2], "RGB")
+        simplejpeg.decode_jpeg(data, colorspace=colorspace, strict=True, min_height=1, min_width=1)
+    except (ValueError, RuntimeError) as exc:  # anything else it cannot read is left to Pillow's verdict
+        if "premature end" in str(exc).lower():
+            raise _damaged("JPEG") from exc
 
 
 def _oriented(image: Image.Image) -> Image.Image:
