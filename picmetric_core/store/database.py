@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import logging
 import select
+import socket
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -90,7 +91,7 @@ def install_wait_limit(limit_s: float) -> None:
 
     psycopg2 has no read timeout of its own, and a server behind a silent network path never
     answers a query nor trips keepalives. With a wait callback psycopg2 talks to libpq without
-    blocking and lets us do the waiting, with a deadline. On expiry the connection is closed and an
+    blocking and lets us do the waiting, with a deadline. On expiry the connection's socket is shut down and an
     ``OperationalError`` that SQLAlchemy recognises as a disconnect is raised, so the pool drops it.
 
     The callback is process-wide (psycopg2 has no other kind); the last engine created sets the limit.
@@ -112,7 +113,7 @@ def _wait_within(limit_s: float) -> Callable[[Any], None]:
                 return
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                connection.close()
+                _shut_down(connection.fileno())
                 raise psycopg2.OperationalError(f"could not receive data from server: no answer within {limit_s:g} s")
             if state == ext.POLL_READ:
                 select.select([connection.fileno()], [], [], remaining)
@@ -122,6 +123,12 @@ def _wait_within(limit_s: float) -> Callable[[Any], None]:
                 raise psycopg2.OperationalError(f"unexpected poll state {state}")
 
     return wait
+
+
+def _shut_down(fd: int) -> None:
+    """End the connection's TCP session under libpq (``close()`` here would deadlock on the busy connection)."""
+    with suppress(OSError), socket.fromfd(fd, socket.AF_INET, socket.SOCK_STREAM) as duplicate:
+        duplicate.shutdown(socket.SHUT_RDWR)
 
 
 def _configure_sqlite(dbapi_connection: Any, _record: Any) -> None:
