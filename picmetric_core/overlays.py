@@ -126,6 +126,8 @@ def render_overlays(
 ) -> Overlays:
     """Both overlays as PNG bytes, showing what a viewer sees at ``thresholds``."""
     rgb = image.rgb if isinstance(image, DecodedImage) else image
+    if isinstance(image, DecodedImage):
+        analysis = image.on_analysed_copy(analysis)  # a large image's overlays are drawn on its bounded copy
     visible = shown(analysis, thresholds)
     return Overlays(
         detections_png=encode_png(annotate_detections(rgb, visible.detections)),

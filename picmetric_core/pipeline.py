@@ -91,15 +91,17 @@ class Analyzer:
         outcomes = self._run_stages(stages, report)
         timings = {name: ms for name, (_, ms) in outcomes.items()}
         timings["total"] = (time.perf_counter() - started) * 1000
-        return Analysis(
-            md5=image.md5,
-            width=image.width,
-            height=image.height,
-            classifications=tuple(outcomes["classifier"][0]),
-            detections=tuple(outcomes["detector"][0]),
-            faces=tuple(outcomes["faces"][0]),
-            models=self.models,
-            timings_ms={name: round(ms, 2) for name, ms in timings.items()},
+        return image.in_original_pixels(
+            Analysis(
+                md5=image.md5,
+                width=image.width,
+                height=image.height,
+                classifications=tuple(outcomes["classifier"][0]),
+                detections=tuple(outcomes["detector"][0]),
+                faces=tuple(outcomes["faces"][0]),
+                models=self.models,
+                timings_ms={name: round(ms, 2) for name, ms in timings.items()},
+            )
         )
 
     def analyze_many(self, images: Sequence[DecodedImage], batch_size: int = DEFAULT_BATCH) -> list[Analysis]:
@@ -151,15 +153,17 @@ class Analyzer:
         share = {name: ms / len(chunk) for name, (_, ms) in outcome.items()} | {"total": wall_ms / len(chunk)}
         timings = {name: round(ms, 2) for name, ms in share.items()}
         return [
-            Analysis(
-                md5=image.md5,
-                width=image.width,
-                height=image.height,
-                classifications=tuple(outcome["classifier"][0][i]),
-                detections=tuple(outcome["detector"][0][i]),
-                faces=tuple(outcome["faces"][0][i]),
-                models=self.models,
-                timings_ms=timings,
+            image.in_original_pixels(
+                Analysis(
+                    md5=image.md5,
+                    width=image.width,
+                    height=image.height,
+                    classifications=tuple(outcome["classifier"][0][i]),
+                    detections=tuple(outcome["detector"][0][i]),
+                    faces=tuple(outcome["faces"][0][i]),
+                    models=self.models,
+                    timings_ms=timings,
+                )
             )
             for i, image in enumerate(chunk)
         ]

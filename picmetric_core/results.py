@@ -5,7 +5,7 @@ Coordinates are pixels in the original (EXIF-oriented) image, origin top-left.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 LANDMARK_NAMES = ("left_eye", "right_eye", "nose", "mouth_left", "mouth_right")
@@ -120,6 +120,31 @@ class Analysis:
 
     def model(self, role: str) -> ModelInfo | None:
         return next((m for m in self.models if m.role == role), None)
+
+    def with_boxes_scaled(self, factor: float, width: int, height: int) -> Analysis:
+        """These results with every box and landmark times ``factor``, for an image of ``width`` × ``height``.
+
+        Networks see a downscaled copy of a large image; this puts what they found back into the
+        original's pixels (``factor`` > 1), or the original's results onto the copy (``factor`` < 1).
+        """
+
+        def box(b: Box) -> Box:
+            return Box(b.x1 * factor, b.y1 * factor, b.x2 * factor, b.y2 * factor)
+
+        return replace(
+            self,
+            width=width,
+            height=height,
+            detections=tuple(replace(d, box=box(d.box)) for d in self.detections),
+            faces=tuple(
+                replace(
+                    f,
+                    box=box(f.box),
+                    landmarks={k: Point(p.x * factor, p.y * factor) for k, p in f.landmarks.items()},
+                )
+                for f in self.faces
+            ),
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

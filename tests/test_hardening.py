@@ -404,3 +404,41 @@ def test_control_characters_in_a_file_name_are_removed_and_weights_named_by_chec
 )
 def test_file_names_are_cleaned(given, kept):
     assert clean_filename(given) == kept
+
+
+# --- 3. Small files that decode to huge images --------------------------------------------------
+
+
+def test_a_small_file_of_a_huge_image_reaches_the_networks_bounded(tmp_path):
+    huge = Image.new("RGB", (7000, 5000), (200, 30, 30))
+    for image_format in ("PNG", "JPEG"):
+        buffer = io.BytesIO()
+        huge.save(buffer, format=image_format)
+        image = decode_image(buffer.getvalue(), max_bytes=MAX_BYTES, max_pixels=50_000_000, max_side=2048)
+        assert image.rgb.shape == (1463, 2048, 3), image_format
+        assert (image.width, image.height) == (7000, 5000)
+        assert image.data == buffer.getvalue()  # the original bytes are what is stored
+
+
+def test_boxes_found_on_the_bounded_copy_are_in_the_original_pixels(analyzer, dog_jpg):
+    from picmetric_core.filters import shown
+    from picmetric_core.overlays import render_overlays
+
+    as_sent = decode_image(dog_jpg, max_bytes=MAX_BYTES * 20, max_pixels=50_000_000)
+    four_times = io.BytesIO()
+    Image.open(io.BytesIO(dog_jpg)).resize((768 * 4, 576 * 4), Image.Resampling.BICUBIC).save(four_times, "PNG")
+    large = decode_image(four_times.getvalue(), max_bytes=MAX_BYTES * 20, max_pixels=50_000_000, max_side=768)
+    assert large.rgb.shape == as_sent.rgb.shape and (large.width, large.height) == (768 * 4, 576 * 4)
+
+    small_analysis, large_analysis = analyzer.analyze(as_sent), analyzer.analyze(large)
+    assert (large_analysis.width, large_analysis.height) == (3072, 2304)
+
+    def best_dog(analysis):
+        return max((d for d in shown(analysis).detections if d.label == "dog"), key=lambda d: d.score).box
+
+    small_dog, large_dog = best_dog(small_analysis), best_dog(large_analysis)
+    assert large_dog.x2 > 768  # in the original's pixels, not the copy's
+    scaled_back = type(large_dog)(*(value / 4 for value in large_dog.as_list()))
+    assert scaled_back.iou(small_dog) > 0.8
+    overlays = render_overlays(large, large_analysis)
+    assert Image.open(io.BytesIO(overlays.detections_png)).size == (768, 576)
