@@ -242,6 +242,7 @@ def main() -> None:
         threading.Thread(target=photos.serve_forever, daemon=True).start()
         photos_base = f"http://127.0.0.1:{photos.server_address[1]}"
         try:
+            (scratch / "seaweed").mkdir()
             with seaweed_server(scratch / "seaweed") as s3:
                 bucket = f"soak-{secrets.token_hex(4)}"
                 s3.client().create_bucket(Bucket=bucket)

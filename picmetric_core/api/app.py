@@ -125,7 +125,7 @@ def create_app(settings: Settings | None = None, *, loader: ModelLoader | None =
     # TokenGate enforces the token; the dependencies only declare it in the OpenAPI schema.
     needs_token = token_dependencies(settings)
     app.include_router(legacy.writes, dependencies=needs_token)
-    app.include_router(legacy.pages, dependencies=needs_token)
+    app.include_router(legacy.pages)  # the test page: open, like the docs
     app.include_router(analyses.writes, dependencies=needs_token)
     app.include_router(analyses.reads, dependencies=needs_token)
     app.include_router(analyses.open_routes)

@@ -89,9 +89,8 @@ def fetch_url(
     refused. The body is streamed and abandoned once it passes ``settings.max_image_bytes``. The
     whole fetch (headers included, however slowly they trickle) must finish within the connect plus
     read timeouts; each wait for data within the read timeout. A declared ``text/html`` is refused;
-    any other declared type is accepted when the
-    bytes sniff as a supported image (so ``text/plain`` with JPEG bytes is accepted: servers often
-    mislabel, and decoding never trusts the label anyway).
+    any other declared type is accepted when the bytes sniff as a supported image (so ``text/plain``
+    with JPEG bytes is accepted: servers often mislabel, and decoding never trusts the label anyway).
 
     Args:
         url: The address the user gave.

@@ -86,12 +86,6 @@ class DecodedImage:
             return analysis
         return analysis.with_boxes_scaled(self.scale, self.width, self.height)
 
-    def on_analysed_copy(self, analysis: Analysis) -> Analysis:
-        """The inverse of :meth:`in_original_pixels`: boxes in ``rgb``'s pixels, for drawing on it."""
-        if self.original_size is None:
-            return analysis
-        return analysis.with_boxes_scaled(1 / self.scale, int(self.rgb.shape[1]), int(self.rgb.shape[0]))
-
     @property
     def byte_size(self) -> int:
         return len(self.data)
