@@ -345,6 +345,27 @@ def test_database_and_store_failures_name_no_infrastructure(tmp_path, dog_jpg):
     assert_plain_error(response, 503, "store", secrets=(str(tmp_path), "not-a-folder"))
 
 
+class _DatabaseGoneMidway:
+    """Raises what SQLAlchemy raises when a connection drops outside any database_errors() block.
+
+    Stands in for a code path we cannot make Postgres reach on demand; the real drops are above.
+    """
+
+    models = ()
+    load_seconds: dict = {}  # noqa: RUF012
+
+    def analyze(self, image, on_stage=None):
+        from sqlalchemy.exc import OperationalError
+
+        raise OperationalError("SELECT 1", {}, Exception("server at 10.9.8.7:6543 closed the connection"))
+
+
+def test_a_database_error_escaping_every_translation_is_still_a_plain_503(tmp_path, dog_jpg):
+    with app_client(make_settings(tmp_path), _DatabaseGoneMidway()) as client:
+        response = client.post("/v1/analyses", files={"file": ("dog.jpg", dog_jpg, "image/jpeg")})
+    assert_plain_error(response, 503, "database", secrets=("10.9.8.7", "6543", "SELECT"))
+
+
 def test_networks_that_fail_to_load_are_reported_without_paths(tmp_path, dog_jpg):
     from picmetric_core.errors import WeightsError
 

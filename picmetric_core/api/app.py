@@ -23,13 +23,15 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from picmetric_core.api.deps import Runtime, TokenGate, token_dependencies
 from picmetric_core.api.routes import analyses, legacy
 from picmetric_core.config import Settings, get_settings
-from picmetric_core.errors import PicMetricError, client_message
+from picmetric_core.errors import DatabaseUnavailable, PicMetricError, client_message
 from picmetric_core.intake.images import format_size
 from picmetric_core.lifecycle import ModelLoader
 
@@ -152,6 +154,17 @@ def _add_error_handlers(app: FastAPI) -> None:
         ]
         summary = "; ".join(f"{'.'.join(map(str, d['loc'][1:])) or d['loc'][0]}: {d['msg']}" for d in details)
         return JSONResponse({"error": f"Invalid request: {summary}.", "detail": details}, status_code=422)
+
+    @app.exception_handler(OperationalError)
+    @app.exception_handler(InterfaceError)
+    @app.exception_handler(PoolTimeout)
+    async def database_down(request: Request, error: Exception) -> JSONResponse:
+        # A database failure that no database_errors() block translated: still the database, still a 503.
+        log.warning("database failure on %s %s: %s", request.method, request.url.path, error)
+        down = DatabaseUnavailable()
+        return JSONResponse(
+            {"error": client_message(down)}, status_code=down.status, headers={"Retry-After": str(down.retry_after_s)}
+        )
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, error: Exception) -> JSONResponse:
