@@ -144,6 +144,21 @@ def test_header_bytes_trickling_in_cannot_outlast_the_fetch_deadline(trickle):
         in_thread(lambda: fetch_url(trickle.url(), settings))
 
 
+def test_a_name_lookup_that_never_answers_ends_at_the_fetch_deadline():
+    answer = threading.Event()
+
+    def silent_dns(host: str, port: int) -> list[str]:  # plays a DNS server that answers only when told
+        answer.wait(HANG_LIMIT_S)
+        return ["93.184.216.34"]
+
+    settings = make_settings(Path("/nonexistent"), url_connect_timeout_s=0.5, url_read_timeout_s=1.0)
+    try:
+        with pytest.raises(FetchFailed, match=r"looking up photos\.example"):
+            in_thread(lambda: fetch_url("http://photos.example/a.jpg", settings, resolve=silent_dns))
+    finally:
+        answer.set()
+
+
 def test_url_fetches_over_the_cap_are_refused_while_everything_else_answers(tmp_path, trickle):
     settings = make_settings(tmp_path, allow_private_urls=True, url_max_concurrent=2, url_read_timeout_s=30.0)
     with app_client(settings) as client:

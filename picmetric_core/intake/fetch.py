@@ -6,7 +6,8 @@ address vetted, and the connection then made to a vetted address only: the hostn
 the connect, so a rebinding DNS server cannot swap in ``127.0.0.1``. This holds for http and https.
 
 Proxies from the environment are deliberately not used: a proxy would do its own resolution and
-undo the pinning. Name resolution itself (``getaddrinfo``) has no timeout of ours.
+undo the pinning. Name resolution (``getaddrinfo``, which has no timeout) runs on a small pool of
+resolver threads and is waited for only until the deadline.
 
 One wall-clock deadline covers the whole fetch: connecting, every redirect hop, the response headers
 and the body. Per-read timeouts alone cannot do that (a server sending one header byte a second
@@ -28,6 +29,8 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from typing import Any
@@ -61,6 +64,8 @@ WEB_PAGE_TYPES = frozenset({"text/html", "application/xhtml+xml"})
 USER_AGENT = "PicMetric/0.1 (image analysis; fetches one image per request)"
 _CHUNK = 64 * 1024
 _NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
+# getaddrinfo cannot be interrupted: lookups run here so a fetch can stop waiting for one.
+_RESOLVER_THREADS = ThreadPoolExecutor(max_workers=8, thread_name_prefix="picmetric-dns")
 
 
 @dataclass(frozen=True)
@@ -123,7 +128,7 @@ def fetch_url(
             if clock.expired():
                 raise FetchFailed(f"Timed out after {clock.total_s:g} s fetching {_short(url)}.")
             with _translated_errors(target, clock):
-                addresses = _vetted_addresses(target, settings, transport.resolve)
+                addresses = _vetted_addresses(target, settings, clock.bounded(transport.resolve, target.host))
                 with transport.pool(target, addresses) as pool:
                     response = _get(pool, target, clock)
                     try:
@@ -409,6 +414,18 @@ class _Clock:
 
     def expired(self) -> bool:
         return self._cut or time.monotonic() >= self.deadline
+
+    def bounded(self, resolve: Resolver, host: str) -> Resolver:
+        """``resolve`` waited for until the deadline (a lookup still running then is left to finish alone)."""
+
+        def within_deadline(name: str, port: int) -> Sequence[str]:
+            future = _RESOLVER_THREADS.submit(resolve, name, port)
+            try:
+                return future.result(timeout=max(self.deadline - time.monotonic(), 0.001))
+            except FutureTimeout:
+                raise FetchFailed(f"Timed out after {self.total_s:g} s looking up {host}.") from None
+
+        return within_deadline
 
     def timeout(self) -> Timeout:
         remaining = max(self.deadline - time.monotonic(), 0.001)
