@@ -70,6 +70,16 @@ class Settings(BaseSettings):
     url_read_timeout_s: float = Field(15.0, validation_alias=_env("PICMETRIC_URL_READ_TIMEOUT"))
     url_max_redirects: int = Field(5, validation_alias=_env("PICMETRIC_URL_MAX_REDIRECTS"))
     allow_private_urls: bool = Field(False, validation_alias=_env("PICMETRIC_ALLOW_PRIVATE_URLS"))
+    # URL fetches at once per process; more are refused (503) so they cannot take every worker thread.
+    url_max_concurrent: int = Field(8, ge=1, validation_alias=_env("PICMETRIC_URL_MAX_CONCURRENT"))
+    # Decoded images are downscaled to this longer side for the networks (original bytes are kept).
+    analysis_max_side: int = Field(2048, ge=416, validation_alias=_env("PICMETRIC_ANALYSIS_MAX_SIDE"))
+
+    # Infrastructure time budgets: a silent database or store costs a request this much, then a 503.
+    db_connect_timeout_s: int = Field(5, ge=1, validation_alias=_env("PICMETRIC_DB_CONNECT_TIMEOUT"))
+    db_statement_timeout_s: float = Field(15.0, gt=0, validation_alias=_env("PICMETRIC_DB_STATEMENT_TIMEOUT"))
+    db_pool_timeout_s: float = Field(10.0, gt=0, validation_alias=_env("PICMETRIC_DB_POOL_TIMEOUT"))
+    store_budget_s: float = Field(6.0, gt=0, validation_alias=_env("PICMETRIC_STORE_BUDGET"))
 
     # Models.
     classifier_top_k: int = Field(5, validation_alias=_env("PICMETRIC_TOP_K"))

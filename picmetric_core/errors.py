@@ -1,12 +1,45 @@
-"""Errors a user can be shown as they are: each message says what went wrong and what to do."""
+"""Errors a user can be shown as they are: each message says what went wrong and what to do.
+
+Messages of server-side failures (database, store, weights) name the infrastructure, which helps
+an operator at the command line; API clients get :func:`client_message` instead, and the details
+go to the server log.
+"""
 
 from __future__ import annotations
 
+import re
+
+# An absolute filesystem path standing alone (not the path part of a URL, which follows "host/").
+_PATH = re.compile(r"(?<![\w/.:-])/[^\s'\"(),;]*")
+
 
 class PicMetricError(Exception):
-    """Base of every error with a message fit for a user. ``status`` is the HTTP status for the API."""
+    """Base of every error with a message fit for a user. ``status`` is the HTTP status for the API.
+
+    ``public_message``, when set, replaces the message for API clients (the full one is logged).
+    ``retry_after_s``, when set, is sent as ``Retry-After``.
+    """
 
     status: int = 400
+    public_message: str | None = None
+    retry_after_s: int | None = None
+
+
+def without_paths(text: str) -> str:
+    """``text`` with every absolute filesystem path cut to its last part.
+
+    Example:
+        >>> without_paths("/srv/models/yolov3.weights is truncated; see https://example.com/a/b")
+        'yolov3.weights is truncated; see https://example.com/a/b'
+    """
+    return _PATH.sub(lambda match: match.group().rstrip("/").rsplit("/", 1)[-1] or "(a folder)", text)
+
+
+def client_message(error: PicMetricError) -> str:
+    """What an API client is told: the public message of a server-side failure, never a path."""
+    if error.public_message is not None:
+        return error.public_message
+    return without_paths(str(error)) if error.status >= 500 else str(error)
 
 
 class ImageRejected(PicMetricError):
@@ -47,7 +80,18 @@ class WeightsError(PicMetricError):
 
 class StoreUnavailable(PicMetricError):
     status = 503
+    public_message = "The image store is not available right now; try again in a minute."
+    retry_after_s = 30
 
 
 class DatabaseUnavailable(PicMetricError):
     status = 503
+    public_message = "The database is not available right now; try again in a minute."
+    retry_after_s = 30
+
+
+class ServerBusy(PicMetricError):
+    """Too much of one kind of work at once (URL fetches); the request was refused, not queued."""
+
+    status = 503
+    retry_after_s = 5

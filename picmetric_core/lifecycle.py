@@ -9,7 +9,7 @@ from dataclasses import asdict
 from typing import Any, Literal
 
 from picmetric_core.config import Settings
-from picmetric_core.errors import PicMetricError
+from picmetric_core.errors import PicMetricError, without_paths
 from picmetric_core.intake.images import DecodedImage
 from picmetric_core.pipeline import StageCallback
 from picmetric_core.results import Analysis
@@ -62,7 +62,7 @@ class ModelLoader:
         """What ``/healthz`` reports about the networks."""
         report: dict[str, Any] = {"state": self.state}
         if self._error is not None:
-            report["error"] = self._error
+            report["error"] = without_paths(self._error)
         if self._analyzer is not None:
             report["models"] = [asdict(info) for info in self._analyzer.models]
             report["load_seconds"] = dict(self._analyzer.load_seconds)

@@ -126,6 +126,9 @@ def render_overlays(
 ) -> Overlays:
     """Both overlays as PNG bytes, showing what a viewer sees at ``thresholds``."""
     rgb = image.rgb if isinstance(image, DecodedImage) else image
+    if analysis.width and rgb.shape[1] != analysis.width:
+        # A large image's overlays are drawn on its bounded copy (DecodedImage.rgb); boxes are in the original's pixels.
+        analysis = analysis.with_boxes_scaled(rgb.shape[1] / analysis.width, rgb.shape[1], rgb.shape[0])
     visible = shown(analysis, thresholds)
     return Overlays(
         detections_png=encode_png(annotate_detections(rgb, visible.detections)),

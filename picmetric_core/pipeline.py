@@ -93,16 +93,18 @@ class Analyzer:
         timings = {name: ms for name, (_, ms) in outcomes.items()}
         timings["total"] = (time.perf_counter() - started) * 1000
         classes, features = outcomes["classifier"][0]
-        return Analysis(
-            md5=image.md5,
-            width=image.width,
-            height=image.height,
-            classifications=tuple(classes),
-            detections=tuple(outcomes["detector"][0]),
-            faces=tuple(outcomes["faces"][0]),
-            models=self.models,
-            timings_ms={name: round(ms, 2) for name, ms in timings.items()},
-            signature=signature_of(rgb, features, self.classifier.info.name),
+        return image.in_original_pixels(
+            Analysis(
+                md5=image.md5,
+                width=image.width,
+                height=image.height,
+                classifications=tuple(classes),
+                detections=tuple(outcomes["detector"][0]),
+                faces=tuple(outcomes["faces"][0]),
+                models=self.models,
+                timings_ms={name: round(ms, 2) for name, ms in timings.items()},
+                signature=signature_of(rgb, features, self.classifier.info.name),
+            )
         )
 
     def analyze_many(self, images: Sequence[DecodedImage], batch_size: int = DEFAULT_BATCH) -> list[Analysis]:
@@ -154,16 +156,18 @@ class Analyzer:
         share = {name: ms / len(chunk) for name, (_, ms) in outcome.items()} | {"total": wall_ms / len(chunk)}
         timings = {name: round(ms, 2) for name, ms in share.items()}
         return [
-            Analysis(
-                md5=image.md5,
-                width=image.width,
-                height=image.height,
-                classifications=tuple(outcome["classifier"][0][i][0]),
-                detections=tuple(outcome["detector"][0][i]),
-                faces=tuple(outcome["faces"][0][i]),
-                models=self.models,
-                timings_ms=timings,
-                signature=signature_of(image.rgb, outcome["classifier"][0][i][1], self.classifier.info.name),
+            image.in_original_pixels(
+                Analysis(
+                    md5=image.md5,
+                    width=image.width,
+                    height=image.height,
+                    classifications=tuple(outcome["classifier"][0][i][0]),
+                    detections=tuple(outcome["detector"][0][i]),
+                    faces=tuple(outcome["faces"][0][i]),
+                    models=self.models,
+                    timings_ms=timings,
+                    signature=signature_of(image.rgb, outcome["classifier"][0][i][1], self.classifier.info.name),
+                )
             )
             for i, image in enumerate(chunk)
         ]

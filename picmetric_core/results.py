@@ -5,7 +5,7 @@ Coordinates are pixels in the original (EXIF-oriented) image, origin top-left.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 LANDMARK_NAMES = ("left_eye", "right_eye", "nose", "mouth_left", "mouth_right")
@@ -90,10 +90,15 @@ class ModelInfo:
 
     role: str  # "classifier" | "detector" | "faces"
     name: str  # e.g. "ResNet50", "EfficientNet-Lite0", "YOLOv3-tiny", "MTCNN"
-    weights: str  # where the weights came from (path or package)
+    weights: str  # file name and checksum (``weights_label``), or the package's name; never a path
     full: bool  # True for the intended full model, False for the offline stand-in
     input_size: int | None = None
     note: str = ""
+
+    def __post_init__(self) -> None:
+        # Analyses stored before weights were labelled hold a filesystem path: keep only its last part.
+        if "/" in self.weights:
+            object.__setattr__(self, "weights", self.weights.rstrip("/").rsplit("/", 1)[-1])
 
 
 @dataclass(frozen=True)
@@ -133,6 +138,31 @@ class Analysis:
 
     def model(self, role: str) -> ModelInfo | None:
         return next((m for m in self.models if m.role == role), None)
+
+    def with_boxes_scaled(self, factor: float, width: int, height: int) -> Analysis:
+        """These results with every box and landmark times ``factor``, for an image of ``width`` × ``height``.
+
+        Networks see a downscaled copy of a large image; this puts what they found back into the
+        original's pixels (``factor`` > 1), or the original's results onto the copy (``factor`` < 1).
+        """
+
+        def box(b: Box) -> Box:
+            return Box(b.x1 * factor, b.y1 * factor, b.x2 * factor, b.y2 * factor)
+
+        return replace(
+            self,
+            width=width,
+            height=height,
+            detections=tuple(replace(d, box=box(d.box)) for d in self.detections),
+            faces=tuple(
+                replace(
+                    f,
+                    box=box(f.box),
+                    landmarks={k: Point(p.x * factor, p.y * factor) for k, p in f.landmarks.items()},
+                )
+                for f in self.faces
+            ),
+        )
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)

@@ -30,6 +30,7 @@ from picmetric_core.config import Settings
 from picmetric_core.errors import StoreUnavailable
 from picmetric_core.filters import DEFAULT_THRESHOLDS
 from picmetric_core.intake.images import DecodedImage, thumbnail_jpeg
+from picmetric_core.intake.names import clean_filename
 from picmetric_core.pipeline import StageCallback
 from picmetric_core.results import Analysis
 from picmetric_core.similar.index import NearDuplicate, SimilarityIndex
@@ -211,7 +212,7 @@ class PicMetricService:
                 analysis,
                 keys,
                 source=source,
-                filename=filename[:255] if filename else None,
+                filename=clean_filename(filename),
                 source_url=source_url,
             )
             return replace(submission, near_duplicates=near) if not submission.seen_before else submission

@@ -17,6 +17,7 @@ import sys
 import time
 import urllib.request
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -103,7 +104,13 @@ def _stop(process: subprocess.Popen) -> None:
 @pytest.fixture(scope="session")
 def seaweed(tmp_path_factory) -> Iterator[SeaweedServer]:
     """A SeaweedFS ``weed mini`` S3 server with signature checks on (``-s3.config``), for the session."""
-    directory = tmp_path_factory.mktemp("seaweed")
+    with seaweed_server(tmp_path_factory.mktemp("seaweed")) as server:
+        yield server
+
+
+@contextmanager
+def seaweed_server(directory: Path) -> Iterator[SeaweedServer]:
+    """:func:`seaweed` outside pytest (``bench/soak.py``): a server with its data under ``directory``."""
     server = SeaweedServer("", "pm" + secrets.token_hex(8), secrets.token_hex(20))
     identity = {
         "name": "picmetric-tests",
@@ -174,6 +181,11 @@ def _pg_admin():
 @pytest.fixture(scope="session")
 def pg_server_url() -> str:
     """``postgresql+psycopg2://`` URL of the server, without a database name."""
+    return postgres_server_url()
+
+
+def postgres_server_url() -> str:
+    """:func:`pg_server_url` outside pytest."""
     import psycopg2.extensions
 
     params = psycopg2.extensions.parse_dsn(PG_ADMIN_DSN)

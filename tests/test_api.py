@@ -347,7 +347,7 @@ def test_healthz_and_openapi(server):
 # --- security ------------------------------------------------------------------------------------
 
 
-def test_writes_need_the_token_reads_do_not(server, dog_jpg, photos):
+def test_writes_and_reads_need_the_token(server, dog_jpg, photos):
     base, _ = photos
     with server.client() as anonymous:
         files = {"file": ("dog.jpg", dog_jpg, "image/jpeg")}
@@ -356,7 +356,8 @@ def test_writes_need_the_token_reads_do_not(server, dog_jpg, photos):
         wrong = anonymous.post("/v1/analyses", files=files, headers={"Authorization": "Bearer wrong"})
         assert_error(wrong, 401)
         assert wrong.headers["www-authenticate"] == "Bearer"
-        assert anonymous.get("/v1/analyses").status_code == 200
+        assert_error(anonymous.get("/v1/analyses"), 401, "bearer")
+        assert anonymous.get("/healthz").status_code == 200
 
 
 def test_cors_allows_the_configured_origin_only(server):

@@ -23,13 +23,15 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from picmetric_core.api.deps import Runtime, token_dependencies
+from picmetric_core.api.deps import Runtime, TokenGate, token_dependencies
 from picmetric_core.api.routes import analyses, batches, exports, legacy, links, similar
 from picmetric_core.config import Settings, get_settings
-from picmetric_core.errors import PicMetricError
+from picmetric_core.errors import DatabaseUnavailable, PicMetricError, client_message
 from picmetric_core.intake.images import format_size
 from picmetric_core.lifecycle import ModelLoader
 
@@ -41,20 +43,51 @@ GENERIC_500 = "Something went wrong on the server; it has been logged. Try again
 
 
 class BodyLimit:
-    """Refuses a request body declared larger than the image limit before any of it is read."""
+    """Refuses a request body larger than the image limit: unread when declared so, else as it arrives.
+
+    A chunked body (no ``Content-Length``) is counted chunk by chunk as the app reads it, and the
+    read that passes the limit ends the request with a 413, so nothing over the limit is ever
+    spooled to disk.
+    """
 
     def __init__(self, app: ASGIApp, max_bytes: int) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.message = f"The image is too large: the limit is {format_size(max_bytes)}."
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
-            declared = dict(scope["headers"]).get(b"content-length", b"")
-            if declared.isdigit() and int(declared) > self.max_bytes + MULTIPART_SLACK_BYTES:
-                message = f"The image is too large: the limit is {format_size(self.max_bytes)}."
-                await JSONResponse({"error": message}, status_code=413)(scope, receive, send)
-                return
-        await self.app(scope, receive, send)
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        allowed = self.max_bytes + MULTIPART_SLACK_BYTES
+        declared = dict(scope["headers"]).get(b"content-length", b"")
+        if declared.isdigit() and int(declared) > allowed:
+            await JSONResponse({"error": self.message}, status_code=413)(scope, receive, send)
+            return
+        received = 0
+        responded = False
+
+        async def counted_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > allowed:
+                    # FastAPI re-raises an HTTPException from body parsing, so the error handler answers 413.
+                    raise HTTPException(413, self.message)
+            return message
+
+        async def watched_send(message: Message) -> None:
+            nonlocal responded
+            responded = responded or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, counted_receive, watched_send)
+        except HTTPException as error:
+            if error.status_code != 413 or responded:
+                raise
+            await JSONResponse({"error": self.message}, status_code=413)(scope, receive, send)
 
 
 def create_app(settings: Settings | None = None, *, loader: ModelLoader | None = None) -> FastAPI:
@@ -81,6 +114,7 @@ def create_app(settings: Settings | None = None, *, loader: ModelLoader | None =
     )
     app.state.runtime = runtime
     app.add_middleware(BodyLimit, max_bytes=settings.max_image_bytes)
+    app.add_middleware(TokenGate, token=settings.api_token)  # outside BodyLimit: no body is read without it
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,
@@ -91,28 +125,30 @@ def create_app(settings: Settings | None = None, *, loader: ModelLoader | None =
             expose_headers=["X-PicMetric-Seen-Before"],
         )
     _add_error_handlers(app)
-    writes = token_dependencies(settings)
-    app.include_router(legacy.writes, dependencies=writes)
-    app.include_router(legacy.pages)
-    app.include_router(analyses.writes, dependencies=writes)
+    # TokenGate enforces the token; the dependencies only declare it in the OpenAPI schema.
+    needs_token = token_dependencies(settings)
+    app.include_router(legacy.writes, dependencies=needs_token)
+    app.include_router(legacy.pages)  # the test page: open, like the docs
+    app.include_router(analyses.writes, dependencies=needs_token)
     # Before links, whose /v1/analyses/{md5}/{kind} would otherwise take /v1/analyses/{md5}/similar.
-    app.include_router(similar.reads)
+    app.include_router(similar.reads, dependencies=needs_token)
     app.include_router(links.router)  # its own check: the token or a link's signature (see links.py)
-    # Before analyses.reads, so /v1/analyses/export is not taken for /v1/analyses/{md5}. The whole
-    # history in one response: it needs the token whenever one is configured.
-    app.include_router(exports.router, dependencies=writes)
-    app.include_router(analyses.reads)
-    app.include_router(batches.writes, dependencies=writes)
-    app.include_router(batches.reads)
+    # Before analyses.reads, so /v1/analyses/export is not taken for /v1/analyses/{md5}.
+    app.include_router(exports.router, dependencies=needs_token)
+    app.include_router(analyses.reads, dependencies=needs_token)
+    app.include_router(analyses.open_routes)
+    app.include_router(batches.writes, dependencies=needs_token)
+    app.include_router(batches.reads, dependencies=needs_token)
     return app
 
 
 def _add_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(PicMetricError)
-    async def picmetric_error(_request: Request, error: PicMetricError) -> JSONResponse:
+    async def picmetric_error(request: Request, error: PicMetricError) -> JSONResponse:
         if error.status >= 500:
-            log.warning("%s: %s", type(error).__name__, error)
-        return JSONResponse({"error": str(error)}, status_code=error.status)
+            log.warning("%s on %s %s: %s", type(error).__name__, request.method, request.url.path, error)
+        headers = {"Retry-After": str(error.retry_after_s)} if error.retry_after_s else None
+        return JSONResponse({"error": client_message(error)}, status_code=error.status, headers=headers)
 
     @app.exception_handler(HTTPException)
     async def http_error(_request: Request, error: HTTPException) -> JSONResponse:
@@ -126,6 +162,17 @@ def _add_error_handlers(app: FastAPI) -> None:
         ]
         summary = "; ".join(f"{'.'.join(map(str, d['loc'][1:])) or d['loc'][0]}: {d['msg']}" for d in details)
         return JSONResponse({"error": f"Invalid request: {summary}.", "detail": details}, status_code=422)
+
+    @app.exception_handler(OperationalError)
+    @app.exception_handler(InterfaceError)
+    @app.exception_handler(PoolTimeout)
+    async def database_down(request: Request, error: Exception) -> JSONResponse:
+        # A database failure that no database_errors() block translated: still the database, still a 503.
+        log.warning("database failure on %s %s: %s", request.method, request.url.path, error)
+        down = DatabaseUnavailable()
+        return JSONResponse(
+            {"error": client_message(down)}, status_code=down.status, headers={"Retry-After": str(down.retry_after_s)}
+        )
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, error: Exception) -> JSONResponse:

@@ -5,17 +5,21 @@ from __future__ import annotations
 import hmac
 import json
 import logging
+import re
 import threading
 from dataclasses import asdict
 from typing import Annotated, Any
 
 from fastapi import Depends, Query, Request
-from fastapi.responses import Response
+from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import SecretStr
 from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from picmetric_core.config import Settings
 from picmetric_core.filters import DEFAULT_THRESHOLDS, DisplayThresholds
+from picmetric_core.intake.fetch import FetchSlots
 from picmetric_core.lifecycle import ModelLoader
 from picmetric_core.service import PicMetricService, Submission
 
@@ -28,6 +32,7 @@ class Runtime:
     def __init__(self, settings: Settings, loader: ModelLoader) -> None:
         self.settings = settings
         self.loader = loader
+        self.fetch_slots = FetchSlots(settings.url_max_concurrent)
         self._service: PicMetricService | None = None
         self._service_lock = threading.Lock()
 
@@ -59,7 +64,55 @@ def get_runtime(request: Request) -> Runtime:
 
 RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
 
-bearer = HTTPBearer(auto_error=False, description="Required for writes when PICMETRIC_API_TOKEN is set.")
+bearer = HTTPBearer(
+    auto_error=False,
+    description="Required by every endpoint but /healthz and the docs when PICMETRIC_API_TOKEN is set.",
+)
+TOKEN_REQUIRED = "A valid bearer token is required: send Authorization: Bearer <token>."
+OPEN_PATHS = frozenset({"/healthz", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json", "/upload"})
+"""Answered without the token: liveness, the API's documentation and its test page (no data in any)."""
+SELF_CHECKED_PATHS = re.compile(r"/v1/analyses/[0-9a-fA-F]{32}/(?:original|detections|faces|thumbnail)")
+"""Stable object links check the token or their own signature (an ``<img src>`` cannot send a header)."""
+
+
+def token_matches(expected: SecretStr, authorization: str | None) -> bool:
+    """Whether an ``Authorization`` header carries ``expected`` as its bearer token (compared in constant time).
+
+    Example:
+        >>> token_matches(SecretStr("s3cret"), "Bearer s3cret"), token_matches(SecretStr("s3cret"), None)
+        (True, False)
+    """
+    scheme, _, given = (authorization or "").partition(" ")
+    if scheme.lower() != "bearer":
+        given = ""
+    return hmac.compare_digest(given.strip().encode(), expected.get_secret_value().encode())
+
+
+class TokenGate:
+    """With a token configured, refuses every request without it (but :data:`OPEN_PATHS` and CORS preflights).
+
+    It runs before routing, so no request body is read, parsed or spooled for a caller without the token.
+    """
+
+    def __init__(self, app: ASGIApp, token: SecretStr | None) -> None:
+        self.app = app
+        self.token = token
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.token is not None and scope["type"] == "http" and self._guarded(scope):
+            authorization = dict(scope["headers"]).get(b"authorization", b"").decode("latin-1")
+            if not token_matches(self.token, authorization):
+                response = JSONResponse(
+                    {"error": TOKEN_REQUIRED}, status_code=401, headers={"WWW-Authenticate": "Bearer"}
+                )
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+    @staticmethod
+    def _guarded(scope: Scope) -> bool:
+        path = scope["path"]
+        return scope["method"] != "OPTIONS" and path not in OPEN_PATHS and not SELF_CHECKED_PATHS.fullmatch(path)
 
 
 def require_token(
@@ -69,17 +122,13 @@ def require_token(
     token = runtime.settings.api_token
     if token is None:
         return
-    given = credentials.credentials.encode() if credentials is not None else b""
-    if not hmac.compare_digest(given, token.get_secret_value().encode()):
-        raise HTTPException(
-            401,
-            "A valid bearer token is required: send Authorization: Bearer <token>.",
-            headers={"WWW-Authenticate": "Bearer"},
-        )
+    given = f"Bearer {credentials.credentials}" if credentials is not None else None
+    if not token_matches(token, given):
+        raise HTTPException(401, TOKEN_REQUIRED, headers={"WWW-Authenticate": "Bearer"})
 
 
 def token_dependencies(settings: Settings) -> list[Any]:
-    """Declared only with a token, so the OpenAPI schema says whether writes need one."""
+    """Declared only with a token, so the OpenAPI schema says which endpoints need one."""
     return [Depends(require_token)] if settings.api_token is not None else []
 
 

@@ -29,7 +29,8 @@ def submit_upload(runtime: Runtime, file: UploadFile) -> Submission:
 def submit_url(runtime: Runtime, url: str) -> Submission:
     from picmetric_core.intake.fetch import fetch_url
 
-    fetched = fetch_url(url, runtime.settings)
+    with runtime.fetch_slots.slot():
+        fetched = fetch_url(url, runtime.settings)
     image = decode_for(runtime.settings, fetched.data)
     name = PurePosixPath(urlsplit(fetched.final_url).path).name or None
     return runtime.service().submit(image, source="url", filename=name, source_url=fetched.url)

@@ -6,7 +6,13 @@ address vetted, and the connection then made to a vetted address only: the hostn
 the connect, so a rebinding DNS server cannot swap in ``127.0.0.1``. This holds for http and https.
 
 Proxies from the environment are deliberately not used: a proxy would do its own resolution and
-undo the pinning. Name resolution itself (``getaddrinfo``) has no timeout of ours.
+undo the pinning. Name resolution (``getaddrinfo``, which has no timeout) runs on a small pool of
+resolver threads and is waited for only until the deadline.
+
+One wall-clock deadline covers the whole fetch: connecting, every redirect hop, the response headers
+and the body. Per-read timeouts alone cannot do that (a server sending one header byte a second
+never trips them), so a watchdog shuts down the fetch's sockets when the deadline passes, which
+wakes whatever read is waiting. :class:`FetchSlots` caps how many fetches run at once.
 
 Example:
     >>> from picmetric_core.config import Settings
@@ -20,9 +26,12 @@ from __future__ import annotations
 import http
 import ipaddress
 import socket
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urljoin
@@ -41,7 +50,7 @@ from urllib3.exceptions import (
 from urllib3.util import parse_url
 
 from picmetric_core.config import Settings
-from picmetric_core.errors import FetchFailed, ImageTooLarge, NotAnImage, PicMetricError, UrlRefused
+from picmetric_core.errors import FetchFailed, ImageTooLarge, NotAnImage, PicMetricError, ServerBusy, UrlRefused
 from picmetric_core.intake.images import NOT_AN_IMAGE_MESSAGE, format_size, sniff_format, too_many_bytes
 
 Resolver = Callable[[str, int], Sequence[str]]
@@ -55,6 +64,8 @@ WEB_PAGE_TYPES = frozenset({"text/html", "application/xhtml+xml"})
 USER_AGENT = "PicMetric/0.1 (image analysis; fetches one image per request)"
 _CHUNK = 64 * 1024
 _NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
+# getaddrinfo cannot be interrupted: lookups run here so a fetch can stop waiting for one.
+_RESOLVER_THREADS = ThreadPoolExecutor(max_workers=8, thread_name_prefix="picmetric-dns")
 
 
 @dataclass(frozen=True)
@@ -81,10 +92,10 @@ def fetch_url(
     first URL. Unless ``settings.allow_private_urls``, a host with *any* private, loopback,
     link-local, multicast, reserved or unspecified address (IPv4 or IPv6, IPv4-mapped included) is
     refused. The body is streamed and abandoned once it passes ``settings.max_image_bytes``. The
-    whole fetch must finish within the connect plus read timeouts; each wait for data within the
-    read timeout. A declared ``text/html`` is refused; any other declared type is accepted when the
-    bytes sniff as a supported image (so ``text/plain`` with JPEG bytes is accepted: servers often
-    mislabel, and decoding never trusts the label anyway).
+    whole fetch (headers included, however slowly they trickle) must finish within the connect plus
+    read timeouts; each wait for data within the read timeout. A declared ``text/html`` is refused;
+    any other declared type is accepted when the bytes sniff as a supported image (so ``text/plain``
+    with JPEG bytes is accepted: servers often mislabel, and decoding never trusts the label anyway).
 
     Args:
         url: The address the user gave.
@@ -109,25 +120,66 @@ def fetch_url(
         ...
         picmetric_core.errors.UrlRefused: Refused: only http and https addresses can be fetched, not file.
     """
-    clock = _Clock(settings)
-    transport = _Transport(resolve or resolve_host, connect or socket.create_connection, ca_certs)
-    current = url.strip()
-    for _hop in range(settings.url_max_redirects + 1):
-        target = _Target.parse(current)
-        if clock.expired():
-            raise FetchFailed(f"Timed out after {clock.total_s:g} s fetching {_short(url)}.")
-        with _translated_errors(target, clock):
-            addresses = _vetted_addresses(target, settings, transport.resolve)
-            with transport.pool(target, addresses) as pool:
-                response = _get(pool, target, clock)
-                try:
-                    location = _redirect_location(response)
-                    if location is None:
-                        return _read_image(url, target, response, settings, clock)
-                finally:
-                    response.release_conn()
-        current = urljoin(target.url, location)
-    raise UrlRefused(f"Too many redirects (limit {settings.url_max_redirects}).")
+    with _Clock(settings) as clock:
+        transport = _Transport(resolve or resolve_host, connect or socket.create_connection, ca_certs, clock.watch)
+        current = url.strip()
+        for _hop in range(settings.url_max_redirects + 1):
+            target = _Target.parse(current)
+            if clock.expired():
+                raise FetchFailed(f"Timed out after {clock.total_s:g} s fetching {_short(url)}.")
+            with _translated_errors(target, clock):
+                addresses = _vetted_addresses(target, settings, clock.bounded(transport.resolve, target.host))
+                with transport.pool(target, addresses) as pool:
+                    response = _get(pool, target, clock)
+                    try:
+                        location = _redirect_location(response)
+                        if location is None:
+                            return _read_image(url, target, response, settings, clock)
+                    finally:
+                        response.release_conn()
+            current = urljoin(target.url, location)
+        raise UrlRefused(f"Too many redirects (limit {settings.url_max_redirects}).")
+
+
+class FetchSlots:
+    """At most ``limit`` URL fetches at once in this process; one more is refused at once, not queued.
+
+    Fetches wait on other servers, so without a cap a burst of slow URLs would hold every worker
+    thread and stall uploads, history and ``/healthz`` alike.
+
+    Example:
+        >>> slots = FetchSlots(1)
+        >>> with slots.slot():
+        ...     slots.in_use
+        1
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._free = threading.BoundedSemaphore(limit)
+        self._lock = threading.Lock()
+        self.in_use = 0
+
+    @contextmanager
+    def slot(self) -> Iterator[None]:
+        """Hold one slot for the ``with`` block.
+
+        Raises:
+            ServerBusy: All ``limit`` slots are taken.
+        """
+        if not self._free.acquire(blocking=False):
+            raise ServerBusy(
+                f"The server is already fetching {self.limit} images from the web; try again in a few seconds, "
+                "or upload the file instead."
+            )
+        with self._lock:
+            self.in_use += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self.in_use -= 1
+            self._free.release()
 
 
 def resolve_host(host: str, port: int) -> list[str]:
@@ -269,6 +321,7 @@ class _PinnedHTTPSPool(HTTPSConnectionPool):
 class _Pin:
     addresses: tuple[str, ...]
     connect: Connector
+    on_connect: Callable[[socket.socket], None]
 
     def dial(self, conn: HTTPConnection) -> socket.socket:
         """Connect to the first vetted address that answers, translated into urllib3's errors."""
@@ -282,6 +335,7 @@ class _Pin:
             except OSError as exc:
                 last_error = exc
                 continue
+            self.on_connect(sock)
             for option in conn.socket_options or ():
                 sock.setsockopt(*option)
             return sock
@@ -293,11 +347,12 @@ class _Transport:
     resolve: Resolver
     connect: Connector
     ca_certs: str | None
+    on_connect: Callable[[socket.socket], None]
 
     @contextmanager
     def pool(self, target: _Target, addresses: tuple[str, ...]) -> Iterator[HTTPConnectionPool]:
         """A one-connection pool for this hop, pinned to ``addresses`` and closed afterwards."""
-        pin = _Pin(addresses, self.connect)
+        pin = _Pin(addresses, self.connect, self.on_connect)
         pool: HTTPConnectionPool
         if target.scheme == "https":
             pool = _PinnedHTTPSPool(
@@ -318,20 +373,69 @@ class _Transport:
 
 
 class _Clock:
-    """The fetch's time budget: per-step connect and read timeouts inside one overall deadline."""
+    """The fetch's time budget: per-step connect and read timeouts inside one overall deadline.
+
+    Used as a context manager: while it is open a watchdog timer shuts down every socket handed to
+    :meth:`watch` once the deadline passes, so no read (of headers or body) can outlast it.
+    """
 
     def __init__(self, settings: Settings) -> None:
         self.connect_s = settings.url_connect_timeout_s
         self.read_s = settings.url_read_timeout_s
         self.total_s = self.connect_s + self.read_s
         self.deadline = time.monotonic() + self.total_s
+        self._sockets: list[socket.socket] = []
+        self._lock = threading.Lock()
+        self._cut = False
+        self._watchdog = threading.Timer(self.total_s, self._cut_all)
+        self._watchdog.daemon = True
+
+    def __enter__(self) -> _Clock:
+        self._watchdog.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self._watchdog.cancel()
+
+    def watch(self, sock: socket.socket) -> None:
+        """Cut ``sock`` at the deadline (at once if it has passed)."""
+        with self._lock:
+            self._sockets.append(sock)
+            cut = self._cut
+        if cut:
+            _shut(sock)
+
+    def _cut_all(self) -> None:
+        with self._lock:
+            self._cut = True
+            sockets = list(self._sockets)
+        for sock in sockets:
+            _shut(sock)
 
     def expired(self) -> bool:
-        return time.monotonic() >= self.deadline
+        return self._cut or time.monotonic() >= self.deadline
+
+    def bounded(self, resolve: Resolver, host: str) -> Resolver:
+        """``resolve`` waited for until the deadline (a lookup still running then is left to finish alone)."""
+
+        def within_deadline(name: str, port: int) -> Sequence[str]:
+            future = _RESOLVER_THREADS.submit(resolve, name, port)
+            try:
+                return future.result(timeout=max(self.deadline - time.monotonic(), 0.001))
+            except FutureTimeout:
+                raise FetchFailed(f"Timed out after {self.total_s:g} s looking up {host}.") from None
+
+        return within_deadline
 
     def timeout(self) -> Timeout:
         remaining = max(self.deadline - time.monotonic(), 0.001)
         return Timeout(connect=min(self.connect_s, remaining), read=min(self.read_s, remaining))
+
+
+def _shut(sock: socket.socket) -> None:
+    """Wake any thread blocked reading ``sock``: its read returns or fails at once."""
+    with suppress(OSError):  # already closed or never connected: nothing is waiting on it
+        sock.shutdown(socket.SHUT_RDWR)
 
 
 def _get(pool: HTTPConnectionPool, target: _Target, clock: _Clock) -> HTTPResponse:
@@ -391,6 +495,8 @@ def _read_body(response: HTTPResponse, max_bytes: int, clock: _Clock, target: _T
         if clock.expired():
             raise FetchFailed(f"Timed out after {clock.total_s:g} s fetching {_short(target.url)}.")
         chunks.append(chunk)
+    if clock.expired():  # the watchdog's shutdown ends a body early without an error
+        raise FetchFailed(f"Timed out after {clock.total_s:g} s fetching {_short(target.url)}.")
     return b"".join(chunks)
 
 
@@ -401,19 +507,22 @@ def _translated_errors(target: _Target, clock: _Clock) -> Iterator[None]:
         yield
     except PicMetricError:
         raise
-    except NewConnectionError as exc:
-        raise FetchFailed(f"Could not connect to {target.host}.") from exc
-    except ConnectTimeoutError as exc:
-        raise FetchFailed(f"Timed out after {clock.connect_s:g} s connecting to {target.host}.") from exc
-    except ReadTimeoutError as exc:
-        seconds = clock.total_s if clock.expired() else clock.read_s
-        raise FetchFailed(f"Timed out after {seconds:g} s fetching {_short(target.url)}.") from exc
-    except SSLError as exc:
-        raise FetchFailed(
-            f"The secure connection to {target.host} failed (its certificate could not be verified)."
-        ) from exc
     except (HTTPError, OSError, ValueError) as exc:
-        raise FetchFailed(f"The connection to {target.host} failed while fetching {_short(target.url)}.") from exc
+        raise _failure(exc, target, clock) from exc
+
+
+def _failure(error: Exception, target: _Target, clock: _Clock) -> FetchFailed:
+    if clock.expired():  # whatever the watchdog's cut looked like to the reader
+        return FetchFailed(f"Timed out after {clock.total_s:g} s fetching {_short(target.url)}.")
+    if isinstance(error, NewConnectionError):
+        return FetchFailed(f"Could not connect to {target.host}.")
+    if isinstance(error, ConnectTimeoutError):
+        return FetchFailed(f"Timed out after {clock.connect_s:g} s connecting to {target.host}.")
+    if isinstance(error, ReadTimeoutError):
+        return FetchFailed(f"Timed out after {clock.read_s:g} s fetching {_short(target.url)}.")
+    if isinstance(error, SSLError):
+        return FetchFailed(f"The secure connection to {target.host} failed (its certificate could not be verified).")
+    return FetchFailed(f"The connection to {target.host} failed while fetching {_short(target.url)}.")
 
 
 def _media_type(content_type: str | None) -> str | None:

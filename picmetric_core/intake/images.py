@@ -26,6 +26,7 @@ from picmetric_core.errors import CorruptImage, ImageTooLarge, NotAnImage
 
 if TYPE_CHECKING:
     from picmetric_core.config import Settings
+    from picmetric_core.results import Analysis
 
 SUPPORTED_FORMATS = "JPEG, PNG, WebP, GIF, BMP or TIFF"
 """The formats PicMetric reads, as a user should read them."""
@@ -52,21 +53,38 @@ _WHITE = (255, 255, 255, 255)
 
 @dataclass(frozen=True)
 class DecodedImage:
-    """An image ready for the networks, and the original bytes it came from."""
+    """An image ready for the networks, and the original bytes it came from.
+
+    ``rgb`` is at most ``max_side`` pixels on its longer side (see :func:`decode_image`); ``width``
+    and ``height`` are always the original's, and results go back to its pixels with
+    :meth:`in_original_pixels`.
+    """
 
     data: bytes  # the original bytes, exactly as received
-    rgb: np.ndarray  # HxWx3 uint8, EXIF orientation applied
+    rgb: np.ndarray  # HxWx3 uint8, EXIF orientation applied, possibly downscaled
     md5: str  # hex md5 of ``data``: the image's identity
     format: str  # "JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF"
     content_type: str  # "image/jpeg", ...
+    original_size: tuple[int, int] | None = None  # (width, height) when ``rgb`` was downscaled
 
     @property
     def width(self) -> int:
-        return int(self.rgb.shape[1])
+        return self.original_size[0] if self.original_size else int(self.rgb.shape[1])
 
     @property
     def height(self) -> int:
-        return int(self.rgb.shape[0])
+        return self.original_size[1] if self.original_size else int(self.rgb.shape[0])
+
+    @property
+    def scale(self) -> float:
+        """Original pixels per pixel of ``rgb`` (1.0 unless downscaled)."""
+        return self.width / int(self.rgb.shape[1])
+
+    def in_original_pixels(self, analysis: Analysis) -> Analysis:
+        """``analysis`` of ``rgb`` with its boxes and landmarks in the original image's pixels."""
+        if self.original_size is None:
+            return analysis
+        return analysis.with_boxes_scaled(self.scale, self.width, self.height)
 
     @property
     def byte_size(self) -> int:
@@ -139,7 +157,7 @@ def too_many_bytes(byte_count: int, limit: int) -> ImageTooLarge:
     return ImageTooLarge(f"The file is {format_size(byte_count, round_up=True)}; the limit is {format_size(limit)}.")
 
 
-def decode_image(data: bytes, *, max_bytes: int, max_pixels: int) -> DecodedImage:
+def decode_image(data: bytes, *, max_bytes: int, max_pixels: int, max_side: int | None = None) -> DecodedImage:
     """Decode untrusted bytes into an 8-bit RGB array, or refuse them with a message for the user.
 
     JPEG, PNG, WebP, GIF (first frame), BMP and TIFF (first page) are read, detected by content.
@@ -150,6 +168,9 @@ def decode_image(data: bytes, *, max_bytes: int, max_pixels: int) -> DecodedImag
         data: The file's bytes, exactly as received.
         max_bytes: Largest accepted file, in bytes.
         max_pixels: Largest accepted width × height, checked from the header before decoding.
+        max_side: Longest side of :attr:`DecodedImage.rgb`: a larger image is downscaled right after
+            decoding (a JPEG already while decoding), so the networks, overlays and thumbnail never
+            handle its full size. ``None`` keeps every pixel.
 
     Returns:
         The decoded image with the original bytes and their md5.
@@ -174,14 +195,25 @@ def decode_image(data: bytes, *, max_bytes: int, max_pixels: int) -> DecodedImag
         raise NotAnImage(NOT_AN_IMAGE_MESSAGE)
 
     with _open_checked(data, image_format, max_pixels) as image:
+        header_size = image.size
+        if max_side is not None and image_format == "JPEG":
+            image.draft("RGB", _fitted(header_size, max_side))  # libjpeg scales by 1/2, 1/4 or 1/8 as it decodes
         _load_fully(image, image_format)
-        rgb = _to_rgb(_oriented(image))
+        if image_format == "JPEG":
+            _refuse_cut_jpeg(data)
+        oriented = _oriented(image)
+        turned = oriented.size != image.size
+        rgb = _to_rgb(oriented)
+    original_size = (header_size[1], header_size[0]) if turned else header_size
+    if max_side is not None and max(rgb.shape[:2]) > max_side:
+        rgb = _downscaled(rgb, max_side)
     return DecodedImage(
         data=data,
         rgb=rgb,
         md5=hashlib.md5(data).hexdigest(),
         format=image_format,
         content_type=CONTENT_TYPES[image_format],
+        original_size=original_size if original_size != (rgb.shape[1], rgb.shape[0]) else None,
     )
 
 
@@ -195,7 +227,12 @@ def decode_for(settings: Settings, data: bytes) -> DecodedImage:
         ...
         picmetric_core.errors.NotAnImage: The file is empty.
     """
-    return decode_image(data, max_bytes=settings.max_image_bytes, max_pixels=settings.max_image_pixels)
+    return decode_image(
+        data,
+        max_bytes=settings.max_image_bytes,
+        max_pixels=settings.max_image_pixels,
+        max_side=settings.analysis_max_side,
+    )
 
 
 def thumbnail_jpeg(rgb: np.ndarray, max_side: int = 320, *, quality: int = 85) -> bytes:
@@ -255,6 +292,39 @@ def _load_fully(image: Image.Image, image_format: str) -> None:
         raise
     except Exception as exc:
         raise _damaged(image_format) from exc
+
+
+def _fitted(size: tuple[int, int], max_side: int) -> tuple[int, int]:
+    """``size`` shrunk (never grown) so that its longer side is ``max_side``."""
+    ratio = min(1.0, max_side / max(size))
+    return max(1, round(size[0] * ratio)), max(1, round(size[1] * ratio))
+
+
+def _downscaled(rgb: np.ndarray, max_side: int) -> np.ndarray:
+    """``rgb`` with its longer side ``max_side``, averaged over source pixels (no aliasing)."""
+    import cv2
+
+    width, height = _fitted((rgb.shape[1], rgb.shape[0]), max_side)
+    return np.ascontiguousarray(cv2.resize(rgb, (width, height), interpolation=cv2.INTER_AREA))
+
+
+def _refuse_cut_jpeg(data: bytes) -> None:
+    """Refuse a JPEG whose compressed data ends early, even when an end-of-image marker was appended.
+
+    Pillow's libjpeg pads such a file with grey and reports nothing; libjpeg-turbo in ``simplejpeg``
+    raises on its warnings when strict. Decoding at 1/8 scale still reads every coefficient, so the
+    check costs about 1/10 of the full decode. Only "premature end" warnings refuse the file:
+    others (such as stray bytes before a marker, common in camera files) leave the pixels whole.
+    """
+    import simplejpeg
+
+    try:
+        header = simplejpeg.decode_jpeg_header(data)
+        colorspace = {"Gray": "GRAY", "CMYK": "CMYK", "YCCK": "CMYK"}.get(header[2], "RGB")
+        simplejpeg.decode_jpeg(data, colorspace=colorspace, strict=True, min_height=1, min_width=1)
+    except (ValueError, RuntimeError) as exc:  # anything else it cannot read is left to Pillow's verdict
+        if "premature end" in str(exc).lower():
+            raise _damaged("JPEG") from exc
 
 
 def _oriented(image: Image.Image) -> Image.Image:

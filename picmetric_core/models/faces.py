@@ -28,7 +28,7 @@ class MtcnnFaceDetector:
         self.info = ModelInfo(
             role="faces",
             name="MTCNN",
-            weights=str(shipped.parent) if shipped else "mtcnn package",
+            weights=weights.weights_label(shipped.parent) if shipped else "mtcnn package",
             full=True,
         )
 

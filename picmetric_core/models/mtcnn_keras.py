@@ -22,6 +22,7 @@ from keras import layers
 
 from picmetric_core.models import pyramid_mosaic as mosaic
 from picmetric_core.models.compiled import compiled_predict
+from picmetric_core.models.weights import weights_label
 from picmetric_core.results import LANDMARK_NAMES, Box, Face, ModelInfo, Point
 
 # The package's defaults (mtcnn/stages/*.py), except the O-Net threshold, which faces.py also lowers
@@ -305,7 +306,7 @@ class KerasMtcnn:
         self.info = ModelInfo(
             role="faces",
             name="MTCNN (Keras 3)",
-            weights=str(folder),
+            weights=weights_label(folder),
             full=True,
             note=f"keras backend: {keras.backend.backend()}",
         )

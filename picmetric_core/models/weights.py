@@ -12,6 +12,7 @@ Nothing here is called while analysing except :func:`locate`, which only looks a
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.util
 import os
@@ -117,6 +118,31 @@ def file_digest(path: Path, algorithm: str = "sha256") -> str:
         for chunk in iter(lambda: handle.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def weights_label(path: Path) -> str:
+    """How results and ``/healthz`` name weights: by file name and checksum, never by where they lie.
+
+    A folder (MTCNN's three files) is named by its own name and one checksum over its files.
+
+    Example:
+        >>> weights_label(Path("/opt/models/yolov3-tiny.weights"))  # doctest: +SKIP
+        'yolov3-tiny.weights sha256:dccea06f59b781ec'
+    """
+    return _label(str(path.resolve()))
+
+
+@functools.lru_cache(maxsize=32)
+def _label(resolved: str) -> str:
+    path = Path(resolved)
+    if path.is_file():
+        return f"{path.name} sha256:{file_digest(path)[:16]}"
+    if path.is_dir():
+        digest = hashlib.sha256()
+        for child in sorted(p for p in path.iterdir() if p.is_file()):
+            digest.update(child.name.encode() + b"\0" + file_digest(child).encode())
+        return f"{path.name} sha256:{digest.hexdigest()[:16]}"
+    return path.name
 
 
 def verify(spec: WeightFile, path: Path) -> None:

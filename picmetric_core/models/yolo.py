@@ -282,7 +282,7 @@ def load_darknet_detector(
     with _CACHE_LOCK:
         if key not in _CACHE:
             net = load_darknet(cfg_path, weights_path, input_size)
-            info = ModelInfo("detector", name, str(weights_path), full, input_size, note)
+            info = ModelInfo("detector", name, weights.weights_label(weights_path), full, input_size, note)
             _CACHE[key] = YoloDetector(net, info, read_labels())
         return _CACHE[key]
 

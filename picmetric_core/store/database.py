@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
-from contextlib import contextmanager
+import select
+import socket
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +17,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, create_engine, event, make_url, text
 from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.orm import Session, sessionmaker
 
 from picmetric_core.config import Settings
@@ -34,6 +38,12 @@ def create_database_engine(settings: Settings) -> Engine:
     Connections are checked before use (a restarted Postgres is not an error), and SQLite runs in
     WAL mode with a busy timeout so that readers and a writer in other threads do not fail.
 
+    On Postgres nothing can wait on the database for long: connecting is bounded by
+    ``db_connect_timeout_s``, each statement by ``db_statement_timeout_s`` (on the server), a free
+    pooled connection by ``db_pool_timeout_s``, a dead peer is noticed by TCP keepalives, and a
+    server that stops answering altogether (it still ACKs, so keepalives see nothing) by a client-side
+    wait limit (:func:`install_wait_limit`).
+
     Example:
         >>> engine = create_database_engine(Settings(database_url="sqlite://"))
         >>> engine.dialect.name
@@ -52,8 +62,73 @@ def create_database_engine(settings: Settings) -> Engine:
         return engine
     connect_args: dict[str, Any] = {}
     if url.get_backend_name() == "postgresql":
-        connect_args = {"connect_timeout": 5, "options": "-c timezone=UTC"}
-    return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=10, connect_args=connect_args)
+        statement_ms = int(settings.db_statement_timeout_s * 1000)
+        connect_args = {
+            "connect_timeout": settings.db_connect_timeout_s,
+            "options": f"-c timezone=UTC -c statement_timeout={statement_ms} -c lock_timeout={statement_ms}",
+            "keepalives": 1,
+            "keepalives_idle": 30,
+            "keepalives_interval": 10,
+            "keepalives_count": 3,
+        }
+        install_wait_limit(max(settings.db_connect_timeout_s, settings.db_statement_timeout_s) + WAIT_MARGIN_S)
+    return create_engine(
+        url,
+        pool_pre_ping=True,
+        pool_size=5,
+        max_overflow=10,
+        pool_timeout=settings.db_pool_timeout_s,
+        connect_args=connect_args,
+    )
+
+
+# The server's statement_timeout answers first; the client gives up this much later.
+WAIT_MARGIN_S = 2.0
+
+
+def install_wait_limit(limit_s: float) -> None:
+    """Make every psycopg2 wait for the server (connect, query, result) give up after ``limit_s``.
+
+    psycopg2 has no read timeout of its own, and a server behind a silent network path never
+    answers a query nor trips keepalives. With a wait callback psycopg2 talks to libpq without
+    blocking and lets us do the waiting, with a deadline. On expiry the connection's socket is shut down and an
+    ``OperationalError`` that SQLAlchemy recognises as a disconnect is raised, so the pool drops it.
+
+    The callback is process-wide (psycopg2 has no other kind); the last engine created sets the limit.
+    """
+    import psycopg2.extensions
+
+    psycopg2.extensions.set_wait_callback(_wait_within(limit_s))
+
+
+def _wait_within(limit_s: float) -> Callable[[Any], None]:
+    import psycopg2
+    import psycopg2.extensions as ext
+
+    def wait(connection: Any) -> None:
+        deadline = time.monotonic() + limit_s
+        while True:
+            state = connection.poll()
+            if state == ext.POLL_OK:
+                return
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                _shut_down(connection.fileno())
+                raise psycopg2.OperationalError(f"could not receive data from server: no answer within {limit_s:g} s")
+            if state == ext.POLL_READ:
+                select.select([connection.fileno()], [], [], remaining)
+            elif state == ext.POLL_WRITE:
+                select.select([], [connection.fileno()], [], remaining)
+            else:
+                raise psycopg2.OperationalError(f"unexpected poll state {state}")
+
+    return wait
+
+
+def _shut_down(fd: int) -> None:
+    """End the connection's TCP session under libpq (``close()`` here would deadlock on the busy connection)."""
+    with suppress(OSError), socket.fromfd(fd, socket.AF_INET, socket.SOCK_STREAM) as duplicate:
+        duplicate.shutdown(socket.SHUT_RDWR)
 
 
 def _configure_sqlite(dbapi_connection: Any, _record: Any) -> None:
@@ -121,6 +196,10 @@ def database_errors(engine: Engine) -> Iterator[None]:
     """
     try:
         yield
+    except PoolTimeout as error:
+        raise DatabaseUnavailable(
+            f"Every database connection to {describe(engine)} is busy ({error}); try again."
+        ) from error
     except OperationalError as error:
         raise DatabaseUnavailable(
             f"The database is not available ({_reason(error)}) at {describe(engine)}. "

@@ -155,11 +155,16 @@ CREDENTIAL_CODES = frozenset(["403", "Forbidden", "AccessDenied", "SignatureDoes
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    """How often and how patiently transient S3 errors are retried (exponential backoff with jitter)."""
+    """How often and how patiently transient S3 errors are retried (exponential backoff with jitter).
+
+    ``budget_s`` bounds one store operation, every try and wait included: no retry starts (and no
+    wait is slept) that would end past it, and the client's own timeouts are capped by it.
+    """
 
     attempts: int = 4
     base_delay_s: float = 0.2
     max_delay_s: float = 3.0
+    budget_s: float = 6.0
 
     def delay(self, attempt: int) -> float:
         """Seconds to wait after failed attempt number ``attempt`` (1-based)."""
@@ -200,6 +205,7 @@ class S3Store:
         import boto3
         from botocore.config import Config
 
+        retry = kwargs.pop("retry", None) or RetryPolicy(budget_s=settings.store_budget_s)
         client = boto3.client(
             "s3",
             endpoint_url=settings.s3_endpoint_url or None,
@@ -209,8 +215,8 @@ class S3Store:
             config=Config(
                 signature_version="s3v4",
                 s3={"addressing_style": "path" if settings.s3_endpoint_url else "auto"},
-                connect_timeout=3,
-                read_timeout=20,
+                connect_timeout=min(3.0, retry.budget_s),
+                read_timeout=retry.budget_s,
                 # Retries are ours (see RetryPolicy), so a dead endpoint is reported in seconds.
                 retries={"total_max_attempts": 1},
             ),
@@ -222,6 +228,7 @@ class S3Store:
             extra_args=settings.s3_extra_args,
             public_location=public_location,
             presign_expiry_s=settings.presign_expiry_s,
+            retry=retry,
             **kwargs,
         )
 
@@ -267,6 +274,8 @@ class S3Store:
     def _call(self, action: str, key: str, operation: Callable[[], T]) -> T:
         from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError, ParamValidationError
 
+        budget = self.retry.budget_s
+        deadline = time.monotonic() + budget
         for attempt in range(1, self.retry.attempts + 1):
             try:
                 return operation()
@@ -288,6 +297,9 @@ class S3Store:
                     raise self._unavailable(action, error) from error
                 last = error
             delay = self.retry.delay(attempt)
+            if time.monotonic() + delay >= deadline:
+                log.warning("S3 %s of %s failed (%s); its %gs budget is spent", action, key, _summary(last), budget)
+                raise self._unavailable(action, last, tries=attempt) from last
             log.warning("S3 %s of %s failed (%s); retrying in %.1fs", action, key, _summary(last), delay)
             self._sleep(delay)
         raise AssertionError("unreachable")
@@ -297,7 +309,7 @@ class S3Store:
             f"The image store has no credentials for the {self.describe()}: set S3_KEY and S3_SECRET."
         )
 
-    def _unavailable(self, action: str, error: Exception) -> StoreUnavailable:
+    def _unavailable(self, action: str, error: Exception, tries: int | None = None) -> StoreUnavailable:
         from botocore.exceptions import ClientError
 
         where = self.describe()
@@ -312,7 +324,8 @@ class S3Store:
             return StoreUnavailable(f"The image store could not {action} an image ({code}) in the {where}.")
         return StoreUnavailable(
             f"The image store is not reachable ({_summary(error)}): the {where} did not answer after "
-            f"{self.retry.attempts} tries. Check that it is running and S3_ENDPOINT_URL."
+            f"{tries or self.retry.attempts} tries ({self.retry.budget_s:g} s at most). "
+            "Check that it is running and S3_ENDPOINT_URL."
         )
 
 

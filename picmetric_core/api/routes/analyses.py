@@ -28,6 +28,7 @@ MD5 = r"^[0-9a-fA-F]{32}$"
 
 writes = APIRouter(tags=["v1"])
 reads = APIRouter(tags=["v1"])
+open_routes = APIRouter(tags=["v1"])  # answered without the API token
 
 
 @writes.post(
@@ -137,7 +138,7 @@ def get_object(runtime: RuntimeDep, key: str) -> Response:
     return Response(data, media_type=content_type_of(key), headers=headers)
 
 
-@reads.get("/healthz", summary="Liveness, and whether the networks are loaded")
+@open_routes.get("/healthz", summary="Liveness, and whether the networks are loaded")
 def healthz(runtime: RuntimeDep) -> dict[str, Any]:
     return {"status": "ok", "version": API_VERSION, "networks": runtime.loader.describe()}
 
