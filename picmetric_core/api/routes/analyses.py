@@ -71,7 +71,7 @@ def list_analyses(
     filename: Annotated[str | None, Query(max_length=255, description="Part of the file name")] = None,
     md5: Annotated[str | None, Query(pattern=r"^[0-9a-fA-F]{1,32}$", description="An md5 or its start")] = None,
     similar_to: Annotated[str | None, Query(pattern=MD5, description="Only the photos most like this one")] = None,
-    batch: Annotated[int | None, Query(ge=1, description="Only images of this batch job")] = None,
+    batch: Annotated[int | None, Query(ge=1, le=2**31 - 1, description="Only images of this batch job")] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE)] = 24,
     page: Annotated[int, Query(ge=1, le=1_000_000)] = 1,
     cursor: Annotated[str | None, Query(max_length=200, description="`next_cursor` of the page before")] = None,

@@ -50,7 +50,7 @@ def list_batches(request: Request, runtime: RuntimeDep, limit: Annotated[int, Qu
     responses={404: {"model": ErrorBody, "description": "No such job"}, **READ_ERRORS},
     summary="One batch job: status, counts and failed items",
 )
-def get_batch(request: Request, runtime: RuntimeDep, job_id: Annotated[int, Path(ge=1)]) -> Response:
+def get_batch(request: Request, runtime: RuntimeDep, job_id: Annotated[int, Path(ge=1, le=2**31 - 1)]) -> Response:
     jobs = launcher(request, runtime).jobs
     job = jobs.get(job_id)
     if job is None:
