@@ -51,3 +51,9 @@ class StoreUnavailable(PicMetricError):
 
 class DatabaseUnavailable(PicMetricError):
     status = 503
+
+
+class ModelsNotReady(PicMetricError):
+    """The networks are still loading, or failed to load."""
+
+    status = 503

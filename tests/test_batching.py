@@ -87,15 +87,19 @@ def test_batched_mtcnn_equals_per_image(analyzer, photos):
 
 def test_unknown_precision_is_refused_and_the_global_policy_restored(monkeypatch):
     import keras
+    from pydantic import ValidationError
 
-    from picmetric_core.models.compiled import building_precision, precision
+    from picmetric_core.config import Settings
+    from picmetric_core.models.compiled import building_precision
 
     monkeypatch.setenv("PICMETRIC_PRECISION", "float8")
-    with pytest.raises(ValueError, match="PICMETRIC_PRECISION"):
-        precision()
+    with pytest.raises(ValidationError, match="PICMETRIC_PRECISION"):
+        Settings()
+    with pytest.raises(ValueError, match="unknown precision 'float8'"), building_precision("float8"):
+        pass
     monkeypatch.setenv("PICMETRIC_PRECISION", "mixed_bfloat16")
     before = keras.config.dtype_policy().name
-    with building_precision() as chosen:
+    with building_precision(Settings().precision) as chosen:
         assert chosen == "mixed_bfloat16" and keras.config.dtype_policy().name == "mixed_bfloat16"
     assert keras.config.dtype_policy().name == before
 

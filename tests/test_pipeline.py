@@ -184,7 +184,7 @@ from picmetric_core.pipeline import load_analyzer
 import keras
 assert keras.backend.backend() == "jax"
 settings = Settings(models_dir=sys.argv[1])
-analyzer = load_analyzer(Path(sys.argv[1]))
+analyzer = load_analyzer(Path(sys.argv[1]), device_nms=settings.device_nms)
 assert analyzer.detector.device_nms  # PICMETRIC_DEVICE_NMS=on: the GPU's path, here on JAX-CPU
 docs = [analyzer.analyze(decode_for(settings, Path(p).read_bytes())).to_dict() for p in sys.argv[2:]]
 print(json.dumps(docs))

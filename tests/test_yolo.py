@@ -263,15 +263,20 @@ def test_full_yolov3_refuses_wrong_float_count(
 
 
 def test_device_nms_setting(monkeypatch: pytest.MonkeyPatch, tiny: YoloDetector) -> None:
-    from picmetric_core.models.compiled import device_nms, on_accelerator
+    from pydantic import ValidationError
+
+    from picmetric_core.config import Settings
+    from picmetric_core.models.compiled import accelerator, use_device_nms
 
     monkeypatch.setenv("PICMETRIC_DEVICE_NMS", "sometimes")
-    with pytest.raises(ValueError, match="PICMETRIC_DEVICE_NMS"):
-        device_nms()
-    monkeypatch.setenv("PICMETRIC_DEVICE_NMS", "on")
-    assert YoloDetector(tiny.net, tiny.info, tiny.labels).device_nms
-    monkeypatch.setenv("PICMETRIC_DEVICE_NMS", "auto")
-    assert device_nms() is on_accelerator()  # on a CPU the host's NMS is cheaper
+    with pytest.raises(ValidationError, match="PICMETRIC_DEVICE_NMS"):
+        Settings()
+    monkeypatch.setenv("PICMETRIC_DEVICE_NMS", " On ")
+    assert Settings().device_nms == "on"
+    assert YoloDetector(tiny.net, tiny.info, tiny.labels, device_nms=use_device_nms(Settings().device_nms)).device_nms
+    monkeypatch.setenv("PICMETRIC_DEVICE_NMS", "")
+    assert Settings().device_nms == "auto"
+    assert use_device_nms("auto") is (accelerator() is not None)  # on a CPU the host's NMS is cheaper
 
 
 JAX_OVERFULL_SCRIPT = """

@@ -162,8 +162,9 @@ class YoloDetector:
     """A :class:`~picmetric_core.models.base.Detector` over a darknet YOLOv3-family network.
 
     Build it once per process (see :func:`load_darknet_detector`); ``detect`` may be called
-    from several threads. ``device_nms`` (default :func:`~picmetric_core.models.compiled.device_nms`)
-    thresholds and suppresses on the device, after the network, so only detections leave it.
+    from several threads. ``device_nms`` (default: only on an accelerator, see
+    :func:`~picmetric_core.models.compiled.use_device_nms`) thresholds and suppresses on the device,
+    after the network, so only detections leave it.
 
     Example:
         >>> detector = load_detector(Path("models"))
@@ -184,7 +185,7 @@ class YoloDetector:
         self.model = decoding_model(net)
         self._infer = compiled.compiled_forward(self.model, net.input_size)
         if device_nms is None:
-            device_nms = compiled.device_nms()
+            device_nms = compiled.use_device_nms()
         self._select = None
         if device_nms:
             self._forward_on_device = compiled.device_forward(self.model)
@@ -257,12 +258,18 @@ class YoloDetector:
         return tuple(keras.ops.convert_to_numpy(o) for o in outputs)
 
 
-_CACHE: dict[tuple[Path, Path, int, str], YoloDetector] = {}
+_CACHE: dict[tuple[Path, Path, int, str, bool], YoloDetector] = {}
 _CACHE_LOCK = threading.Lock()
 
 
 def load_darknet_detector(
-    cfg_path: Path, weights_path: Path, name: str, full: bool, input_size: int = 416, note: str = ""
+    cfg_path: Path,
+    weights_path: Path,
+    name: str,
+    full: bool,
+    input_size: int = 416,
+    note: str = "",
+    device_nms: bool | None = None,
 ) -> YoloDetector:
     """The detector for one cfg + weights pair, built once per process and then shared.
 
@@ -273,28 +280,33 @@ def load_darknet_detector(
         full: True for the intended full model, False for the offline stand-in.
         input_size: network input side (multiple of 32); the cfg's own size is ignored.
         note: shown in :class:`ModelInfo`.
+        device_nms: select detections on the device (default: only on an accelerator).
 
     Raises:
         WeightsError: the weights do not fit the cfg.
     """
-    key = (cfg_path.resolve(), weights_path.resolve(), input_size, keras.config.dtype_policy().name)
+    if device_nms is None:
+        device_nms = compiled.use_device_nms()
+    key = (cfg_path.resolve(), weights_path.resolve(), input_size, keras.config.dtype_policy().name, device_nms)
     with _CACHE_LOCK:
         if key not in _CACHE:
             net = load_darknet(cfg_path, weights_path, input_size)
             info = ModelInfo("detector", name, str(weights_path), full, input_size, note)
-            _CACHE[key] = YoloDetector(net, info, read_labels())
+            _CACHE[key] = YoloDetector(net, info, read_labels(), device_nms=device_nms)
         return _CACHE[key]
 
 
-def load_detector(models_dir: Path) -> YoloDetector:
+def load_detector(models_dir: Path, device_nms: bool | None = None) -> YoloDetector:
     """Full YOLOv3-416 when its weights are in ``models_dir``, else the shipped YOLOv3-tiny.
+
+    ``device_nms``: select detections on the device (default: only on an accelerator).
 
     Raises:
         WeightsError: neither weights file is available.
     """
     full = weights.locate(weights.YOLOV3, models_dir)
     if full is not None:
-        return load_darknet_detector(weights.YOLOV3_CFG, full, "YOLOv3", full=True)
+        return load_darknet_detector(weights.YOLOV3_CFG, full, "YOLOv3", full=True, device_nms=device_nms)
     tiny = weights.locate(weights.YOLOV3_TINY, models_dir)
     if tiny is None:
         raise WeightsError(
@@ -302,4 +314,6 @@ def load_detector(models_dir: Path) -> YoloDetector:
             f"{weights.YOLOV3_TINY.package} package (YOLOv3-tiny) is not installed"
         )
     note = f"stand-in: {weights.YOLOV3.filename} not found in {models_dir}"
-    return load_darknet_detector(weights.YOLOV3_TINY_CFG, tiny, "YOLOv3-tiny", full=False, note=note)
+    return load_darknet_detector(
+        weights.YOLOV3_TINY_CFG, tiny, "YOLOv3-tiny", full=False, note=note, device_nms=device_nms
+    )
