@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-from dataclasses import asdict
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
@@ -15,14 +14,15 @@ from picmetric_core.api.deps import RuntimeDep, ThresholdsDep, json_response, ob
 from picmetric_core.api.schemas import ERRORS, READ_ERRORS, ErrorBody
 from picmetric_core.api.submit import submit_upload, submit_url
 from picmetric_core.filters import DEFAULT_THRESHOLDS, DisplayThresholds
+from picmetric_core.formats import ORIGINAL_EXTENSIONS
 from picmetric_core.service import Submission
 from picmetric_core.store.history import MAX_PAGE_SIZE, HistoryQuery
 from picmetric_core.store.objects import ObjectNotFound, content_type_of
-from picmetric_core.views import full_view
+from picmetric_core.views import submission_document
 
 API_VERSION = "1.0.0"
 OBJECT_KEY = re.compile(
-    r"[0-9a-f]{32}/(?:original\.(?:jpg|png|webp|gif|bmp|tiff|bin)|detections\.png|faces\.png|thumb\.jpg)"
+    rf"[0-9a-f]{{32}}/(?:original\.(?:{'|'.join(ORIGINAL_EXTENSIONS)})|detections\.png|faces\.png|thumb\.jpg)"
 )
 MD5 = r"^[0-9a-fA-F]{32}$"
 
@@ -146,7 +146,4 @@ def _label_score(min_score: float | None, label: str | None, label_kind: str | N
 
 
 def _full(request: Request, submission: Submission, thresholds: DisplayThresholds) -> dict[str, Any]:
-    record = asdict(submission.record)
-    record["created_at"] = submission.record.created_at.isoformat()
-    view = full_view(submission.analysis, thresholds=thresholds, urls=object_urls(request, submission), record=record)
-    return {**view, "seen_before": submission.seen_before}
+    return submission_document(submission, thresholds=thresholds, urls=object_urls(request, submission))
