@@ -1,4 +1,8 @@
-"""Errors a user can be shown as they are: each message says what went wrong and what to do."""
+"""Every error a user can be shown as it is: each message says what went wrong and what to do.
+
+Internal signals that never reach a user as such (``store.objects.ObjectNotFound``, a lookup the
+API answers with 404) stay next to the code that raises them.
+"""
 
 from __future__ import annotations
 
@@ -43,6 +47,10 @@ class WeightsError(PicMetricError):
     """Missing, truncated or mismatched weight files."""
 
     status = 500
+
+
+class UnsafePickleError(WeightsError):
+    """A weights pickle asks for something a state dict never needs (and an attacker might)."""
 
 
 class StoreUnavailable(PicMetricError):
