@@ -14,10 +14,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
-from picmetric_core.filters import RAW_DETECTION_SCORE, RAW_NMS_IOU
 from picmetric_core.intake.images import DecodedImage
 from picmetric_core.models.base import Classifier, Detector, FaceDetector
-from picmetric_core.results import Analysis, ModelInfo
+from picmetric_core.results import RAW_DETECTION_SCORE, RAW_NMS_IOU, Analysis, ModelInfo
 
 if TYPE_CHECKING:
     # Only annotations: the GPU check imports this module where pydantic is not installed.

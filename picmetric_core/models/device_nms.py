@@ -68,7 +68,7 @@ def _image_corners(centres, frames, size: int):
 
 
 def _pairwise_iou(corners):
-    """``(N, K, K)`` IoU, computed as ``filters.non_max_suppression`` computes it."""
+    """``(N, K, K)`` IoU, computed as ``nms.greedy_nms`` computes it."""
     ops = keras.ops
     a, b = ops.expand_dims(corners, 2), ops.expand_dims(corners, 1)
     area = ops.relu(corners[..., 2] - corners[..., 0]) * ops.relu(corners[..., 3] - corners[..., 1])

@@ -9,11 +9,10 @@ import numpy as np
 
 from picmetric_core.models import weights
 from picmetric_core.models.base import FaceDetector
-from picmetric_core.results import LANDMARK_NAMES, Box, Face, ModelInfo, Point
+from picmetric_core.results import LANDMARK_NAMES, RAW_FACE_SCORE, Box, Face, ModelInfo, Point
 
-# The package's O-Net threshold is 0.8; we keep candidates down to this so a viewer can
-# lower the face slider without running the network again.
-RAW_ONET_THRESHOLD = 0.6
+# The package's O-Net threshold is 0.8; we keep candidates down to the raw cut-off.
+RAW_ONET_THRESHOLD = RAW_FACE_SCORE
 
 
 class MtcnnFaceDetector:

@@ -18,10 +18,10 @@ import keras
 import numpy as np
 
 from picmetric_core.errors import WeightsError
-from picmetric_core.filters import non_max_suppression
 from picmetric_core.models import compiled, weights
 from picmetric_core.models.darknet import DarknetNet, YoloHead, load_darknet
 from picmetric_core.models.device_nms import FRAME_COLUMNS, select_detections
+from picmetric_core.nms import class_wise_nms
 from picmetric_core.results import Box, Detection, ModelInfo
 
 LETTERBOX_GRAY = 0.5  # darknet's letterbox fill
@@ -130,15 +130,11 @@ def postprocess(
         top = np.argsort(-candidate_scores, kind="stable")[:MAX_CANDIDATES]  # ties: as top_k on the device
         box_idx, class_idx, candidate_scores = box_idx[top], class_idx[top], candidate_scores[top]
     corners = _to_image_corners(decoded[box_idx, :4], size, box)
-    detections = []
-    for class_id in np.unique(class_idx):
-        members = np.flatnonzero(class_idx == class_id)
-        for i in members[non_max_suppression(corners[members], candidate_scores[members], iou_threshold)]:
-            x1, y1, x2, y2 = (float(v) for v in corners[i])
-            if x2 > x1 and y2 > y1:  # boxes wholly outside the image clip to nothing
-                box_i = Box(x1, y1, x2, y2)
-                detections.append(Detection(labels[class_id], int(class_id), float(candidate_scores[i]), box_i))
-    return sorted(detections, key=lambda d: -d.score)
+    # Boxes wholly outside the image clip to nothing and are never kept.
+    return [
+        Detection(labels[class_idx[i]], int(class_idx[i]), float(candidate_scores[i]), Box(*map(float, corners[i])))
+        for i in class_wise_nms(corners, candidate_scores, class_idx, iou_threshold)
+    ]
 
 
 def frames(boxes: Sequence[Letterbox]) -> np.ndarray:
