@@ -37,9 +37,10 @@ OVERFULL_IMAGES_PER_CALL = 4
 
 @dataclass(frozen=True)
 class Letterbox:
-    """Where an image landed inside the square network input: scale, then offset."""
+    """Where an image landed inside the square network input: scaled per axis, then offset."""
 
-    scale: float
+    scale_x: float  # resized width / original width
+    scale_y: float  # resized height / original height
     dx: int
     dy: int
     width: int  # original image size
@@ -49,6 +50,20 @@ class Letterbox:
 def read_labels(path: Path = weights.COCO_NAMES) -> tuple[str, ...]:
     """Class names, one a line, in class-id order."""
     return tuple(line.strip() for line in path.read_text().splitlines() if line.strip())
+
+
+def letterbox_size(width: int, height: int, size: int) -> tuple[int, int]:
+    """The resized image's width and height inside a ``size`` square, by integer division as darknet's
+    ``letterbox_image`` sizes it (rounding to nearest would give a 1-px different input on many photos).
+
+    >>> letterbox_size(768, 576, 416), letterbox_size(500, 375, 416), letterbox_size(375, 500, 416)
+    ((416, 312), (416, 312), (312, 416))
+    >>> letterbox_size(640, 427, 416)
+    (416, 277)
+    """
+    if width > height:  # darknet: (float)w / im.w < (float)h / im.h
+        return size, max(1, height * size // width)
+    return max(1, width * size // height), size
 
 
 def letterbox(rgb: np.ndarray, size: int) -> tuple[np.ndarray, Letterbox]:
@@ -64,13 +79,12 @@ def letterbox(rgb: np.ndarray, size: int) -> tuple[np.ndarray, Letterbox]:
     if rgb.ndim != 3 or rgb.shape[2] != 3:
         raise ValueError(f"expected an HxWx3 RGB image, got shape {rgb.shape}")
     height, width = rgb.shape[:2]
-    scale = min(size / width, size / height)
-    new_w, new_h = max(1, round(width * scale)), max(1, round(height * scale))
+    new_w, new_h = letterbox_size(width, height, size)
     resized = cv2.resize(rgb, (new_w, new_h), interpolation=cv2.INTER_LINEAR)
     canvas = np.full((size, size, 3), LETTERBOX_GRAY, dtype=np.float32)
     dx, dy = (size - new_w) // 2, (size - new_h) // 2
     canvas[dy : dy + new_h, dx : dx + new_w] = resized.astype(np.float32) / 255.0
-    return canvas, Letterbox(scale, dx, dy, width, height)
+    return canvas, Letterbox(new_w / width, new_h / height, dx, dy, width, height)
 
 
 def decode_head(raw: keras.KerasTensor, head: YoloHead, input_size: int) -> keras.KerasTensor:
@@ -102,9 +116,9 @@ def decoding_model(net: DarknetNet) -> keras.Model:
 
 def _to_image_corners(rows: np.ndarray, size: int, box: Letterbox) -> np.ndarray:
     """(n, 4) [cx, cy, w, h] input fractions to (n, 4) [x1, y1, x2, y2] clipped image pixels."""
-    cx = (rows[:, 0] * size - box.dx) / box.scale
-    cy = (rows[:, 1] * size - box.dy) / box.scale
-    half_w, half_h = rows[:, 2] * size / box.scale / 2, rows[:, 3] * size / box.scale / 2
+    cx = (rows[:, 0] * size - box.dx) / box.scale_x
+    cy = (rows[:, 1] * size - box.dy) / box.scale_y
+    half_w, half_h = rows[:, 2] * size / box.scale_x / 2, rows[:, 3] * size / box.scale_y / 2
     corners = np.stack([cx - half_w, cy - half_h, cx + half_w, cy + half_h], axis=1)
     return np.clip(corners, 0, [box.width, box.height, box.width, box.height])
 
@@ -138,7 +152,7 @@ def postprocess(
 
 
 def frames(boxes: Sequence[Letterbox]) -> np.ndarray:
-    """``(N, 5)`` float32 rows of scale, dx, dy, width, height: what ``device_nms`` needs to map boxes."""
+    """``(N, 6)`` float32 rows of :data:`FRAME_COLUMNS`: what ``device_nms`` needs to map boxes."""
     return np.array([[getattr(b, column) for column in FRAME_COLUMNS] for b in boxes], np.float32)
 
 
