@@ -62,15 +62,15 @@ def write_outputs(out_dir: Path, source: str, image: DecodedImage, analysis: Ana
 
 
 def analyze_command(args: argparse.Namespace, settings: Settings) -> int:
-    from picmetric_core.pipeline import get_analyzer
+    from picmetric_core.native_logs import native_stderr_to_log
+    from picmetric_core.service import analyze_unstored
 
-    analyzer = None
     results: list[InputResult] = []
     for source in args.inputs:
         try:
             image = read_input(source, settings)
-            analyzer = analyzer or get_analyzer(settings)
-            analysis = analyzer.analyze(image)
+            with native_stderr_to_log():  # TensorFlow's start-up lines are not for the terminal
+                analysis = analyze_unstored(settings, image)
             if args.out:
                 write_outputs(Path(args.out), source, image, analysis)
             results.append(InputResult(source, analysis=analysis))

@@ -280,6 +280,17 @@ def _analysis_json(analysis: Analysis) -> bytes:
     return to_json(analysis.to_dict()).encode()
 
 
+def analyze_unstored(settings: Settings, image: DecodedImage, on_stage: StageCallback | None = None) -> Analysis:
+    """What the networks find in ``image``, stored nowhere: the CLI's way in.
+
+    ``picmetric analyze`` prints results (and writes files with ``--out``) without a history, so it
+    needs neither the database nor the object store that :class:`PicMetricService` opens.
+    """
+    from picmetric_core.pipeline import get_analyzer
+
+    return get_analyzer(settings).analyze(image, on_stage=on_stage)
+
+
 class _KeyedLocks:
     """One lock per key, kept only while someone holds or waits for it."""
 
