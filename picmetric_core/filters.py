@@ -37,7 +37,11 @@ DEFAULT_THRESHOLDS = DisplayThresholds()
 
 @dataclass(frozen=True)
 class SliderRange:
-    """Where a threshold slider starts and ends, its default and its step."""
+    """Where a threshold slider starts and ends, its default and its step (see :data:`SLIDER_RANGES`).
+
+    >>> SLIDER_RANGES["min_face_score"].low, SLIDER_RANGES["min_detection_score"].low
+    (0.6, 0.1)
+    """
 
     low: float
     high: float
@@ -51,11 +55,7 @@ SLIDER_RANGES: dict[str, SliderRange] = {
     "nms_iou": SliderRange(0.1, RAW_NMS_IOU, DEFAULT_THRESHOLDS.nms_iou, 0.05),
     "min_face_score": SliderRange(RAW_FACE_SCORE, 1.0, DEFAULT_THRESHOLDS.min_face_score, 0.01),
 }
-"""Each :class:`DisplayThresholds` field's slider, keyed by the field's name.
-
->>> SLIDER_RANGES["min_face_score"].low
-0.6
-"""
+"""Each :class:`DisplayThresholds` field's slider, keyed by the field's name."""
 
 
 def filter_detections(

@@ -2,6 +2,9 @@
 
 Intake reports a decoded image's content type from it, the store names an original's key after it, and
 the API recognises object keys by it.
+
+>>> CONTENT_TYPE_BY_NAME["WEBP"], EXTENSION_BY_CONTENT_TYPE["image/jpeg"], CONTENT_TYPE_BY_EXTENSION["tiff"]
+('image/webp', 'jpg', 'image/tiff')
 """
 
 from __future__ import annotations
@@ -32,18 +35,10 @@ UNKNOWN_EXTENSION = "bin"
 """The extension of an original whose content type is not in the table."""
 
 CONTENT_TYPE_BY_NAME: dict[str, str] = {f.name: f.content_type for f in IMAGE_FORMATS}
-"""Pillow format name → content type.
-
->>> CONTENT_TYPE_BY_NAME["WEBP"]
-'image/webp'
-"""
+"""Pillow format name → content type."""
 
 EXTENSION_BY_CONTENT_TYPE: dict[str, str] = {f.content_type: f.extension for f in IMAGE_FORMATS}
-"""Content type → object-key extension.
-
->>> EXTENSION_BY_CONTENT_TYPE["image/jpeg"]
-'jpg'
-"""
+"""Content type → object-key extension."""
 
 CONTENT_TYPE_BY_EXTENSION: dict[str, str] = {f.extension: f.content_type for f in IMAGE_FORMATS}
 """Object-key extension → content type (the inverse of :data:`EXTENSION_BY_CONTENT_TYPE`)."""

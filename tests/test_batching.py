@@ -18,15 +18,16 @@ from picmetric_core.pipeline import Analyzer
 from picmetric_core.results import Analysis
 from tests.conftest import png_bytes
 
-LIMITS = {"max_bytes": 20 * 1024 * 1024, "max_pixels": 50_000_000}
+pytestmark = pytest.mark.slow  # the real networks, loaded once per run
+
 REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
-def photos(dog_jpg, person_jpg, astronaut_png) -> list[DecodedImage]:
+def photos(limits, dog_jpg, person_jpg, astronaut_png) -> list[DecodedImage]:
     """Five real photos of five sizes: faces, a cat, a cup, a dog with vehicles, people with a horse."""
     sources = [astronaut_png, png_bytes(data.chelsea()), png_bytes(data.coffee()), dog_jpg, person_jpg]
-    images = [decode_image(source, **LIMITS) for source in sources]
+    images = [decode_image(source, **limits) for source in sources]
     assert len({image.rgb.shape for image in images}) == len(images)
     return images
 
