@@ -72,3 +72,23 @@ def test_one_format_table_for_intake_store_and_api():
     assert set(CONTENT_TYPE_BY_EXTENSION.values()) == set(CONTENT_TYPES.values())
     assert OBJECT_KEY.fullmatch(ObjectKeys.for_image(md5, "image/x-unknown").original)
     assert not OBJECT_KEY.fullmatch(f"{md5}/original.exe")
+
+
+@pytest.mark.slow
+def test_every_v1_body_is_the_documented_schema(app_and_service, dog_jpg, astronaut_png):
+    from picmetric_core.api.schemas import AnalysisBody, AnalysisPageBody, HealthBody
+
+    client, _service, _settings = app_and_service
+    created = client.post("/v1/analyses", files={"file": ("astronaut.png", astronaut_png, "image/png")})
+    again = client.post("/v1/analyses", files={"file": ("astronaut.png", astronaut_png, "image/png")})
+    assert (created.status_code, again.status_code) == (201, 200)
+    for response in (created, again, client.get(f"/v1/analyses/{created.json()['md5']}")):
+        AnalysisBody.model_validate(response.json())  # extra fields are refused too
+    assert len(created.json()["faces"]) == 1
+    page = AnalysisPageBody.model_validate(client.get("/v1/analyses?with_total=true").json())
+    assert page.total == 1 and page.items[0].md5 == created.json()["md5"]
+    assert HealthBody.model_validate(client.get("/healthz").json()).networks.state == "ready"
+    documented = client.get("/openapi.json").json()["paths"]
+    assert documented["/v1/analyses"]["post"]["responses"]["201"]["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/AnalysisBody"
+    }

@@ -11,7 +11,14 @@ from fastapi.responses import Response
 from starlette.exceptions import HTTPException
 
 from picmetric_core.api.deps import RuntimeDep, ThresholdsDep, json_response, object_urls
-from picmetric_core.api.schemas import ERRORS, READ_ERRORS, ErrorBody
+from picmetric_core.api.schemas import (
+    ERRORS,
+    READ_ERRORS,
+    AnalysisBody,
+    AnalysisPageBody,
+    ErrorBody,
+    HealthBody,
+)
 from picmetric_core.api.submit import submit_upload, submit_url
 from picmetric_core.filters import DEFAULT_THRESHOLDS, DisplayThresholds
 from picmetric_core.formats import ORIGINAL_EXTENSIONS
@@ -33,7 +40,11 @@ reads = APIRouter(tags=["v1"])
 @writes.post(
     "/v1/analyses",
     status_code=201,
-    responses={200: {"description": "The image was analysed before: its stored analysis"}, **ERRORS},
+    response_model=AnalysisBody,
+    responses={
+        200: {"model": AnalysisBody, "description": "The image was analysed before: its stored analysis"},
+        **ERRORS,
+    },
     summary="Analyse an uploaded image or the image at a URL",
 )
 def create_analysis(
@@ -50,7 +61,9 @@ def create_analysis(
     return json_response(_full(request, submission, shown), status=200 if submission.seen_before else 201)
 
 
-@reads.get("/v1/analyses", responses=READ_ERRORS, summary="Past analyses, newest first")
+@reads.get(
+    "/v1/analyses", response_model=AnalysisPageBody, responses=READ_ERRORS, summary="Past analyses, newest first"
+)
 def list_analyses(
     request: Request,
     runtime: RuntimeDep,
@@ -108,6 +121,7 @@ def list_analyses(
 
 @reads.get(
     "/v1/analyses/{md5}",
+    response_model=AnalysisBody,
     responses={404: {"model": ErrorBody, "description": "Never analysed"}, **READ_ERRORS},
     summary="The stored analysis of one image",
 )
@@ -133,7 +147,7 @@ def get_object(runtime: RuntimeDep, key: str) -> Response:
     return Response(data, media_type=content_type_of(key), headers=headers)
 
 
-@reads.get("/healthz", summary="Liveness, and whether the networks are loaded")
+@reads.get("/healthz", response_model=HealthBody, summary="Liveness, and whether the networks are loaded")
 def healthz(runtime: RuntimeDep) -> dict[str, Any]:
     return {"status": "ok", "version": API_VERSION, "networks": runtime.loader.describe()}
 
