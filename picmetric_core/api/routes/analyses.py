@@ -147,7 +147,12 @@ def get_object(runtime: RuntimeDep, key: str) -> Response:
     return Response(data, media_type=content_type_of(key), headers=headers)
 
 
-@reads.get("/healthz", response_model=HealthBody, summary="Liveness, and whether the networks are loaded")
+@reads.get(
+    "/healthz",
+    response_model=HealthBody,
+    response_model_exclude_none=True,  # ``error`` only after a failure, ``models`` only once loaded
+    summary="Liveness, and whether the networks are loaded",
+)
 def healthz(runtime: RuntimeDep) -> dict[str, Any]:
     return {"status": "ok", "version": API_VERSION, "networks": runtime.loader.describe()}
 
