@@ -121,12 +121,14 @@ def build_analyzer(models_dir: Path | None, precision: str, parallel: bool = Fal
     """The three networks: the shipped defaults (``models_dir`` None) or full ResNet50 + YOLOv3-416."""
     from picmetric_core.models import efficientnet_lite, weights
     from picmetric_core.models.classifier import KerasClassifier, load_classifier, load_imagenet_names
-    from picmetric_core.models.compiled import building_precision
+    from picmetric_core.models.compiled import building_precision, use_device_nms
     from picmetric_core.models.mtcnn_keras import KerasMtcnn
     from picmetric_core.models.yolo import load_darknet_detector, load_detector
     from picmetric_core.pipeline import Analyzer
     from picmetric_core.results import ModelInfo
 
+    # Settings.device_nms's variable, read here because this script runs where pydantic is not installed.
+    device_nms = use_device_nms(os.environ.get("PICMETRIC_DEVICE_NMS", "").strip().lower() or "auto")
     with building_precision(precision):
         if models_dir is None:
             pth = shipped_file(weights.EFFICIENTNET_LITE0.filename, weights.EFFICIENTNET_LITE0.key)
@@ -134,9 +136,11 @@ def build_analyzer(models_dir: Path | None, precision: str, parallel: bool = Fal
             info = ModelInfo("classifier", "EfficientNet-Lite0", str(pth), full=False, input_size=224)
             classifier = KerasClassifier(model, info, efficientnet_lite.preprocess, load_imagenet_names())
             tiny = shipped_file(weights.YOLOV3_TINY.filename, weights.YOLOV3_TINY.key)
-            detector = load_darknet_detector(weights.YOLOV3_TINY_CFG, tiny, "YOLOv3-tiny", full=False)
+            detector = load_darknet_detector(
+                weights.YOLOV3_TINY_CFG, tiny, "YOLOv3-tiny", full=False, device_nms=device_nms
+            )
         else:
-            classifier, detector = load_classifier(models_dir), load_detector(models_dir)
+            classifier, detector = load_classifier(models_dir), load_detector(models_dir, device_nms=device_nms)
     return Analyzer(classifier=classifier, detector=detector, faces=KerasMtcnn(mtcnn_folder()), parallel=parallel)
 
 

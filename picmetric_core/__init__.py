@@ -1,4 +1,7 @@
-"""PicMetric's core: everything that is not UI."""
+"""PicMetric's core, everything that is not UI: image bytes in, stored and searchable results out.
+
+See docs/architecture.md for the flow and what each module and package does.
+"""
 
 import os
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -54,26 +53,26 @@ def summary_line(source: str, analysis: Analysis) -> str:
 
 def write_outputs(out_dir: Path, source: str, image: DecodedImage, analysis: Analysis) -> None:
     from picmetric_core.overlays import render_overlays
-    from picmetric_core.views import full_view
+    from picmetric_core.views import full_view, to_json
 
     out_dir.mkdir(parents=True, exist_ok=True)
     stem = f"{Path(source.rstrip('/')).stem or 'image'}_{analysis.md5[:8]}"
     overlays = render_overlays(image, analysis)
     (out_dir / f"{stem}_detections.png").write_bytes(overlays.detections_png)
     (out_dir / f"{stem}_faces.png").write_bytes(overlays.faces_png)
-    (out_dir / f"{stem}.json").write_text(json.dumps(full_view(analysis), indent=2))
+    (out_dir / f"{stem}.json").write_text(to_json(full_view(analysis), indent=2))
 
 
 def analyze_command(args: argparse.Namespace, settings: Settings) -> int:
-    from picmetric_core.pipeline import get_analyzer
+    from picmetric_core.native_logs import native_stderr_to_log
+    from picmetric_core.service import analyze_unstored
 
-    analyzer = None
     results: list[InputResult] = []
     for source in args.inputs:
         try:
             image = read_input(source, settings)
-            analyzer = analyzer or get_analyzer(settings)
-            analysis = analyzer.analyze(image)
+            with native_stderr_to_log():  # TensorFlow's start-up lines are not for the terminal
+                analysis = analyze_unstored(settings, image)
             if args.out:
                 write_outputs(Path(args.out), source, image, analysis)
             results.append(InputResult(source, analysis=analysis))
@@ -83,13 +82,9 @@ def analyze_command(args: argparse.Namespace, settings: Settings) -> int:
             results.append(InputResult(source, error=str(exc)))
             print(f"picmetric: {source}: {exc}", file=sys.stderr)
     if args.json:
-        from picmetric_core.views import full_view
+        from picmetric_core.views import cli_document, to_json
 
-        documents = [
-            {"input": r.source, **full_view(r.analysis)} if r.analysis else {"input": r.source, "error": r.error}
-            for r in results
-        ]
-        print(json.dumps(documents, indent=2))
+        print(to_json([cli_document(r.source, r.analysis, r.error) for r in results], indent=2))
     return 1 if any(r.error for r in results) else 0
 
 

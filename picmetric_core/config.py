@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -86,6 +86,11 @@ class Settings(BaseSettings):
     face_detector: str = Field("auto", validation_alias=_env("PICMETRIC_FACE_DETECTOR"))
     # A near-duplicate of a stored photo returns that photo's analysis instead of running the networks.
     skip_near_duplicates: bool = Field(False, validation_alias=_env("PICMETRIC_SKIP_NEAR_DUPLICATES"))
+    # The dtype policy the classifier and detector are built in: mixed_bfloat16 pays on GPUs (tensor cores)
+    # and moves scores in the third decimal, so float32 stays the default. MTCNN stays float32.
+    precision: Literal["float32", "mixed_bfloat16"] = Field("float32", validation_alias=_env("PICMETRIC_PRECISION"))
+    # YOLO's threshold and NMS compiled on the device after the network: "auto" = only on an accelerator.
+    device_nms: Literal["auto", "on", "off"] = Field("auto", validation_alias=_env("PICMETRIC_DEVICE_NMS"))
 
     # API.
     api_token: SecretStr | None = Field(None, validation_alias=_env("PICMETRIC_API_TOKEN"))
@@ -105,6 +110,15 @@ class Settings(BaseSettings):
     @classmethod
     def _normalise_database_url(cls, value: str | None) -> str | None:
         return normalise_database_url(value) if value else None
+
+    @field_validator("precision", "device_nms", mode="before")
+    @classmethod
+    def _blank_is_default(cls, value: Any, info: Any) -> Any:
+        if isinstance(value, str):
+            value = value.strip().lower() if info.field_name == "device_nms" else value.strip()
+            if not value:
+                return cls.model_fields[info.field_name].default
+        return value
 
     @field_validator("s3_extra_args", mode="before")
     @classmethod

@@ -1,8 +1,9 @@
-"""Errors a user can be shown as they are: each message says what went wrong and what to do.
+"""Every error a user can be shown as it is: each message says what went wrong and what to do.
 
 Messages of server-side failures (database, store, weights) name the infrastructure, which helps
 an operator at the command line; API clients get :func:`client_message` instead, and the details
-go to the server log.
+go to the server log. Internal signals that never reach a user as such (``store.objects.ObjectNotFound``,
+a lookup the API answers with 404) stay next to the code that raises them.
 """
 
 from __future__ import annotations
@@ -78,6 +79,10 @@ class WeightsError(PicMetricError):
     status = 500
 
 
+class UnsafePickleError(WeightsError):
+    """A weights pickle asks for something a state dict never needs (and an attacker might)."""
+
+
 class StoreUnavailable(PicMetricError):
     status = 503
     public_message = "The image store is not available right now; try again in a minute."
@@ -95,3 +100,9 @@ class ServerBusy(PicMetricError):
 
     status = 503
     retry_after_s = 5
+
+
+class ModelsNotReady(PicMetricError):
+    """The networks are still loading, or failed to load."""
+
+    status = 503

@@ -6,11 +6,21 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from picmetric_core.results import Analysis, Detection, Face
+from picmetric_core.nms import class_wise_nms
+from picmetric_core.results import RAW_DETECTION_SCORE, RAW_FACE_SCORE, RAW_NMS_IOU, Analysis, Detection, Face
 
-# What the networks keep (low, so a viewer can go lower than the defaults below).
-RAW_DETECTION_SCORE = 0.1
-RAW_NMS_IOU = 0.9
+__all__ = [
+    "DEFAULT_THRESHOLDS",
+    "RAW_DETECTION_SCORE",
+    "RAW_FACE_SCORE",
+    "RAW_NMS_IOU",
+    "SLIDER_RANGES",
+    "DisplayThresholds",
+    "SliderRange",
+    "filter_detections",
+    "filter_faces",
+    "shown",
+]
 
 
 @dataclass(frozen=True)
@@ -25,34 +35,40 @@ class DisplayThresholds:
 DEFAULT_THRESHOLDS = DisplayThresholds()
 
 
-def non_max_suppression(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float) -> list[int]:
-    """Greedy NMS over ``boxes`` (N×4 x1,y1,x2,y2); returns the kept indices, best first."""
-    order = np.argsort(-scores, kind="stable")
-    areas = np.clip(boxes[:, 2] - boxes[:, 0], 0, None) * np.clip(boxes[:, 3] - boxes[:, 1], 0, None)
-    keep: list[int] = []
-    while order.size:
-        best, rest = order[0], order[1:]
-        keep.append(int(best))
-        ix = np.clip(np.minimum(boxes[best, 2], boxes[rest, 2]) - np.maximum(boxes[best, 0], boxes[rest, 0]), 0, None)
-        iy = np.clip(np.minimum(boxes[best, 3], boxes[rest, 3]) - np.maximum(boxes[best, 1], boxes[rest, 1]), 0, None)
-        inter = ix * iy
-        iou = inter / np.maximum(areas[best] + areas[rest] - inter, 1e-9)
-        order = rest[iou <= iou_threshold]
-    return keep
+@dataclass(frozen=True)
+class SliderRange:
+    """Where a threshold slider starts and ends, its default and its step (see :data:`SLIDER_RANGES`).
+
+    >>> SLIDER_RANGES["min_face_score"].low, SLIDER_RANGES["min_detection_score"].low
+    (0.6, 0.1)
+    """
+
+    low: float
+    high: float
+    default: float
+    step: float
+
+
+SLIDER_RANGES: dict[str, SliderRange] = {
+    # Below the raw cut-offs there is nothing stored to show, so no slider goes there.
+    "min_detection_score": SliderRange(RAW_DETECTION_SCORE, 1.0, DEFAULT_THRESHOLDS.min_detection_score, 0.05),
+    "nms_iou": SliderRange(0.1, RAW_NMS_IOU, DEFAULT_THRESHOLDS.nms_iou, 0.05),
+    "min_face_score": SliderRange(RAW_FACE_SCORE, 1.0, DEFAULT_THRESHOLDS.min_face_score, 0.01),
+}
+"""Each :class:`DisplayThresholds` field's slider, keyed by the field's name."""
 
 
 def filter_detections(
     detections: tuple[Detection, ...] | list[Detection], min_score: float, nms_iou: float
 ) -> list[Detection]:
     """Detections at or above ``min_score`` after class-wise NMS at ``nms_iou``, best first."""
-    kept: list[Detection] = []
     candidates = [d for d in detections if d.score >= min_score]
-    for class_id in sorted({d.class_id for d in candidates}):
-        same = [d for d in candidates if d.class_id == class_id]
-        boxes = np.array([d.box.as_list() for d in same], dtype=np.float64)
-        scores = np.array([d.score for d in same], dtype=np.float64)
-        kept.extend(same[i] for i in non_max_suppression(boxes, scores, nms_iou))
-    return sorted(kept, key=lambda d: d.score, reverse=True)
+    if not candidates:
+        return []
+    boxes = np.array([d.box.as_list() for d in candidates], dtype=np.float64)
+    scores = np.array([d.score for d in candidates], dtype=np.float64)
+    class_ids = np.array([d.class_id for d in candidates], dtype=np.int64)
+    return [candidates[i] for i in class_wise_nms(boxes, scores, class_ids, nms_iou)]
 
 
 def filter_faces(faces: tuple[Face, ...] | list[Face], min_score: float) -> list[Face]:

@@ -1,17 +1,26 @@
-"""The networks' lifetime: loaded once, in the background, and waited for by whoever needs them."""
+"""The networks' lifetime: loaded once, in the background, and waited for by whoever needs them.
+
+One :class:`ModelLoader` serves the API (held by its runtime) and the app (one per server): lookups and
+history work while it loads, and an analysis waits for the networks instead of failing.
+"""
 
 from __future__ import annotations
 
+import io
 import logging
 import threading
+import time
 from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import asdict
 from typing import Any, Literal
 
+import numpy as np
+
 from picmetric_core.config import Settings
-from picmetric_core.errors import PicMetricError, without_paths
-from picmetric_core.intake.images import DecodedImage
-from picmetric_core.pipeline import StageCallback
+from picmetric_core.errors import ModelsNotReady, without_paths
+from picmetric_core.intake.images import DecodedImage, decode_for
+from picmetric_core.pipeline import Analyzer, StageCallback
 from picmetric_core.results import Analysis
 
 log = logging.getLogger(__name__)
@@ -19,74 +28,128 @@ log = logging.getLogger(__name__)
 # A request for an analysis waits this long for the networks to finish loading before a 503.
 MODELS_WAIT_S = 300.0
 
-
-class ModelsNotReady(PicMetricError):
-    """The networks are still loading, or failed to load."""
-
-    status = 503
+LoaderState = Literal["idle", "loading", "ready", "failed"]
 
 
 class ModelLoader:
     """Loads the networks once, in a background thread, and hands analyses to them when ready.
 
-    It is the service's analyzer: lookups and history work while it loads, and an analysis waits
-    (up to ``wait_s``) for the networks instead of failing.
+    It is the service's analyzer. The outcome is a :class:`~concurrent.futures.Future`: ``done``
+    is set when it resolves, ``error`` says why it failed and ``seconds`` how long it took.
+
+    Args:
+        settings: which networks (see :func:`picmetric_core.pipeline.analyzer_key`).
+        load: builds the analyzer; :func:`picmetric_core.pipeline.get_analyzer` by default.
+        wait_s: how long an analysis waits for the networks before :class:`ModelsNotReady`.
+        warm_up: run one small image through the networks once loaded, so the first real one does not
+            pay for compiling them (the app does; the API answers /healthz "ready" sooner without).
     """
 
     def __init__(
-        self, settings: Settings, load: Callable[[Settings], Any] | None = None, wait_s: float = MODELS_WAIT_S
-    ):
+        self,
+        settings: Settings,
+        load: Callable[[Settings], Any] | None = None,
+        wait_s: float = MODELS_WAIT_S,
+        *,
+        warm_up: bool = False,
+    ) -> None:
         self.settings = settings
         self._load = load
         self._wait_s = wait_s
-        self._done = threading.Event()
+        self._warm_up = warm_up
+        self._future: Future[Analyzer] = Future()
         self._start_lock = threading.Lock()
-        self._thread: threading.Thread | None = None
-        self._analyzer: Any = None
-        self._error: str | None = None
+        self._started_at: float | None = None
+        self.seconds: float | None = None
+        self.done = threading.Event()  # set once loading has finished, either way
 
-    def start(self) -> None:
-        """Start loading (once; later calls do nothing)."""
+    def start(self) -> ModelLoader:
+        """Start loading (once; later calls do nothing). Returns the loader."""
         with self._start_lock:
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._run, name="picmetric-model-load", daemon=True)
-                self._thread.start()
+            if self._started_at is None:
+                self._started_at = time.perf_counter()
+                threading.Thread(target=self._run, name="picmetric-model-load", daemon=True).start()
+        return self
 
     @property
-    def state(self) -> Literal["loading", "ready", "failed"]:
-        if not self._done.is_set():
+    def state(self) -> LoaderState:
+        if self._started_at is None:
+            return "idle"
+        if not self._future.done():
             return "loading"
-        return "failed" if self._error is not None else "ready"
+        return "failed" if self._future.exception() is not None else "ready"
+
+    @property
+    def ready(self) -> bool:
+        return self.state == "ready"
+
+    @property
+    def error(self) -> str | None:
+        """Why loading failed, for people; None while loading and after a success."""
+        if not self._future.done() or self._future.exception() is None:
+            return None
+        error = self._future.exception()
+        return str(error) or type(error).__name__
 
     def describe(self) -> dict[str, Any]:
         """What ``/healthz`` reports about the networks."""
-        report: dict[str, Any] = {"state": self.state}
-        if self._error is not None:
-            report["error"] = without_paths(self._error)
-        if self._analyzer is not None:
-            report["models"] = [asdict(info) for info in self._analyzer.models]
-            report["load_seconds"] = dict(self._analyzer.load_seconds)
+        report: dict[str, Any] = {"state": "loading" if self.state == "idle" else self.state}
+        if self.error is not None:
+            report["error"] = without_paths(self.error)
+        if self.ready:
+            analyzer = self._future.result()
+            report["models"] = [asdict(info) for info in analyzer.models]
+            report["load_seconds"] = dict(analyzer.load_seconds)
         return report
 
-    def analyze(self, image: DecodedImage, on_stage: StageCallback | None = None) -> Analysis:
+    def analyzer(self, wait_s: float | None = None) -> Analyzer:
+        """The loaded networks, waiting up to ``wait_s`` (default the loader's) for them.
+
+        Raises:
+            ModelsNotReady: still loading after the wait, or loading failed.
+        """
         self.start()
-        if not self._done.wait(self._wait_s):
+        if not self.done.wait(self._wait_s if wait_s is None else wait_s):
             raise ModelsNotReady("The networks are still loading; try again in a minute.")
-        if self._error is not None:
-            raise ModelsNotReady(f"The networks could not be loaded: {self._error}")
-        return self._analyzer.analyze(image, on_stage=on_stage)
+        if self.error is not None:
+            raise ModelsNotReady(f"The networks could not be loaded: {self.error}")
+        return self._future.result()
+
+    def analyze(self, image: DecodedImage, on_stage: StageCallback | None = None) -> Analysis:
+        return self.analyzer().analyze(image, on_stage=on_stage)
 
     def _run(self) -> None:
+        self._future.set_running_or_notify_cancel()
         try:
             load = self._load
             if load is None:
                 from picmetric_core.pipeline import get_analyzer
 
                 load = get_analyzer
-            self._analyzer = load(self.settings)
-            log.info("networks ready: %s", ", ".join(info.name for info in self._analyzer.models))
+            analyzer = load(self.settings)
+            if self._warm_up:
+                analyzer.analyze(warm_up_image(self.settings))
+            log.info("networks ready: %s", ", ".join(info.name for info in analyzer.models))
         except Exception as error:
             log.exception("loading the networks failed")
-            self._error = str(error) or type(error).__name__
+            self._mark_finished()
+            self._future.set_exception(error)
+        else:
+            self._mark_finished()
+            self._future.set_result(analyzer)
         finally:
-            self._done.set()
+            self.done.set()
+
+    def _mark_finished(self) -> None:
+        assert self._started_at is not None
+        self.seconds = round(time.perf_counter() - self._started_at, 1)
+
+
+def warm_up_image(settings: Settings) -> DecodedImage:
+    """A 640x480 noise image, decoded as an upload would be: enough to compile every network's path."""
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    noise = np.random.default_rng(0).integers(0, 256, (480, 640, 3), dtype=np.uint8)
+    Image.fromarray(noise).save(buffer, format="PNG")
+    return decode_for(settings, buffer.getvalue())

@@ -16,10 +16,9 @@ from typing import TYPE_CHECKING, TypeVar
 
 import numpy as np
 
-from picmetric_core.filters import RAW_DETECTION_SCORE, RAW_NMS_IOU
 from picmetric_core.intake.images import DecodedImage
 from picmetric_core.models.base import Classifier, Detector, FaceDetector
-from picmetric_core.results import Analysis, Classification, Face, ModelInfo
+from picmetric_core.results import RAW_DETECTION_SCORE, RAW_NMS_IOU, Analysis, Classification, ModelInfo
 from picmetric_core.similar.signature import signature_of
 
 if TYPE_CHECKING:
@@ -147,7 +146,7 @@ class Analyzer:
             "detector": lambda: self.detector.detect_batch(
                 rgbs, score_threshold=RAW_DETECTION_SCORE, iou_threshold=RAW_NMS_IOU
             ),
-            "faces": lambda: _faces_batch(self.faces, rgbs),
+            "faces": lambda: self.faces.detect_faces_batch(rgbs),
         }
 
     def _chunk_analyses(
@@ -192,7 +191,9 @@ class Analyzer:
     def runtime(self) -> RuntimeInfo:
         import keras
 
-        return RuntimeInfo(backend=keras.backend.backend(), device=_device_name(), load_seconds=self.load_seconds)
+        from picmetric_core.models.compiled import device_name
+
+        return RuntimeInfo(backend=keras.backend.backend(), device=device_name(), load_seconds=self.load_seconds)
 
 
 def _ignore_stage(_stage: str) -> None:
@@ -215,42 +216,21 @@ def _classify_with_features(
     return [(classes, None) for classes in classifier.classify_batch(rgbs, top_k=top_k)]
 
 
-def _faces_batch(faces: FaceDetector, rgbs: list[np.ndarray]) -> list[list[Face]]:
-    batched = getattr(faces, "detect_faces_batch", None)
-    if batched is not None:
-        return batched(rgbs)
-    return [faces.detect_faces(rgb) for rgb in rgbs]
-
-
-def _device_name() -> str:
-    import keras
-
-    if keras.backend.backend() == "tensorflow":
-        import tensorflow as tf
-
-        gpus = tf.config.list_logical_devices("GPU")
-        return gpus[0].name if gpus else "CPU"
-    if keras.backend.backend() == "jax":
-        import jax
-
-        return str(jax.devices()[0])
-    return "CPU"
-
-
 def load_analyzer(
     models_dir: Path,
     top_k: int = 5,
     parallel: bool = CONCURRENT_NETWORKS,
     face_detector: str = "auto",
-    precision: str | None = None,
+    precision: str = "float32",
+    device_nms: str = "auto",
 ) -> Analyzer:
     """Load the three networks, preferring full ResNet50/YOLOv3 weights when ``models_dir`` has them.
 
-    ``precision`` ("float32" or "mixed_bfloat16"; default ``$PICMETRIC_PRECISION``, else float32) is
-    the dtype policy the classifier and detector are built with.
+    ``precision`` ("float32" or "mixed_bfloat16") is the dtype policy the classifier and detector are
+    built with; ``device_nms`` ("auto", "on", "off") whether YOLO selects its detections on the device.
     """
     from picmetric_core.models.classifier import load_classifier
-    from picmetric_core.models.compiled import building_precision
+    from picmetric_core.models.compiled import building_precision, use_device_nms
     from picmetric_core.models.faces import load_face_detector
     from picmetric_core.models.yolo import load_detector
 
@@ -266,7 +246,8 @@ def load_analyzer(
     # thresholds would move.
     with building_precision(precision):
         classifier = timed_load("classifier", lambda: load_classifier(models_dir))
-        detector = timed_load("detector", lambda: load_detector(models_dir))
+        on_device = use_device_nms(device_nms)
+        detector = timed_load("detector", lambda: load_detector(models_dir, device_nms=on_device))
     return Analyzer(
         classifier=classifier,
         detector=detector,
@@ -277,16 +258,32 @@ def load_analyzer(
     )
 
 
-_analyzers: dict[Path, Analyzer] = {}
+AnalyzerKey = tuple[Path, int, str, str, str]
+_analyzers: dict[AnalyzerKey, Analyzer] = {}
 _analyzers_lock = threading.Lock()
 
 
+def analyzer_key(settings: Settings) -> AnalyzerKey:
+    """Every setting that shapes the analyzer: two settings with the same key share one."""
+    return (
+        settings.resolved_models_dir,
+        settings.classifier_top_k,
+        settings.face_detector,
+        settings.precision,
+        settings.device_nms,
+    )
+
+
 def get_analyzer(settings: Settings) -> Analyzer:
-    """The process-wide analyzer for ``settings.resolved_models_dir`` (loaded on first use)."""
-    models_dir = settings.resolved_models_dir
+    """The process-wide analyzer for these settings (loaded on first use, then shared)."""
+    key = analyzer_key(settings)
     with _analyzers_lock:
-        if models_dir not in _analyzers:
-            _analyzers[models_dir] = load_analyzer(
-                models_dir, top_k=settings.classifier_top_k, face_detector=settings.face_detector
+        if key not in _analyzers:
+            _analyzers[key] = load_analyzer(
+                settings.resolved_models_dir,
+                top_k=settings.classifier_top_k,
+                face_detector=settings.face_detector,
+                precision=settings.precision,
+                device_nms=settings.device_nms,
             )
-        return _analyzers[models_dir]
+        return _analyzers[key]

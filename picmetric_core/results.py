@@ -10,6 +10,12 @@ from typing import Any
 
 LANDMARK_NAMES = ("left_eye", "right_eye", "nose", "mouth_left", "mouth_right")
 
+# What the networks keep: the raw results' cut-offs, low so a viewer can re-filter below the display
+# defaults (``picmetric_core.filters``) without running a network again. Nothing under them is ever stored.
+RAW_DETECTION_SCORE = 0.1  # YOLO (box, class) pairs at or above this score
+RAW_NMS_IOU = 0.9  # YOLO's class-wise NMS overlap
+RAW_FACE_SCORE = 0.6  # MTCNN's O-Net probability (the mtcnn package's own default is 0.8)
+
 
 @dataclass(frozen=True)
 class Box:

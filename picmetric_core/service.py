@@ -41,6 +41,7 @@ from picmetric_core.store.database import create_database_engine, database_error
 from picmetric_core.store.history import AnalysisRecord, HistoryPage, HistoryQuery, LabelCount, LabelKind, TimeCount
 from picmetric_core.store.objects import ObjectKeys, ObjectNotFound, ObjectStore, analysis_key, open_store
 from picmetric_core.store.orm import analysis_row, utc_now
+from picmetric_core.views import to_json
 
 log = logging.getLogger(__name__)
 
@@ -397,14 +398,18 @@ def _ignore_stage(_stage: str) -> None:
 
 
 def _analysis_json(analysis: Analysis) -> bytes:
-    return json.dumps(analysis.to_dict(), default=_plain, separators=(",", ":")).encode()
+    return to_json(analysis.to_dict()).encode()
 
 
-def _plain(value: Any) -> Any:
-    """numpy scalars (which networks hand back) as Python numbers."""
-    if hasattr(value, "item"):
-        return value.item()
-    raise TypeError(f"cannot write {type(value).__name__} as JSON")
+def analyze_unstored(settings: Settings, image: DecodedImage, on_stage: StageCallback | None = None) -> Analysis:
+    """What the networks find in ``image``, stored nowhere: the CLI's way in.
+
+    ``picmetric analyze`` prints results (and writes files with ``--out``) without a history, so it
+    needs neither the database nor the object store that :class:`PicMetricService` opens.
+    """
+    from picmetric_core.pipeline import get_analyzer
+
+    return get_analyzer(settings).analyze(image, on_stage=on_stage)
 
 
 class _KeyedLocks:

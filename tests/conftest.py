@@ -15,6 +15,9 @@ pytest_plugins = ["tests.fixtures_services"]
 
 DARKNET_DATA = Path("/usr/share/darknet/data")
 
+LIMITS = {"max_bytes": 20 * 1024 * 1024, "max_pixels": 50_000_000}
+"""``decode_image``'s limits as the default settings set them (for helpers outside fixtures)."""
+
 
 def darknet_photo(name: str) -> Path:
     """A photo shipped by Debian's ``darknet`` package (bootstrap.sh installs it)."""
@@ -38,6 +41,17 @@ def png_bytes(rgb: np.ndarray) -> bytes:
     buffer = io.BytesIO()
     Image.fromarray(rgb).save(buffer, format="PNG")
     return buffer.getvalue()
+
+
+@pytest.fixture(scope="session")
+def limits() -> dict[str, int]:
+    """The intake limits of the default settings, as ``decode_image`` takes them."""
+    from picmetric_core.config import Settings
+
+    defaults = Settings.model_fields
+    shared = {"max_bytes": defaults["max_image_bytes"].default, "max_pixels": defaults["max_image_pixels"].default}
+    assert shared == LIMITS
+    return shared
 
 
 @pytest.fixture(scope="session")
@@ -70,3 +84,17 @@ def astronaut_png() -> bytes:
     from skimage import data
 
     return png_bytes(data.astronaut())
+
+
+NETWORK_FIXTURES = {"analyzer"}
+"""Fixtures that load the real networks: every test using one must be marked ``slow``."""
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    unmarked = [
+        item.nodeid
+        for item in items
+        if NETWORK_FIXTURES & set(getattr(item, "fixturenames", ())) and item.get_closest_marker("slow") is None
+    ]
+    if unmarked:
+        raise pytest.UsageError("these tests load the networks but are not marked slow:\n" + "\n".join(unmarked))

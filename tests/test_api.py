@@ -1,8 +1,10 @@
-"""The API as a client sees it: the real uvicorn process over HTTP, real photos, the real networks.
+"""The API as a client sees it: real photos, the real networks, SQLite and a local store.
 
-One server (SQLite and a local store under a temporary folder, the registry-shipped networks, an
-API token and a CORS origin) serves the module; photos for the URL endpoints come from a loopback
-HTTP server. The 503 tests start servers whose database or store is down.
+Most tests call the app in this process (``client``: FastAPI's ``TestClient``, sharing the suite's loaded
+networks); the real uvicorn process (``server``, with an API token and a CORS origin from its environment)
+serves the tests of what only a real server shows: the upload page, health and schema, the token, CORS,
+and the 503s of servers whose database or store is down. Photos for the URL endpoints come from a
+loopback HTTP server.
 """
 
 from __future__ import annotations
@@ -136,8 +138,24 @@ def server(tmp_path_factory, empty_models_dir: Path) -> Iterator[Server]:
 
 
 @pytest.fixture(scope="module")
-def client(server: Server) -> Iterator[httpx.Client]:
-    with server.client(headers=AUTH) as http_client:
+def client(tmp_path_factory, analyzer) -> Iterator[httpx.Client]:
+    """The same app as ``server``'s, in this process (``TestClient`` is an ``httpx.Client``), sharing the
+    networks the suite has loaded already; the real uvicorn process is kept for what only it can show."""
+    from fastapi.testclient import TestClient
+
+    from picmetric_core.api import create_app
+    from picmetric_core.lifecycle import ModelLoader
+    from tests.fixtures_services import make_settings
+
+    settings = make_settings(
+        tmp_path_factory.mktemp("api-in-process"),
+        allow_private_urls=True,
+        api_token=TOKEN,
+        cors_origins=[ORIGIN],
+        max_image_bytes=MAX_BYTES,
+    )
+    app = create_app(settings, loader=ModelLoader(settings, load=lambda _settings: analyzer))
+    with TestClient(app, base_url="http://testserver", headers=AUTH, raise_server_exceptions=False) as http_client:
         yield http_client
 
 

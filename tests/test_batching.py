@@ -18,15 +18,16 @@ from picmetric_core.pipeline import Analyzer
 from picmetric_core.results import Analysis
 from tests.conftest import png_bytes
 
-LIMITS = {"max_bytes": 20 * 1024 * 1024, "max_pixels": 50_000_000}
+pytestmark = pytest.mark.slow  # the real networks, loaded once per run
+
 REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
-def photos(dog_jpg, person_jpg, astronaut_png) -> list[DecodedImage]:
+def photos(limits, dog_jpg, person_jpg, astronaut_png) -> list[DecodedImage]:
     """Five real photos of five sizes: faces, a cat, a cup, a dog with vehicles, people with a horse."""
     sources = [astronaut_png, png_bytes(data.chelsea()), png_bytes(data.coffee()), dog_jpg, person_jpg]
-    images = [decode_image(source, **LIMITS) for source in sources]
+    images = [decode_image(source, **limits) for source in sources]
     assert len({image.rgb.shape for image in images}) == len(images)
     return images
 
@@ -87,15 +88,19 @@ def test_batched_mtcnn_equals_per_image(analyzer, photos):
 
 def test_unknown_precision_is_refused_and_the_global_policy_restored(monkeypatch):
     import keras
+    from pydantic import ValidationError
 
-    from picmetric_core.models.compiled import building_precision, precision
+    from picmetric_core.config import Settings
+    from picmetric_core.models.compiled import building_precision
 
     monkeypatch.setenv("PICMETRIC_PRECISION", "float8")
-    with pytest.raises(ValueError, match="PICMETRIC_PRECISION"):
-        precision()
+    with pytest.raises(ValidationError, match="PICMETRIC_PRECISION"):
+        Settings()
+    with pytest.raises(ValueError, match="unknown precision 'float8'"), building_precision("float8"):
+        pass
     monkeypatch.setenv("PICMETRIC_PRECISION", "mixed_bfloat16")
     before = keras.config.dtype_policy().name
-    with building_precision() as chosen:
+    with building_precision(Settings().precision) as chosen:
         assert chosen == "mixed_bfloat16" and keras.config.dtype_policy().name == "mixed_bfloat16"
     assert keras.config.dtype_policy().name == before
 

@@ -25,8 +25,8 @@ from picmetric_core.intake.images import (
     thumbnail_jpeg,
     too_many_bytes,
 )
+from tests.conftest import LIMITS
 
-LIMITS = {"max_bytes": 20 * 1024 * 1024, "max_pixels": 50_000_000}
 CHELSEA = data.chelsea()  # 300 × 451 RGB cat
 ASTRONAUT = data.astronaut()  # 512 × 512 RGB
 CAMERA = data.camera()  # 512 × 512 grayscale

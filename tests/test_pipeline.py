@@ -16,7 +16,7 @@ from picmetric_core.overlays import LANDMARK_COLORS, annotate_detections, render
 from picmetric_core.results import Analysis, Box, Detection
 from picmetric_core.views import NO_FACES, full_view, legacy_view
 
-LIMITS = {"max_bytes": 20 * 1024 * 1024, "max_pixels": 50_000_000}
+pytestmark = pytest.mark.slow  # the real networks, loaded once per run
 
 # Where the astronaut's features are in skimage's astronaut() (512×512), read off the photo.
 ASTRONAUT_FEATURES = {
@@ -29,14 +29,14 @@ ASTRONAUT_FEATURES = {
 
 
 @pytest.fixture(scope="module")
-def dog_analysis(analyzer, dog_jpg) -> tuple:
-    image = decode_image(dog_jpg, **LIMITS)
+def dog_analysis(limits, analyzer, dog_jpg) -> tuple:
+    image = decode_image(dog_jpg, **limits)
     return image, analyzer.analyze(image)
 
 
 @pytest.fixture(scope="module")
-def astronaut_analysis(analyzer, astronaut_png) -> tuple:
-    image = decode_image(astronaut_png, **LIMITS)
+def astronaut_analysis(limits, analyzer, astronaut_png) -> tuple:
+    image = decode_image(astronaut_png, **limits)
     return image, analyzer.analyze(image)
 
 
@@ -71,12 +71,12 @@ def test_astronaut_has_one_face_with_landmarks_on_eyes_nose_mouth(astronaut_anal
         assert face.box.x1 <= point.x <= face.box.x2 and face.box.y1 <= point.y <= face.box.y2
 
 
-def test_chelsea_is_a_cat(analyzer):
+def test_chelsea_is_a_cat(limits, analyzer):
     from skimage import data
 
     from tests.conftest import png_bytes
 
-    analysis = analyzer.analyze(decode_image(png_bytes(data.chelsea()), **LIMITS))
+    analysis = analyzer.analyze(decode_image(png_bytes(data.chelsea()), **limits))
     top3 = [c.label for c in analysis.classifications[:3]]
     assert {"tabby", "tiger cat", "Egyptian cat"} & set(top3), top3
 
@@ -162,8 +162,8 @@ def test_cli_analyzes_good_inputs_and_reports_bad_ones(analyzer, tmp_path, capsy
     assert sorted(p.suffix for p in out.iterdir()) == [".json", ".png", ".png"]
 
 
-def test_analyze_many_matches_one_at_a_time(analyzer, dog_jpg, person_jpg, astronaut_png):
-    images = [decode_image(data, **LIMITS) for data in (dog_jpg, person_jpg, astronaut_png)]
+def test_analyze_many_matches_one_at_a_time(limits, analyzer, dog_jpg, person_jpg, astronaut_png):
+    images = [decode_image(data, **limits) for data in (dog_jpg, person_jpg, astronaut_png)]
     batched = analyzer.analyze_many(images, batch_size=2)
     for image, together in zip(images, batched, strict=True):
         alone = analyzer.analyze(image)
@@ -184,7 +184,7 @@ from picmetric_core.pipeline import load_analyzer
 import keras
 assert keras.backend.backend() == "jax"
 settings = Settings(models_dir=sys.argv[1])
-analyzer = load_analyzer(Path(sys.argv[1]))
+analyzer = load_analyzer(Path(sys.argv[1]), device_nms=settings.device_nms)
 assert analyzer.detector.device_nms  # PICMETRIC_DEVICE_NMS=on: the GPU's path, here on JAX-CPU
 docs = [analyzer.analyze(decode_for(settings, Path(p).read_bytes())).to_dict() for p in sys.argv[2:]]
 print(json.dumps(docs))
@@ -192,7 +192,7 @@ print(json.dumps(docs))
 
 
 def test_the_whole_pipeline_runs_on_the_jax_backend_with_the_same_results(
-    analyzer, empty_models_dir, tmp_path, astronaut_png
+    limits, analyzer, empty_models_dir, tmp_path, astronaut_png
 ):
     import os
     import subprocess
@@ -215,7 +215,7 @@ def test_the_whole_pipeline_runs_on_the_jax_backend_with_the_same_results(
     )
     on_jax = [Analysis.from_dict(d) for d in json.loads(run.stdout.strip().splitlines()[-1])]
     for path, jax_analysis in zip(photos, on_jax, strict=True):
-        tf_analysis = analyzer.analyze(decode_image(path.read_bytes(), **LIMITS))
+        tf_analysis = analyzer.analyze(decode_image(path.read_bytes(), **limits))
         assert [c.label for c in jax_analysis.classifications] == [c.label for c in tf_analysis.classifications]
         for a, b in zip(shown(jax_analysis).detections, shown(tf_analysis).detections, strict=True):
             assert a.label == b.label and abs(a.score - b.score) < 1e-3 and a.box.iou(b.box) > 0.99
@@ -225,7 +225,7 @@ def test_the_whole_pipeline_runs_on_the_jax_backend_with_the_same_results(
 
 
 @pytest.mark.parametrize("parallel", [True, False])
-def test_each_network_is_reported_done_from_the_calling_thread(analyzer, parallel, astronaut_png):
+def test_each_network_is_reported_done_from_the_calling_thread(limits, analyzer, parallel, astronaut_png):
     import threading
 
     from picmetric_core.pipeline import Analyzer
@@ -233,7 +233,7 @@ def test_each_network_is_reported_done_from_the_calling_thread(analyzer, paralle
     caller = threading.get_ident()
     one_way = Analyzer(analyzer.classifier, analyzer.detector, analyzer.faces, parallel=parallel)
     steps: list[tuple[str, int]] = []
-    one_way.analyze(decode_image(astronaut_png, **LIMITS), on_stage=lambda s: steps.append((s, threading.get_ident())))
+    one_way.analyze(decode_image(astronaut_png, **limits), on_stage=lambda s: steps.append((s, threading.get_ident())))
     assert {thread for _, thread in steps} == {caller}  # Streamlit can only write from its own thread
     names = [name for name, _ in steps]
     for network in ("classifier", "detector", "faces"):

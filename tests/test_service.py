@@ -21,8 +21,6 @@ from picmetric_core.store.objects import ObjectKeys, RetryPolicy, S3Store, analy
 from picmetric_core.store.orm import AnalysisRow, DetectionRow, FaceRow
 from tests.fixtures_services import drop_pg_database, make_settings, s3_settings
 
-LIMITS = {"max_bytes": 20 * 1024 * 1024, "max_pixels": 50_000_000}
-
 
 class CountingAnalyzer:
     """The real analyzer, counting how often the networks run."""
@@ -59,13 +57,13 @@ def counting(analyzer) -> CountingAnalyzer:
 
 
 @pytest.fixture(scope="module")
-def dog(dog_jpg) -> DecodedImage:
-    return decode_image(dog_jpg, **LIMITS)
+def dog(limits, dog_jpg) -> DecodedImage:
+    return decode_image(dog_jpg, **limits)
 
 
 @pytest.fixture(scope="module")
-def astronaut(astronaut_png) -> DecodedImage:
-    return decode_image(astronaut_png, **LIMITS)
+def astronaut(limits, astronaut_png) -> DecodedImage:
+    return decode_image(astronaut_png, **limits)
 
 
 @pytest.fixture
@@ -86,6 +84,7 @@ def rows_in(url: str) -> dict[str, int]:
     return counts
 
 
+@pytest.mark.slow
 def test_round_trip_through_s3_and_postgres(s3_service, seaweed, bucket, fresh_pg_url, counting, dog):
     submission = s3_service.submit(dog, filename="dog.jpg")
 
@@ -139,6 +138,7 @@ def test_round_trip_through_s3_and_postgres(s3_service, seaweed, bucket, fresh_p
     assert counting.calls == 1 and recording.puts == []
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backend", ["sqlite", "postgres"])
 def test_same_photo_from_eight_threads_is_analysed_once(backend, request, tmp_path, counting, dog):
     if backend == "sqlite":
@@ -209,6 +209,7 @@ def test_two_processes_racing_on_one_image_store_one_row(backend, request, tmp_p
         service.close()
 
 
+@pytest.mark.slow
 def test_store_down_saves_nothing_and_says_so(tmp_path, fresh_pg_url, counting, dog):
     settings = make_settings(
         tmp_path,
@@ -229,6 +230,7 @@ def test_store_down_saves_nothing_and_says_so(tmp_path, fresh_pg_url, counting, 
     service.close()
 
 
+@pytest.mark.slow
 def test_database_failure_after_upload_is_retried_without_running_again(
     tmp_path, seaweed, bucket, fresh_pg_url, counting, astronaut
 ):
@@ -296,6 +298,7 @@ def test_database_down_fails_before_any_work(tmp_path, fresh_pg_url, dog):
     service.close()
 
 
+@pytest.mark.slow
 def test_submit_reports_each_step_as_it_starts_and_each_network_as_it_finishes(tmp_path, analyzer, dog):
     service = PicMetricService(make_settings(tmp_path), analyzer)
     steps: list[str] = []

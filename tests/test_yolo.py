@@ -263,15 +263,20 @@ def test_full_yolov3_refuses_wrong_float_count(
 
 
 def test_device_nms_setting(monkeypatch: pytest.MonkeyPatch, tiny: YoloDetector) -> None:
-    from picmetric_core.models.compiled import device_nms, on_accelerator
+    from pydantic import ValidationError
+
+    from picmetric_core.config import Settings
+    from picmetric_core.models.compiled import accelerator, use_device_nms
 
     monkeypatch.setenv("PICMETRIC_DEVICE_NMS", "sometimes")
-    with pytest.raises(ValueError, match="PICMETRIC_DEVICE_NMS"):
-        device_nms()
-    monkeypatch.setenv("PICMETRIC_DEVICE_NMS", "on")
-    assert YoloDetector(tiny.net, tiny.info, tiny.labels).device_nms
-    monkeypatch.setenv("PICMETRIC_DEVICE_NMS", "auto")
-    assert device_nms() is on_accelerator()  # on a CPU the host's NMS is cheaper
+    with pytest.raises(ValidationError, match="PICMETRIC_DEVICE_NMS"):
+        Settings()
+    monkeypatch.setenv("PICMETRIC_DEVICE_NMS", " On ")
+    assert Settings().device_nms == "on"
+    assert YoloDetector(tiny.net, tiny.info, tiny.labels, device_nms=use_device_nms(Settings().device_nms)).device_nms
+    monkeypatch.setenv("PICMETRIC_DEVICE_NMS", "")
+    assert Settings().device_nms == "auto"
+    assert use_device_nms("auto") is (accelerator() is not None)  # on a CPU the host's NMS is cheaper
 
 
 JAX_OVERFULL_SCRIPT = """
@@ -305,3 +310,105 @@ def test_nms_on_the_device_gives_the_host_detections_on_jax(tiny_weights: Path) 
         timeout=300,
     )
     assert run.returncode == 0 and run.stdout.strip().endswith("same"), run.stderr[-3000:]
+
+
+# Fidelity: darknet's own letterbox (src/image.c: letterbox_image, resize_image) and box mapping
+# (src/yolo_layer.c: correct_yolo_boxes), transcribed to numpy for OpenCV's Darknet importer.
+
+
+def _darknet_resize(im: np.ndarray, w: int, h: int) -> np.ndarray:
+    """darknet's ``resize_image``: bilinear with corners aligned, columns first, in float32."""
+    ih, iw = im.shape[:2]
+    w_scale = np.float32(iw - 1) / np.float32(w - 1) if w > 1 else np.float32(0)
+    h_scale = np.float32(ih - 1) / np.float32(h - 1) if h > 1 else np.float32(0)
+    sx = np.arange(w, dtype=np.float32) * w_scale
+    ix = sx.astype(np.int64)
+    dx = (sx - ix)[None, :, None]
+    part = (1 - dx) * im[:, ix] + dx * im[:, np.minimum(ix + 1, iw - 1)]
+    part[:, (np.arange(w) == w - 1) | (iw == 1)] = im[:, [iw - 1]]
+    sy = np.arange(h, dtype=np.float32) * h_scale
+    iy = sy.astype(np.int64)
+    dy = (sy - iy)[:, None, None]
+    below = np.where(((np.arange(h) == h - 1) | (ih == 1))[:, None, None], 0, dy * part[np.minimum(iy + 1, ih - 1)])
+    return ((1 - dy) * part[iy] + below).astype(np.float32)
+
+
+def _darknet_letterbox(rgb: np.ndarray, size: int) -> tuple[np.ndarray, int, int]:
+    """darknet's ``letterbox_image``: the (size, size, 3) input and the resized image's width and height."""
+    h, w = rgb.shape[:2]
+    if np.float32(size) / np.float32(w) < np.float32(size) / np.float32(h):
+        new_w, new_h = size, h * size // w
+    else:
+        new_w, new_h = w * size // h, size
+    canvas = np.full((size, size, 3), 0.5, np.float32)
+    dx, dy = (size - new_w) // 2, (size - new_h) // 2
+    canvas[dy : dy + new_h, dx : dx + new_w] = _darknet_resize(rgb.astype(np.float32) / 255, new_w, new_h)
+    return canvas, new_w, new_h
+
+
+def _darknet_corners(rows: np.ndarray, size: int, new_w: int, new_h: int, width: int, height: int) -> np.ndarray:
+    """darknet's ``correct_yolo_boxes`` (per axis), as corners in image pixels, clipped to the image."""
+    bx = (rows[:, 0] - (size - new_w) / 2 / size) / (new_w / size) * width
+    by = (rows[:, 1] - (size - new_h) / 2 / size) / (new_h / size) * height
+    bw, bh = rows[:, 2] * size / new_w * width, rows[:, 3] * size / new_h * height
+    corners = np.stack([bx - bw / 2, by - bh / 2, bx + bw / 2, by + bh / 2], axis=1)
+    return np.clip(corners, 0, [width, height, width, height])
+
+
+@pytest.mark.parametrize("width, height", [(768, 576), (640, 427), (773, 512), (1352, 900), (500, 500), (427, 640),
+                                           (301, 1999), (1999, 301), (417, 415), (3, 900)])
+def test_letterbox_places_the_image_where_darknet_does(width: int, height: int) -> None:
+    # Smooth, so that the two interpolations agree closely; never the border's gray.
+    ys, xs = np.mgrid[0:height, 0:width]
+    rgb = np.stack([xs * 200 // max(width - 1, 1), ys * 200 // max(height - 1, 1), (xs + ys) % 100], -1) + 130
+    rgb = rgb.astype(np.uint8)
+    theirs, new_w, new_h = _darknet_letterbox(rgb, 416)
+    ours, box = letterbox(rgb, 416)
+    assert (round(box.scale_x * width), round(box.scale_y * height)) == (new_w, new_h)
+    assert ((ours == 0.5).all(axis=2) == (theirs == 0.5).all(axis=2)).all()  # the same gray border
+    # Only the interpolation differs (OpenCV's half-pixel centres, darknet's aligned corners).
+    assert np.abs(ours - theirs).mean() < 0.01
+
+
+def test_boxes_map_back_per_axis_onto_the_whole_image(tiny: YoloDetector) -> None:
+    from picmetric_core.models.yolo import _to_image_corners
+
+    rgb = _photo("person.jpg")  # 640x424: 416x275 inside the square, 70.5 px of border above
+    height, width = rgb.shape[:2]
+    _, box = letterbox(rgb, 416)
+    placed = np.array([[(box.dx + box.scale_x * width / 2) / 416, (box.dy + box.scale_y * height / 2) / 416,
+                        box.scale_x * width / 416, box.scale_y * height / 416]])
+    np.testing.assert_allclose(_to_image_corners(placed, 416, box), [[0, 0, width, height]], atol=1e-9)
+
+
+@pytest.mark.parametrize("name", ["dog.jpg", "person.jpg", "horses.jpg", "eagle.jpg", "giraffe.jpg", "kite.jpg"])
+def test_detections_match_opencvs_darknet_importer_on_darknets_letterbox(
+    tiny: YoloDetector, opencv_tiny: cv2.dnn.Net, name: str
+) -> None:
+    from picmetric_core.models.yolo import _to_image_corners
+    from picmetric_core.nms import class_wise_nms
+
+    rgb = _photo(name)
+    height, width = rgb.shape[:2]
+    canvas, new_w, new_h = _darknet_letterbox(rgb, 416)
+    opencv_tiny.setInput(np.ascontiguousarray(canvas.transpose(2, 0, 1)[None]))
+    rows = np.concatenate(opencv_tiny.forward(opencv_tiny.getUnconnectedOutLayersNames()))
+    np.testing.assert_allclose(tiny.infer(canvas[None])[0][:, :5], rows[:, :5], atol=1e-3)
+
+    # Our mapping of the same rows: darknet's but for its half-pixel offset when the border is odd.
+    _, box = letterbox(rgb, 416)
+    ours_mapped = _to_image_corners(rows[:, :4], 416, box)
+    darknet_mapped = _darknet_corners(rows[:, :4], 416, new_w, new_h, width, height)
+    assert np.abs(ours_mapped - darknet_mapped).max() <= 0.5 / min(box.scale_x, box.scale_y) + 1e-3
+
+    box_idx, class_idx = np.nonzero(rows[:, 5:] >= DISPLAY["score_threshold"])
+    scores = rows[box_idx, 5 + class_idx]
+    reference = [
+        Detection(tiny.labels[class_idx[i]], int(class_idx[i]), float(scores[i]), Box(*darknet_mapped[box_idx[i]]))
+        for i in class_wise_nms(darknet_mapped[box_idx], scores, class_idx, DISPLAY["iou_threshold"])
+    ]
+    ours = tiny.detect(rgb, **DISPLAY)
+    assert reference and sorted(d.label for d in ours) == sorted(d.label for d in reference)
+    for theirs in reference:
+        twin = max(ours, key=lambda d: (d.class_id == theirs.class_id) * d.box.iou(theirs.box))
+        assert twin.box.iou(theirs.box) > 0.9 and abs(twin.score - theirs.score) < 0.06, (theirs, twin)

@@ -7,8 +7,9 @@ FastAPI runs in its thread pool, never on the event loop. The analyzer is thread
 serialises its own inference), so concurrent requests share it.
 
 Example:
-    >>> app = create_app(Settings(data_dir="/tmp/picmetric"))
-    >>> sorted({route.path for route in app.routes if route.path.startswith("/v1/analyses/{md5}")})
+    >>> from picmetric_core.config import Settings
+    >>> app = create_app(Settings(_env_file=None, data_dir="/tmp/picmetric"))
+    >>> sorted(path for path in app.openapi()["paths"] if path.startswith("/v1/analyses/{md5}"))
     ['/v1/analyses/{md5}', '/v1/analyses/{md5}/similar', '/v1/analyses/{md5}/{kind}']
 """
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hmac
-import json
 import logging
 import re
 import threading
@@ -22,6 +21,7 @@ from picmetric_core.filters import DEFAULT_THRESHOLDS, DisplayThresholds
 from picmetric_core.intake.fetch import FetchSlots
 from picmetric_core.lifecycle import ModelLoader
 from picmetric_core.service import PicMetricService, Submission
+from picmetric_core.views import to_json
 
 log = logging.getLogger(__name__)
 
@@ -151,14 +151,4 @@ def object_urls(request: Request, submission: Submission) -> dict[str, str]:
 
 
 def json_response(content: Any, *, status: int = 200, headers: dict[str, str] | None = None) -> Response:
-    body = json.dumps(content, default=_plain, separators=(",", ":")).encode()
-    return Response(body, status_code=status, media_type="application/json", headers=headers)
-
-
-def _plain(value: Any) -> Any:
-    """numpy scalars and arrays (which networks hand back) as Python values."""
-    if hasattr(value, "tolist"):
-        return value.tolist()
-    if hasattr(value, "item"):
-        return value.item()
-    raise TypeError(f"cannot write {type(value).__name__} as JSON")
+    return Response(to_json(content).encode(), status_code=status, media_type="application/json", headers=headers)

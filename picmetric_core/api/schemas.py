@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
+from datetime import datetime
+from typing import Any, Literal
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict, Field
 
 
 class ErrorBody(BaseModel):
@@ -24,6 +25,162 @@ class LegacyResponse(BaseModel):
     yolov3: str | None
     yolov3_source: str
     faces_source: str
+
+
+# The v1 bodies, field for field as picmetric_core.views builds them (results.py's dataclasses).
+
+
+class V1Body(BaseModel):
+    """A v1 body documents every field it has: nothing undocumented is sent."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class BoxBody(V1Body):
+    """Corners in the image's pixels, origin top-left."""
+
+    x1: float
+    y1: float
+    x2: float
+    y2: float
+
+
+class PointBody(V1Body):
+    x: float
+    y: float
+
+
+class ClassificationBody(V1Body):
+    """One ImageNet class; ``score`` is a softmax probability."""
+
+    label: str
+    class_id: int
+    score: float
+
+
+class DetectionBody(V1Body):
+    """One COCO object."""
+
+    label: str
+    class_id: int
+    score: float
+    box: BoxBody
+
+
+class FaceBody(V1Body):
+    """One face with its five landmarks (left_eye, right_eye, nose, mouth_left, mouth_right)."""
+
+    score: float
+    box: BoxBody
+    landmarks: dict[str, PointBody]
+
+
+class ModelInfoBody(V1Body):
+    """Which network and weights ran for one role; ``full`` is false for an offline stand-in."""
+
+    role: str
+    name: str
+    weights: str
+    full: bool
+    input_size: int | None = None
+    note: str = ""
+
+
+class ThresholdsBody(V1Body):
+    min_detection_score: float
+    nms_iou: float
+    min_face_score: float
+
+
+class ShownBody(V1Body):
+    """What a viewer sees at ``thresholds`` (the query's, else the defaults)."""
+
+    thresholds: ThresholdsBody
+    detections: list[DetectionBody]
+    faces: list[FaceBody]
+
+
+class ObjectLinksBody(V1Body):
+    """Links to the stored original, both overlays and the thumbnail."""
+
+    original: str
+    detections: str
+    faces: str
+    thumbnail: str
+
+
+class ObjectKeysBody(V1Body):
+    """The objects' keys in the store."""
+
+    original: str
+    detections: str
+    faces: str
+    thumbnail: str
+
+
+class RecordBody(V1Body):
+    """Where the image came from and where its objects are."""
+
+    md5: str
+    created_at: datetime
+    filename: str | None
+    source: Literal["upload", "url"]
+    source_url: str | None
+    content_type: str
+    byte_size: int
+    width: int
+    height: int
+    keys: ObjectKeysBody
+
+
+class NearDuplicateBody(V1Body):
+    """A stored photo that is the same picture as this one (resized, re-encoded, lightly cropped)."""
+
+    md5: str
+    distance: int = Field(description="How many of the 64 bits of the two perceptual hashes differ")
+
+
+class AnalysisBody(V1Body):
+    """A stored analysis: raw results (kept at low thresholds), what is shown, models, timings, links."""
+
+    md5: str
+    width: int
+    height: int
+    classifications: list[ClassificationBody]
+    detections: list[DetectionBody]
+    faces: list[FaceBody]
+    models: list[ModelInfoBody]
+    timings_ms: dict[str, float]
+    shown: ShownBody
+    urls: ObjectLinksBody
+    record: RecordBody
+    seen_before: bool = Field(description="True when no network ran for this request")
+    near_duplicates: list[NearDuplicateBody] = Field(description="Stored photos that are the same picture")
+
+
+class AnalysisPageBody(V1Body):
+    """One page of past analyses, newest first."""
+
+    items: list[AnalysisBody]
+    next_cursor: str | None = Field(description="Pass as `cursor` for the next page; null on the last")
+    page: int
+    limit: int
+    total: int | None = Field(description="How many match in all, with `with_total=true`")
+
+
+class NetworksBody(V1Body):
+    """Whether the networks are loaded."""
+
+    state: Literal["loading", "ready", "failed"]
+    error: str | None = None
+    models: list[ModelInfoBody] | None = None
+    load_seconds: dict[str, float] | None = None
+
+
+class HealthBody(V1Body):
+    status: Literal["ok"]
+    version: str
+    networks: NetworksBody
 
 
 ERRORS: dict[int | str, dict[str, Any]] = {

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from PIL import Image, ImageOps
 
+from picmetric_core import formats
 from picmetric_core.errors import CorruptImage, ImageTooLarge, NotAnImage
 
 if TYPE_CHECKING:
@@ -31,17 +32,10 @@ if TYPE_CHECKING:
 SUPPORTED_FORMATS = "JPEG, PNG, WebP, GIF, BMP or TIFF"
 """The formats PicMetric reads, as a user should read them."""
 
-CONTENT_TYPES: dict[str, str] = {
-    "JPEG": "image/jpeg",
-    "PNG": "image/png",
-    "WEBP": "image/webp",
-    "GIF": "image/gif",
-    "BMP": "image/bmp",
-    "TIFF": "image/tiff",
-}
-"""Pillow format name → the content type PicMetric reports and serves."""
+CONTENT_TYPES: dict[str, str] = formats.CONTENT_TYPE_BY_NAME
+"""Pillow format name → the content type PicMetric reports and serves (from :mod:`picmetric_core.formats`)."""
 
-UPLOAD_EXTENSIONS = ("jpg", "jpeg", "png", "webp", "gif", "bmp", "tif", "tiff")
+UPLOAD_EXTENSIONS = formats.UPLOAD_EXTENSIONS
 """File-name endings an upload widget may offer (a hint for the picker only; decoding sniffs content)."""
 
 NOT_AN_IMAGE_MESSAGE = f"This file is not an image PicMetric can read ({SUPPORTED_FORMATS})."

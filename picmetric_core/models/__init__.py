@@ -1,1 +1,2 @@
-"""The networks: the classifier, the YOLO detector, MTCNN, their weight files and the compiled forward passes."""
+"""The networks, image in and typed results out: the classifier, the YOLO detector and MTCNN, with their
+weight files and compiled forward passes."""

@@ -39,3 +39,7 @@ class FaceDetector(Protocol):
     def detect_faces(self, rgb: np.ndarray, min_confidence: float = 0.5) -> list[Face]:
         """Every face in an HxWx3 uint8 RGB image with its five landmarks."""
         ...
+
+    def detect_faces_batch(self, images: list[np.ndarray], min_confidence: float = 0.5) -> list[list[Face]]:
+        """:meth:`detect_faces` for several images, one list per image, in order."""
+        ...

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
@@ -11,54 +10,58 @@ import numpy as np
 
 Forward = Callable[[np.ndarray], np.ndarray]
 
-PRECISION_ENV = "PICMETRIC_PRECISION"
 PRECISIONS = ("float32", "mixed_bfloat16")
-DEVICE_NMS_ENV = "PICMETRIC_DEVICE_NMS"
+DEVICE_NMS_MODES = ("auto", "on", "off")
 
 
-def precision() -> str:
-    """The dtype policy the classifier and detector are built with: ``$PICMETRIC_PRECISION``, else float32.
+def accelerator() -> str | None:
+    """The GPU/TPU the Keras backend computes on, by name, or None on the host's CPU.
 
-    ``mixed_bfloat16`` computes in bfloat16 with float32 weights; it pays on GPUs (tensor cores) and
-    changes scores in the third decimal, so float32 stays the default.
+    The one place that asks the backend which device it uses.
     """
-    value = os.environ.get(PRECISION_ENV, "").strip() or "float32"
-    if value not in PRECISIONS:
-        raise ValueError(f"{PRECISION_ENV}={value!r}: use one of {', '.join(PRECISIONS)}")
-    return value
-
-
-def on_accelerator() -> bool:
-    """Whether the Keras backend computes on a GPU/TPU rather than the host's CPU."""
     backend = keras.backend.backend()
     if backend == "jax":
         import jax
 
-        return jax.default_backend() != "cpu"
+        device = jax.devices()[0]
+        return None if device.platform == "cpu" else str(device)
     if backend == "tensorflow":
         import tensorflow as tf
 
-        return bool(tf.config.list_logical_devices("GPU"))
+        gpus = tf.config.list_logical_devices("GPU")
+        return gpus[0].name if gpus else None
     if backend == "torch":
         import torch
 
-        return torch.cuda.is_available()
-    return False
+        return torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+    return None
 
 
-def device_nms() -> bool:
-    """Whether YOLO thresholds and suppresses on the device, after the network: ``$PICMETRIC_DEVICE_NMS``
-    (``on``/``off``), by default only on an accelerator (on a CPU the host's NMS on the few passing
-    boxes is cheaper than the device's fixed 1,024×1,024 overlap matrix: measured +5 ms an image)."""
-    value = os.environ.get(DEVICE_NMS_ENV, "").strip().lower() or "auto"
-    if value not in ("auto", "on", "off"):
-        raise ValueError(f"{DEVICE_NMS_ENV}={value!r}: use auto, on or off")
-    return on_accelerator() if value == "auto" else value == "on"
+def device_name() -> str:
+    """What the networks compute on, for people: the accelerator's name, else ``"CPU"``."""
+    return accelerator() or "CPU"
+
+
+def use_device_nms(mode: str = "auto") -> bool:
+    """Whether YOLO thresholds and suppresses on the device, after the network, for a
+    ``Settings.device_nms`` mode: ``on``, ``off``, or ``auto`` = only on an accelerator (on a CPU the
+    host's NMS on the few passing boxes is cheaper than the device's fixed 1,024x1,024 overlap matrix:
+    measured +5 ms an image).
+
+    >>> use_device_nms("on"), use_device_nms("off")
+    (True, False)
+    """
+    if mode not in DEVICE_NMS_MODES:
+        raise ValueError(f"unknown device NMS mode {mode!r}: use one of {', '.join(DEVICE_NMS_MODES)}")
+    return accelerator() is not None if mode == "auto" else mode == "on"
 
 
 @contextmanager
-def building_precision(policy: str | None = None) -> Iterator[str]:
-    """Layers built inside use ``policy`` (default :func:`precision`); the global policy is restored after.
+def building_precision(policy: str = "float32") -> Iterator[str]:
+    """Layers built inside use ``policy`` (``Settings.precision``); the global policy is restored after.
+
+    ``mixed_bfloat16`` computes in bfloat16 with float32 weights; it pays on GPUs (tensor cores) and
+    changes scores in the third decimal, so float32 stays the default.
 
     Example:
         >>> with building_precision("mixed_bfloat16"):
@@ -66,7 +69,7 @@ def building_precision(policy: str | None = None) -> Iterator[str]:
         >>> model.layers[2].compute_dtype
         'bfloat16'
     """
-    chosen = policy or precision()
+    chosen = policy
     if chosen not in PRECISIONS:
         raise ValueError(f"unknown precision {chosen!r}: use one of {', '.join(PRECISIONS)}")
     previous = keras.config.dtype_policy()

@@ -10,7 +10,7 @@ from __future__ import annotations
 import keras
 import numpy as np
 
-FRAME_COLUMNS = ("scale", "dx", "dy", "width", "height")
+FRAME_COLUMNS = ("scale_x", "scale_y", "dx", "dy", "width", "height")
 """Per image, where it sits in the letterboxed input (see ``yolo.Letterbox``), one row each."""
 
 
@@ -19,7 +19,7 @@ def select_detections(decoded, frames, score_threshold, iou_threshold, *, size: 
 
     Args:
         decoded: ``(N, boxes, 5 + classes)`` rows of cx, cy, w, h (input fractions), objectness, scores.
-        frames: ``(N, 5)`` float32, the columns of :data:`FRAME_COLUMNS`.
+        frames: ``(N, 6)`` float32, the columns of :data:`FRAME_COLUMNS`.
         score_threshold, iou_threshold: scalars, as ``postprocess`` takes them.
         size: the network input side; static.
         capacity: how many (box, class) pairs per image are considered; static.
@@ -51,11 +51,11 @@ def select_detections(decoded, frames, score_threshold, iou_threshold, *, size: 
 def _image_corners(centres, frames, size: int):
     """``(N, K, 4)`` cx, cy, w, h input fractions to x1, y1, x2, y2 image pixels, clipped to the image."""
     ops = keras.ops
-    scale, dx, dy, width, height = (ops.expand_dims(frames[:, i], -1) for i in range(5))
-    cx = (centres[..., 0] * size - dx) / scale
-    cy = (centres[..., 1] * size - dy) / scale
-    half_w = centres[..., 2] * size / scale / 2
-    half_h = centres[..., 3] * size / scale / 2
+    scale_x, scale_y, dx, dy, width, height = (ops.expand_dims(frames[:, i], -1) for i in range(len(FRAME_COLUMNS)))
+    cx = (centres[..., 0] * size - dx) / scale_x
+    cy = (centres[..., 1] * size - dy) / scale_y
+    half_w = centres[..., 2] * size / scale_x / 2
+    half_h = centres[..., 3] * size / scale_y / 2
     return ops.stack(
         [
             ops.clip(cx - half_w, 0.0, width),
@@ -68,7 +68,7 @@ def _image_corners(centres, frames, size: int):
 
 
 def _pairwise_iou(corners):
-    """``(N, K, K)`` IoU, computed as ``filters.non_max_suppression`` computes it."""
+    """``(N, K, K)`` IoU, computed as ``nms.greedy_nms`` computes it."""
     ops = keras.ops
     a, b = ops.expand_dims(corners, 2), ops.expand_dims(corners, 1)
     area = ops.relu(corners[..., 2] - corners[..., 0]) * ops.relu(corners[..., 3] - corners[..., 1])

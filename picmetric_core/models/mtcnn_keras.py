@@ -23,17 +23,16 @@ from keras import layers
 from picmetric_core.models import pyramid_mosaic as mosaic
 from picmetric_core.models.compiled import compiled_predict
 from picmetric_core.models.weights import weights_label
-from picmetric_core.results import LANDMARK_NAMES, Box, Face, ModelInfo, Point
+from picmetric_core.results import LANDMARK_NAMES, RAW_FACE_SCORE, Box, Face, ModelInfo, Point
 
-# The package's defaults (mtcnn/stages/*.py), except the O-Net threshold, which faces.py also lowers
-# so a viewer can lower the face slider without running the network again.
+# The package's defaults (mtcnn/stages/*.py), except the O-Net threshold: the raw results' face cut-off.
 MIN_FACE_SIZE = 20
 SCALE_FACTOR = 0.709
 PNET_WINDOW = 12
 PNET_STRIDE = 2
 THRESHOLD_PNET = 0.6
 THRESHOLD_RNET = 0.7
-RAW_ONET_THRESHOLD = 0.6
+RAW_ONET_THRESHOLD = RAW_FACE_SCORE
 NMS_PNET_SCALE = 0.5
 NMS_PNET_ALL = 0.7
 NMS_RNET = 0.7
@@ -194,7 +193,7 @@ def pairwise_overlap(first: np.ndarray, second: np.ndarray, method: str) -> np.n
 def package_nms(boxes: np.ndarray, threshold: float, method: str = "union", chunk: int = 1024) -> np.ndarray:
     """The package's one-pass NMS on score-sorted rows: a box goes if ANY better box overlaps it.
 
-    Unlike greedy NMS (``filters.non_max_suppression``) a suppressed box still suppresses: that is what
+    Unlike greedy NMS (:mod:`picmetric_core.nms`) a suppressed box still suppresses: that is what
     ``mtcnn.utils.bboxes.nms`` does, and the results must match it. Column chunks bound the memory.
     """
     keep = np.ones(len(boxes), bool)

@@ -23,7 +23,7 @@ from typing import IO, Any
 
 import numpy as np
 
-from picmetric_core.errors import WeightsError
+from picmetric_core.errors import UnsafePickleError, WeightsError
 
 LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
 LEGACY_PROTOCOL = 1001
@@ -39,10 +39,6 @@ STORAGE_DTYPES = {
     "ByteStorage": np.uint8,
     "BoolStorage": np.bool_,
 }
-
-
-class UnsafePickleError(WeightsError):
-    """The pickle asks for something a state dict never needs (and an attacker might)."""
 
 
 @dataclass

@@ -18,11 +18,11 @@ import keras
 import numpy as np
 
 from picmetric_core.errors import WeightsError
-from picmetric_core.filters import non_max_suppression
 from picmetric_core.models import compiled, weights
 from picmetric_core.models.coco import official_name
 from picmetric_core.models.darknet import DarknetNet, YoloHead, load_darknet
 from picmetric_core.models.device_nms import FRAME_COLUMNS, select_detections
+from picmetric_core.nms import class_wise_nms
 from picmetric_core.results import Box, Detection, ModelInfo
 
 LETTERBOX_GRAY = 0.5  # darknet's letterbox fill
@@ -38,9 +38,10 @@ OVERFULL_IMAGES_PER_CALL = 4
 
 @dataclass(frozen=True)
 class Letterbox:
-    """Where an image landed inside the square network input: scale, then offset."""
+    """Where an image landed inside the square network input: scaled per axis, then offset."""
 
-    scale: float
+    scale_x: float  # resized width / original width
+    scale_y: float  # resized height / original height
     dx: int
     dy: int
     width: int  # original image size
@@ -50,6 +51,20 @@ class Letterbox:
 def read_labels(path: Path = weights.COCO_NAMES) -> tuple[str, ...]:
     """Class names, one a line, in class-id order, with darknet's spellings turned into official COCO names."""
     return tuple(official_name(line.strip()) for line in path.read_text().splitlines() if line.strip())
+
+
+def letterbox_size(width: int, height: int, size: int) -> tuple[int, int]:
+    """The resized image's width and height inside a ``size`` square, by integer division as darknet's
+    ``letterbox_image`` sizes it (rounding to nearest would give a 1-px different input on many photos).
+
+    >>> letterbox_size(768, 576, 416), letterbox_size(500, 375, 416), letterbox_size(375, 500, 416)
+    ((416, 312), (416, 312), (312, 416))
+    >>> letterbox_size(640, 427, 416)
+    (416, 277)
+    """
+    if width > height:  # darknet: (float)w / im.w < (float)h / im.h
+        return size, max(1, height * size // width)
+    return max(1, width * size // height), size
 
 
 def letterbox(rgb: np.ndarray, size: int) -> tuple[np.ndarray, Letterbox]:
@@ -65,13 +80,12 @@ def letterbox(rgb: np.ndarray, size: int) -> tuple[np.ndarray, Letterbox]:
     if rgb.ndim != 3 or rgb.shape[2] != 3:
         raise ValueError(f"expected an HxWx3 RGB image, got shape {rgb.shape}")
     height, width = rgb.shape[:2]
-    scale = min(size / width, size / height)
-    new_w, new_h = max(1, round(width * scale)), max(1, round(height * scale))
+    new_w, new_h = letterbox_size(width, height, size)
     resized = cv2.resize(rgb, (new_w, new_h), interpolation=cv2.INTER_LINEAR)
     canvas = np.full((size, size, 3), LETTERBOX_GRAY, dtype=np.float32)
     dx, dy = (size - new_w) // 2, (size - new_h) // 2
     canvas[dy : dy + new_h, dx : dx + new_w] = resized.astype(np.float32) / 255.0
-    return canvas, Letterbox(scale, dx, dy, width, height)
+    return canvas, Letterbox(new_w / width, new_h / height, dx, dy, width, height)
 
 
 def decode_head(raw: keras.KerasTensor, head: YoloHead, input_size: int) -> keras.KerasTensor:
@@ -103,9 +117,9 @@ def decoding_model(net: DarknetNet) -> keras.Model:
 
 def _to_image_corners(rows: np.ndarray, size: int, box: Letterbox) -> np.ndarray:
     """(n, 4) [cx, cy, w, h] input fractions to (n, 4) [x1, y1, x2, y2] clipped image pixels."""
-    cx = (rows[:, 0] * size - box.dx) / box.scale
-    cy = (rows[:, 1] * size - box.dy) / box.scale
-    half_w, half_h = rows[:, 2] * size / box.scale / 2, rows[:, 3] * size / box.scale / 2
+    cx = (rows[:, 0] * size - box.dx) / box.scale_x
+    cy = (rows[:, 1] * size - box.dy) / box.scale_y
+    half_w, half_h = rows[:, 2] * size / box.scale_x / 2, rows[:, 3] * size / box.scale_y / 2
     corners = np.stack([cx - half_w, cy - half_h, cx + half_w, cy + half_h], axis=1)
     return np.clip(corners, 0, [box.width, box.height, box.width, box.height])
 
@@ -131,19 +145,15 @@ def postprocess(
         top = np.argsort(-candidate_scores, kind="stable")[:MAX_CANDIDATES]  # ties: as top_k on the device
         box_idx, class_idx, candidate_scores = box_idx[top], class_idx[top], candidate_scores[top]
     corners = _to_image_corners(decoded[box_idx, :4], size, box)
-    detections = []
-    for class_id in np.unique(class_idx):
-        members = np.flatnonzero(class_idx == class_id)
-        for i in members[non_max_suppression(corners[members], candidate_scores[members], iou_threshold)]:
-            x1, y1, x2, y2 = (float(v) for v in corners[i])
-            if x2 > x1 and y2 > y1:  # boxes wholly outside the image clip to nothing
-                box_i = Box(x1, y1, x2, y2)
-                detections.append(Detection(labels[class_id], int(class_id), float(candidate_scores[i]), box_i))
-    return sorted(detections, key=lambda d: -d.score)
+    # Boxes wholly outside the image clip to nothing and are never kept.
+    return [
+        Detection(labels[class_idx[i]], int(class_idx[i]), float(candidate_scores[i]), Box(*map(float, corners[i])))
+        for i in class_wise_nms(corners, candidate_scores, class_idx, iou_threshold)
+    ]
 
 
 def frames(boxes: Sequence[Letterbox]) -> np.ndarray:
-    """``(N, 5)`` float32 rows of scale, dx, dy, width, height: what ``device_nms`` needs to map boxes."""
+    """``(N, 6)`` float32 rows of :data:`FRAME_COLUMNS`: what ``device_nms`` needs to map boxes."""
     return np.array([[getattr(b, column) for column in FRAME_COLUMNS] for b in boxes], np.float32)
 
 
@@ -163,8 +173,9 @@ class YoloDetector:
     """A :class:`~picmetric_core.models.base.Detector` over a darknet YOLOv3-family network.
 
     Build it once per process (see :func:`load_darknet_detector`); ``detect`` may be called
-    from several threads. ``device_nms`` (default :func:`~picmetric_core.models.compiled.device_nms`)
-    thresholds and suppresses on the device, after the network, so only detections leave it.
+    from several threads. ``device_nms`` (default: only on an accelerator, see
+    :func:`~picmetric_core.models.compiled.use_device_nms`) thresholds and suppresses on the device,
+    after the network, so only detections leave it.
 
     Example:
         >>> detector = load_detector(Path("models"))
@@ -185,7 +196,7 @@ class YoloDetector:
         self.model = decoding_model(net)
         self._infer = compiled.compiled_forward(self.model, net.input_size)
         if device_nms is None:
-            device_nms = compiled.device_nms()
+            device_nms = compiled.use_device_nms()
         self._select = None
         if device_nms:
             self._forward_on_device = compiled.device_forward(self.model)
@@ -258,12 +269,18 @@ class YoloDetector:
         return tuple(keras.ops.convert_to_numpy(o) for o in outputs)
 
 
-_CACHE: dict[tuple[Path, Path, int, str], YoloDetector] = {}
+_CACHE: dict[tuple[Path, Path, int, str, bool], YoloDetector] = {}
 _CACHE_LOCK = threading.Lock()
 
 
 def load_darknet_detector(
-    cfg_path: Path, weights_path: Path, name: str, full: bool, input_size: int = 416, note: str = ""
+    cfg_path: Path,
+    weights_path: Path,
+    name: str,
+    full: bool,
+    input_size: int = 416,
+    note: str = "",
+    device_nms: bool | None = None,
 ) -> YoloDetector:
     """The detector for one cfg + weights pair, built once per process and then shared.
 
@@ -274,28 +291,33 @@ def load_darknet_detector(
         full: True for the intended full model, False for the offline stand-in.
         input_size: network input side (multiple of 32); the cfg's own size is ignored.
         note: shown in :class:`ModelInfo`.
+        device_nms: select detections on the device (default: only on an accelerator).
 
     Raises:
         WeightsError: the weights do not fit the cfg.
     """
-    key = (cfg_path.resolve(), weights_path.resolve(), input_size, keras.config.dtype_policy().name)
+    if device_nms is None:
+        device_nms = compiled.use_device_nms()
+    key = (cfg_path.resolve(), weights_path.resolve(), input_size, keras.config.dtype_policy().name, device_nms)
     with _CACHE_LOCK:
         if key not in _CACHE:
             net = load_darknet(cfg_path, weights_path, input_size)
             info = ModelInfo("detector", name, weights.weights_label(weights_path), full, input_size, note)
-            _CACHE[key] = YoloDetector(net, info, read_labels())
+            _CACHE[key] = YoloDetector(net, info, read_labels(), device_nms=device_nms)
         return _CACHE[key]
 
 
-def load_detector(models_dir: Path) -> YoloDetector:
+def load_detector(models_dir: Path, device_nms: bool | None = None) -> YoloDetector:
     """Full YOLOv3-416 when its weights are in ``models_dir``, else the shipped YOLOv3-tiny.
+
+    ``device_nms``: select detections on the device (default: only on an accelerator).
 
     Raises:
         WeightsError: neither weights file is available.
     """
     full = weights.locate(weights.YOLOV3, models_dir)
     if full is not None:
-        return load_darknet_detector(weights.YOLOV3_CFG, full, "YOLOv3", full=True)
+        return load_darknet_detector(weights.YOLOV3_CFG, full, "YOLOv3", full=True, device_nms=device_nms)
     tiny = weights.locate(weights.YOLOV3_TINY, models_dir)
     if tiny is None:
         raise WeightsError(
@@ -303,4 +325,6 @@ def load_detector(models_dir: Path) -> YoloDetector:
             f"{weights.YOLOV3_TINY.package} package (YOLOv3-tiny) is not installed"
         )
     note = f"stand-in: {weights.YOLOV3.filename} not found in {models_dir}"
-    return load_darknet_detector(weights.YOLOV3_TINY_CFG, tiny, "YOLOv3-tiny", full=False, note=note)
+    return load_darknet_detector(
+        weights.YOLOV3_TINY_CFG, tiny, "YOLOv3-tiny", full=False, note=note, device_nms=device_nms
+    )

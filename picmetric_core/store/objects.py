@@ -18,20 +18,14 @@ from typing import Any, Protocol, TypeVar
 
 from picmetric_core.config import Settings
 from picmetric_core.errors import StoreUnavailable
+from picmetric_core.formats import CONTENT_TYPE_BY_EXTENSION, EXTENSION_BY_CONTENT_TYPE, UNKNOWN_EXTENSION
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-EXTENSIONS = {
-    "image/jpeg": "jpg",
-    "image/png": "png",
-    "image/webp": "webp",
-    "image/gif": "gif",
-    "image/bmp": "bmp",
-    "image/tiff": "tiff",
-}
-CONTENT_TYPES = {ext: content_type for content_type, ext in EXTENSIONS.items()} | {"json": "application/json"}
+EXTENSIONS = EXTENSION_BY_CONTENT_TYPE
+CONTENT_TYPES = CONTENT_TYPE_BY_EXTENSION | {"json": "application/json"}
 
 
 class ObjectNotFound(LookupError):
@@ -56,7 +50,7 @@ class ObjectKeys:
             '4f055f233ff79efdb5fdd377b2161c45/original.jpg'
         """
         return cls(
-            original=f"{md5}/original.{EXTENSIONS.get(content_type, 'bin')}",
+            original=f"{md5}/original.{EXTENSIONS.get(content_type, UNKNOWN_EXTENSION)}",
             detections=f"{md5}/detections.png",
             faces=f"{md5}/faces.png",
             thumbnail=f"{md5}/thumb.jpg",

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-from dataclasses import asdict
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
@@ -12,17 +11,25 @@ from fastapi.responses import Response
 from starlette.exceptions import HTTPException
 
 from picmetric_core.api.deps import RuntimeDep, ThresholdsDep, json_response, object_urls
-from picmetric_core.api.schemas import ERRORS, READ_ERRORS, ErrorBody
+from picmetric_core.api.schemas import (
+    ERRORS,
+    READ_ERRORS,
+    AnalysisBody,
+    AnalysisPageBody,
+    ErrorBody,
+    HealthBody,
+)
 from picmetric_core.api.submit import submit_upload, submit_url
 from picmetric_core.filters import DEFAULT_THRESHOLDS, DisplayThresholds
+from picmetric_core.formats import ORIGINAL_EXTENSIONS
 from picmetric_core.service import Submission
 from picmetric_core.store.history import MAX_PAGE_SIZE, HistoryQuery
 from picmetric_core.store.objects import ObjectNotFound, content_type_of
-from picmetric_core.views import full_view
+from picmetric_core.views import submission_document
 
 API_VERSION = "1.0.0"
 OBJECT_KEY = re.compile(
-    r"[0-9a-f]{32}/(?:original\.(?:jpg|png|webp|gif|bmp|tiff|bin)|detections\.png|faces\.png|thumb\.jpg)"
+    rf"[0-9a-f]{{32}}/(?:original\.(?:{'|'.join(ORIGINAL_EXTENSIONS)})|detections\.png|faces\.png|thumb\.jpg)"
 )
 MD5 = r"^[0-9a-fA-F]{32}$"
 
@@ -34,7 +41,11 @@ open_routes = APIRouter(tags=["v1"])  # answered without the API token
 @writes.post(
     "/v1/analyses",
     status_code=201,
-    responses={200: {"description": "The image was analysed before: its stored analysis"}, **ERRORS},
+    response_model=AnalysisBody,
+    responses={
+        200: {"model": AnalysisBody, "description": "The image was analysed before: its stored analysis"},
+        **ERRORS,
+    },
     summary="Analyse an uploaded image or the image at a URL",
 )
 def create_analysis(
@@ -51,7 +62,9 @@ def create_analysis(
     return json_response(_full(request, submission, shown), status=200 if submission.seen_before else 201)
 
 
-@reads.get("/v1/analyses", responses=READ_ERRORS, summary="Past analyses, newest first")
+@reads.get(
+    "/v1/analyses", response_model=AnalysisPageBody, responses=READ_ERRORS, summary="Past analyses, newest first"
+)
 def list_analyses(
     request: Request,
     runtime: RuntimeDep,
@@ -113,6 +126,7 @@ def list_analyses(
 
 @reads.get(
     "/v1/analyses/{md5}",
+    response_model=AnalysisBody,
     responses={404: {"model": ErrorBody, "description": "Never analysed"}, **READ_ERRORS},
     summary="The stored analysis of one image",
 )
@@ -138,7 +152,12 @@ def get_object(runtime: RuntimeDep, key: str) -> Response:
     return Response(data, media_type=content_type_of(key), headers=headers)
 
 
-@open_routes.get("/healthz", summary="Liveness, and whether the networks are loaded")
+@open_routes.get(
+    "/healthz",
+    response_model=HealthBody,
+    response_model_exclude_none=True,  # ``error`` only after a failure, ``models`` only once loaded
+    summary="Liveness, and whether the networks are loaded",
+)
 def healthz(runtime: RuntimeDep) -> dict[str, Any]:
     return {"status": "ok", "version": API_VERSION, "networks": runtime.loader.describe()}
 
@@ -151,8 +170,4 @@ def _label_score(min_score: float | None, label: str | None, label_kind: str | N
 
 
 def _full(request: Request, submission: Submission, thresholds: DisplayThresholds) -> dict[str, Any]:
-    record = asdict(submission.record)
-    record["created_at"] = submission.record.created_at.isoformat()
-    view = full_view(submission.analysis, thresholds=thresholds, urls=object_urls(request, submission), record=record)
-    near_duplicates = [asdict(duplicate) for duplicate in submission.near_duplicates]
-    return {**view, "seen_before": submission.seen_before, "near_duplicates": near_duplicates}
+    return submission_document(submission, thresholds=thresholds, urls=object_urls(request, submission))

@@ -12,7 +12,7 @@ from picmetric_core.api.routes.links import stable_link
 from picmetric_core.api.schemas import ERRORS, LegacyResponse
 from picmetric_core.api.submit import submit_upload, submit_url
 from picmetric_core.service import Submission
-from picmetric_core.views import legacy_view
+from picmetric_core.views import legacy_submission_document
 
 writes = APIRouter(tags=["legacy"])
 pages = APIRouter(tags=["legacy"])
@@ -65,9 +65,7 @@ def root() -> RedirectResponse:
 
 def _legacy(request: Request, runtime: Runtime, submission: Submission) -> Response:
     urls = _kept_links(request, runtime, submission)
-    body = legacy_view(
-        submission.analysis, original_url=urls["original"], detections_url=urls["detections"], faces_url=urls["faces"]
-    )
+    body = legacy_submission_document(submission, urls=urls)
     # The body keeps the old shape exactly; whether a network ran is told in a header.
     return json_response(body, headers={"X-PicMetric-Seen-Before": str(submission.seen_before).lower()})
 

@@ -1,0 +1,29 @@
+"""The examples in the pure modules' docstrings run, so they cannot rot (no networks, no servers)."""
+
+from __future__ import annotations
+
+import doctest
+import importlib
+
+import pytest
+
+PURE_MODULES = [
+    "picmetric_core.api.app",
+    "picmetric_core.config",
+    "picmetric_core.filters",
+    "picmetric_core.formats",
+    "picmetric_core.intake.images",
+    "picmetric_core.models.pyramid_mosaic",
+    "picmetric_core.nms",
+    "picmetric_core.store.history",
+    "picmetric_core.store.objects",
+    "picmetric_core.views",
+]
+
+
+@pytest.mark.parametrize("name", PURE_MODULES)
+def test_docstring_examples_run(name: str) -> None:
+    module = importlib.import_module(name)
+    result = doctest.testmod(module, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE, verbose=False)
+    assert result.attempted > 0, f"{name} has no examples left to run"
+    assert result.failed == 0, f"{result.failed} of {result.attempted} examples in {name} failed (see the output above)"
