@@ -32,11 +32,12 @@ def test_many_dense_boxes_get_labels_that_never_overlap():
     for n in range(20):  # a crowd: 20 boxes packed into the middle of the image (their labels fill half of it)
         x1, y1 = rng.uniform(200, 400), rng.uniform(150, 300)
         boxes.append(Box(x1, y1, x1 + rng.uniform(20, 80), y1 + rng.uniform(30, 120)))
-        sizes.append(_label_size(f"{['person', 'car', 'truck', 'traffic light'][n % 4]} {rng.integers(25, 99)}%", style))
+        name = ["person", "car", "truck", "traffic light"][n % 4]
+        sizes.append(_label_size(f"{name} {rng.integers(25, 99)}%", style))
     rects = place_labels(sizes, boxes, (width, height))
     _no_two_overlap(rects)
     for rect in rects:
-        assert 0 <= rect.x1 and rect.x2 <= width and 0 <= rect.y1 and rect.y2 <= height
+        assert rect.x1 >= 0 and rect.y1 >= 0 and rect.x2 <= width and rect.y2 <= height
 
 
 def test_two_labels_on_nearly_the_same_box_are_both_readable():
