@@ -61,7 +61,7 @@ with urls_column:
 st.markdown("**Or try a sample photo**")
 for column, sample in zip(st.columns(len(samples.SAMPLES) + 1), samples.SAMPLES, strict=False):
     with column:
-        st.image(samples.sample_png(sample.name), width=160)
+        st.image(samples.sample_thumbnail(sample.name), width=160)
         if st.button(sample.caption, key=f"sample-{sample.name}", icon=":material/play_arrow:", width=160):
             add_jobs([Job(f"sample:{sample.name}", "upload", sample.name, samples.sample_png(sample.name))])
         st.caption(sample.licence)

@@ -168,8 +168,7 @@ def thumbnail_card(submission: Submission, thresholds: DisplayThresholds) -> Non
     plain.line(
         f"{record.created_at:%d %b %Y %H:%M} · {summary_text(analysis, shown(analysis, thresholds))}", muted=True
     )
-    open_col, compare_col = st.columns([3, 2], vertical_alignment="center")
-    open_col.button(
+    st.button(
         "Open",
         key=f"open-{record.md5}",
         on_click=leave_gallery,
@@ -177,7 +176,7 @@ def thumbnail_card(submission: Submission, thresholds: DisplayThresholds) -> Non
         icon=":material/open_in_full:",
         width="stretch",
     )
-    compare_col.checkbox(
+    st.checkbox(
         "Compare",
         value=record.md5 in chosen,
         key=f"compare-{record.md5}",
@@ -214,7 +213,7 @@ def gallery(query: HistoryQuery, thresholds: DisplayThresholds) -> None:
         st.info("No analyses match these filters." if total == 0 else "No more analyses.", icon=":material/search_off:")
     for start in range(0, len(page.items), GRID_COLUMNS):
         for column, submission in zip(st.columns(GRID_COLUMNS), page.items[start : start + GRID_COLUMNS], strict=False):
-            with column, st.container(border=True):
+            with column, st.container(border=True, height="stretch"):  # every card as tall as its row
                 thumbnail_card(submission, thresholds)
     pages = max(1, -(-total // query.limit))
     previous, label, following = st.columns([1, 2, 1], vertical_alignment="center")

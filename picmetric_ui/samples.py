@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import streamlit as st
-from PIL import Image
+from PIL import Image, ImageOps
 from skimage import data
 
 
@@ -29,6 +29,14 @@ SAMPLES = (
     Sample("chelsea.png", "Cat", "Stefan van der Walt, CC0", data.chelsea),
     Sample("coffee.png", "Coffee", "Rachel Michetti, CC0", data.coffee),
 )
+
+
+@st.cache_resource(show_spinner=False)
+def sample_thumbnail(name: str) -> bytes:
+    """The sample cropped to 4:3, so the row of samples lines up."""
+    buffer = io.BytesIO()
+    ImageOps.fit(Image.open(io.BytesIO(sample_png(name))), (240, 180)).save(buffer, format="PNG")
+    return buffer.getvalue()
 
 
 @st.cache_resource(show_spinner=False)
