@@ -58,7 +58,9 @@ case "$mode" in
   setup) say "done. Start the app with: bash bootstrap.sh app" ;;
   app)
     say "serving the app on http://127.0.0.1:${PORT:-8501}"
-    exec "$venv/bin/streamlit" run streamlit_app.py --server.port "${PORT:-8501}"
+    # Streamlit's upload limit follows PICMETRIC_MAX_BYTES (from the environment or .env).
+    exec "$venv/bin/streamlit" run streamlit_app.py --server.port "${PORT:-8501}" \
+      --server.maxUploadSize "$("$venv/bin/python" -m picmetric_ui.upload_limit)"
     ;;
   api)
     say "serving the API on http://127.0.0.1:${PORT:-8000}"

@@ -1,23 +1,49 @@
-"""PicMetric — the Analyze page: drop photos or paste URLs, see what the three networks found."""
+"""PicMetric — the Analyze page: photos in (uploads, URLs, camera, samples); what three networks found, out."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Literal
+
 import streamlit as st
+from streamlit.delta_generator import DeltaGenerator
 
-from picmetric_ui import components, intake, resources
+from picmetric_ui import components, intake, plain, samples
 from picmetric_ui.intake import Item
+from picmetric_ui.page import page_setup
+from picmetric_ui.result import result_view
 
-st.set_page_config(page_title="PicMetric · Analyze", page_icon="🔍", layout="wide")
 
-resources.warmup()  # starts loading the networks in the background, once per server
+@dataclass(frozen=True)
+class Job:
+    """One image to analyse: where it comes from and what the page calls it."""
 
-with st.sidebar:
-    components.page_links()
-    thresholds = components.thresholds_ui()
-    components.model_panel()
+    key: str
+    kind: Literal["upload", "url"]
+    name: str
+    payload: bytes | str  # an upload's bytes or a URL
+
+
+page_setup("Analyze", ":material/image_search:")
 
 st.title("PicMetric")
-st.markdown("Drop photos or paste links to see what **ImageNet classes**, **COCO objects** and **faces** they hold.")
+st.markdown(
+    "Drop photos, paste links, take a picture or try a sample to see what **ImageNet classes**, "
+    "**COCO objects** and **faces** they hold."
+)
+
+done: dict[str, Item] = st.session_state.setdefault("items", {})
+extra_jobs: list[Job] = st.session_state.setdefault("extra_jobs", [])  # URLs, samples and camera shots
+
+
+def add_jobs(jobs: list[Job], replace_kind: str | None = None) -> None:
+    """Queue jobs after the uploads (a new set of URLs replaces the last one)."""
+    kept = [job for job in extra_jobs if replace_kind is None or not job.key.startswith(replace_kind)]
+    known = {job.key for job in kept}
+    extra_jobs[:] = kept + [job for job in jobs if job.key not in known]
+    for job in jobs:
+        done.pop(job.key, None)
+
 
 uploads_column, urls_column = st.columns([3, 2])
 with uploads_column:
@@ -29,48 +55,61 @@ with urls_column:
     url_text = st.text_area(
         "Image URLs, one per line", key="url_text", height=110, placeholder="https://example.com/photo.jpg"
     )
-    analyze_urls = st.button("Analyze URLs", type="primary")
+    if st.button("Analyze URLs", type="primary", icon=":material/link:"):
+        add_jobs([Job(f"url:{url}", "url", url, url) for url in intake.parse_urls(url_text)], replace_kind="url:")
 
-done: dict[str, Item] = st.session_state.setdefault("upload_items", {})
-new_files = [f for f in files or [] if f.file_id not in done]
-new_urls = intake.parse_urls(url_text) if analyze_urls else []
+st.markdown("**Or try a sample photo**")
+for column, sample in zip(st.columns(len(samples.SAMPLES) + 1), samples.SAMPLES, strict=False):
+    with column:
+        st.image(samples.sample_thumbnail(sample.name), width=160)
+        if st.button(sample.caption, key=f"sample-{sample.name}", icon=":material/play_arrow:", width=160):
+            add_jobs([Job(f"sample:{sample.name}", "upload", sample.name, samples.sample_png(sample.name))])
+        st.caption(sample.licence)
+
+if st.toggle("Use the camera", key="camera_on", help="Take a picture with this device's camera and analyse it."):
+    shot = st.camera_input("Take a picture", key="camera")
+    if shot is not None and f"camera:{shot.file_id}" not in done:
+        add_jobs([Job(f"camera:{shot.file_id}", "upload", "camera.jpg", shot.getvalue())], replace_kind="camera:")
+
+upload_jobs = [Job(f"upload:{f.file_id}", "upload", f.name, f) for f in files or []]
+jobs = upload_jobs + extra_jobs
+for key in [k for k in done if k.startswith("upload:") and k not in {j.key for j in upload_jobs}]:
+    del done[key]  # files removed from the uploader
+
+if not jobs:
+    st.info("Results appear here. Every analysis is kept: see **History** in the sidebar.", icon=":material/photo:")
+    st.stop()
+
+heading, settings = st.columns([3, 1], vertical_alignment="bottom")
+with heading:
+    st.subheader("Results")
+with settings:
+    thresholds = components.thresholds_panel()
 
 
-def run_batch() -> None:
-    """Analyse the new uploads and URLs one by one, with progress; failures stay on their own item."""
-    total = len(new_files) + len(new_urls)
-    progress = st.progress(0.0, text=f"Analysing {total} image{'s' if total != 1 else ''}…")
-    with st.status(f"Analysing {total} image{'s' if total != 1 else ''}…", expanded=True) as status:
-        url_items: list[Item] = []
-        for index, upload in enumerate(new_files):
-            progress.progress(index / total, text=f"{index + 1} of {total}: {upload.name}")
-            done[upload.file_id] = intake.analyze_upload(upload.name, upload.getvalue(), status.write)
-        for index, url in enumerate(new_urls, start=len(new_files)):
-            progress.progress(index / total, text=f"{index + 1} of {total}: {url}")
-            url_items.append(intake.analyze_url(url, status.write))
-        if new_urls:
-            st.session_state["url_items"] = url_items
-        status.update(label=f"Analysed {total} image{'s' if total != 1 else ''}", state="complete", expanded=False)
-    progress.empty()
+def analyse(job: Job, line: DeltaGenerator) -> Item:
+    """Run one job, showing its progress on one line that each stage overwrites."""
+
+    def report(text: str) -> None:
+        plain.line(text, muted=True, into=line)
+
+    if job.kind == "url":
+        return intake.analyze_url(str(job.payload), report)
+    data = job.payload if isinstance(job.payload, bytes) else job.payload.getvalue()
+    return intake.analyze_upload(job.name, data, report)
 
 
-if new_files or new_urls:
-    run_batch()
-
-current_ids = {f.file_id for f in files or []}
-for file_id in [k for k in done if k not in current_ids]:  # files removed from the uploader
-    del done[file_id]
-batch = [done[f.file_id] for f in files or []] + st.session_state.get("url_items", [])
-
-if not batch:
-    st.info("Results appear here. Every analysis is kept: see **History** in the sidebar.", icon="🖼️")
-
-for index, item in enumerate(batch):
-    st.divider()
-    st.subheader(item.name)
-    if item.error is not None:
-        st.error(item.error, icon="⚠️")
-        continue
-    if item.submission.seen_before:
-        components.seen_before_note(item.submission)
-    components.result_view(item.submission, item.rgb, thresholds, key=f"item{index}")
+for index, job in enumerate(jobs):
+    with st.container(border=True, key=f"result-{index}"):
+        plain.heading(job.name)
+        if job.key not in done:
+            line = st.empty()
+            done[job.key] = analyse(job, line)
+            line.empty()
+        item = done[job.key]
+        if item.error is not None:
+            st.error(item.error, icon=":material/error:")
+            continue
+        if item.submission.seen_before:
+            components.seen_before_note(item.submission)
+        result_view(item.submission, item.rgb, thresholds, key=f"item{index}")

@@ -1,58 +1,118 @@
-"""PicMetric — History: every analysis, searchable, with a shareable detail view (``?md5=…``)."""
+"""PicMetric — History: every analysis, searchable, with a shareable detail view and side-by-side compare.
+
+Links: ``?md5=…`` opens one analysis, ``?compare=md5,md5,…`` two to four side by side; both may carry the
+thresholds they were viewed at (``&conf=…&iou=…&faceconf=…``).
+"""
 
 from __future__ import annotations
 
 import logging
 import re
+from dataclasses import replace
 from datetime import UTC, datetime, time, timedelta
 
 import streamlit as st
 
 from picmetric_core.errors import PicMetricError
-from picmetric_core.filters import shown
+from picmetric_core.filters import DisplayThresholds, shown
+from picmetric_core.labels import percent
 from picmetric_core.service import Submission
 from picmetric_core.store.history import HistoryQuery
-from picmetric_ui import charts, components, resources
+from picmetric_ui import charts, components, history_data, plain, resources
+from picmetric_ui.page import page_setup
+from picmetric_ui.result import overlays_for, result_view, stored_rgb, summary_text
+from picmetric_ui.thumbnails import card_thumbnail
 
-st.set_page_config(page_title="PicMetric · History", page_icon="🗂️", layout="wide")
+page_setup("History", ":material/photo_library:")
 
 PAGE_SIZE = 12
 GRID_COLUMNS = 4
+MAX_COMPARE = 4
 _MD5_START = re.compile(r"[0-9a-fA-F]{6,32}")
+FILTER_DEFAULTS = {"label": None, "min_score": 0.25, "faces": "Any", "dates": (), "search": ""}
+GALLERY_STATE = "_gallery_state"  # the filters and page, kept while a detail or compare view is open
+COMPARE = "_compare"
 
-resources.warmup()
-
-with st.sidebar:
-    components.page_links()
-    thresholds = components.thresholds_ui()
-    components.model_panel()
+for name, default in FILTER_DEFAULTS.items():
+    st.session_state.setdefault(name, default)
+chosen: list[str] = st.session_state.setdefault(COMPARE, [])
 
 
-def detail_view(md5: str) -> None:
+def leave_gallery(**params: str) -> None:
+    """Keep the gallery's filters and page (its widgets are not drawn while another view is open)."""
+    st.session_state[GALLERY_STATE] = {
+        key: st.session_state[key] for key in (*FILTER_DEFAULTS, "page") if key in st.session_state
+    }
+    st.query_params.update(params)
+
+
+def back_to_gallery() -> None:
+    st.session_state.update(st.session_state.pop(GALLERY_STATE, {}))
+    st.query_params.clear()
+
+
+def back_button() -> None:
+    st.button("Back to the gallery", icon=":material/arrow_back:", on_click=back_to_gallery)
+
+
+def share_thresholds(thresholds: DisplayThresholds) -> None:
+    """The address bar's link opens this view at these thresholds for whoever it is shared with."""
+    for param, value in components.threshold_params(thresholds).items():
+        if st.query_params.get(param) != value:
+            st.query_params[param] = value
+
+
+def detail_view(md5: str, thresholds: DisplayThresholds) -> None:
     """One stored analysis, drawn with the Analyze page's components."""
-    if st.button("← Back to the gallery"):
-        st.query_params.clear()
-        st.rerun()
+    back_button()
     submission = resources.service().get(md5)
     if submission is None:
-        st.warning(f"No analysis with md5 {md5}.")
+        st.warning("No analysis with this md5.", icon=":material/search_off:")
         return
+    share_thresholds(thresholds)
     record = submission.record
-    st.title(record.filename or record.md5)
+    plain.heading(record.filename or record.md5, level=1)
     origin = record.source_url or "upload"
-    st.caption(
+    plain.line(
         f"Analysed {record.created_at:%d %b %Y at %H:%M} UTC · from {origin} · {record.width}×{record.height} · "
-        f"{record.content_type} · md5 `{record.md5}`"
+        f"{record.content_type} · md5 {record.md5}",
+        muted=True,
     )
-    components.result_view(submission, components.stored_rgb(submission), thresholds, key="detail")
+    result_view(submission, stored_rgb(submission), thresholds, key="detail")
 
 
-def filters_ui() -> HistoryQuery:
-    """The gallery's filters, read top to bottom as a query."""
+def compare_view(md5s: list[str], thresholds: DisplayThresholds) -> None:
+    """Two to four analyses side by side: name, summary line and the overlay that shows most."""
+    back_button()
+    share_thresholds(thresholds)
+    st.title("Compare")
     service = resources.service()
-    suggestions = [c.label for c in service.label_frequencies("detector", limit=50)]
-    suggestions += [c.label for c in service.label_frequencies("classifier", limit=50) if c.label not in suggestions]
-    label_col, score_col, faces_col, dates_col, search_col = st.columns([3, 2, 2, 3, 3])
+    found = [s for s in (service.get(md5) for md5 in md5s[:MAX_COMPARE]) if s is not None]
+    if len(found) < 2:
+        st.warning("Pick two to four analyses in the gallery to compare them.", icon=":material/compare:")
+        return
+    for column, submission in zip(st.columns(len(found)), found, strict=True):
+        with column, st.container(border=True):
+            record, analysis = submission.record, submission.analysis
+            plain.line(record.filename or record.md5, bold=True)
+            plain.line(f"{record.created_at:%d %b %Y %H:%M} UTC · {record.width}×{record.height}", muted=True)
+            rgb = stored_rgb(submission)
+            visible = shown(analysis, thresholds)
+            overlays = overlays_for(rgb, analysis, thresholds)
+            st.image(overlays.detections_png, caption="Objects", width="stretch")
+            if visible.faces:
+                st.image(overlays.faces_png, caption="Faces", width="stretch")
+            st.markdown(f":material/insights: {summary_text(analysis, visible)}")
+            for top in analysis.classifications[:3]:
+                st.progress(top.score, text=f"{top.label} {percent(top.score)}")
+
+
+def filters_ui(thresholds: DisplayThresholds) -> HistoryQuery:
+    """The gallery's filters, read top to bottom as a query."""
+    suggestions = [c.label for c in history_data.label_frequencies("detector", 50)]
+    suggestions += [c.label for c in history_data.label_frequencies("classifier", 50) if c.label not in suggestions]
+    label_col, score_col, faces_col = st.columns([3, 2, 2])
+    dates_col, search_col = st.columns([3, 4])
     label = label_col.selectbox(
         "Label",
         suggestions,
@@ -66,14 +126,13 @@ def filters_ui() -> HistoryQuery:
         "Minimum confidence",
         0.0,
         1.0,
-        0.25,
-        0.05,
+        step=0.05,
         key="min_score",
         disabled=not label,
         help="How sure the network must be that the image shows the label.",
     )
     faces = faces_col.selectbox("Faces", ["Any", "With faces", "Without faces"], key="faces")
-    dates = dates_col.date_input("Analysed between", value=(), key="dates", format="YYYY-MM-DD")
+    dates = dates_col.date_input("Analysed between", key="dates", format="YYYY-MM-DD")
     search = search_col.text_input("File name or md5", key="search", placeholder="dog.jpg or 4f055f…").strip()
     since = until = None
     if isinstance(dates, tuple | list) and len(dates) >= 1:
@@ -92,88 +151,135 @@ def filters_ui() -> HistoryQuery:
         batch=int(batch) if (batch := st.query_params.get("batch", "")).isdigit() else None,
         limit=PAGE_SIZE,
         page=st.session_state.get("page", 1),
-        with_total=True,
     )
 
 
-def open_detail(md5: str) -> None:
-    st.query_params["md5"] = md5
+def toggle_compare(md5: str) -> None:
+    if md5 in chosen:
+        chosen.remove(md5)
+    elif len(chosen) < MAX_COMPARE:
+        chosen.append(md5)
 
 
-def thumbnail_card(submission: Submission) -> None:
+def thumbnail_card(submission: Submission, thresholds: DisplayThresholds) -> None:
+    """A card of fixed shape: a 4:3 thumbnail, the full file name (wrapped), when, what was found."""
     record, analysis = submission.record, submission.analysis
-    try:
-        st.image(resources.service().store.get(record.keys.thumbnail), width="stretch")
-    except Exception:
-        st.caption("(thumbnail unavailable)")
-    top = analysis.classifications[0].label if analysis.classifications else "—"
-    objects = sorted({d.label for d in shown(analysis, thresholds).detections})
-    st.markdown(f"**{record.filename or record.md5[:12]}**")
-    st.caption(f"{record.created_at:%d %b %Y %H:%M} · {top} · {', '.join(objects) or 'no objects'}")
-    st.button("Open", key=f"open-{record.md5}", on_click=open_detail, args=(record.md5,), width="stretch")
+    st.image(card_thumbnail(record.keys.thumbnail), width="stretch")
+    plain.line(record.filename or record.md5[:12], bold=True)
+    plain.line(
+        f"{record.created_at:%d %b %Y %H:%M} · {summary_text(analysis, shown(analysis, thresholds))}", muted=True
+    )
+    st.button(
+        "Open",
+        key=f"open-{record.md5}",
+        on_click=leave_gallery,
+        kwargs={"md5": record.md5},
+        icon=":material/open_in_full:",
+        width="stretch",
+    )
+    st.checkbox(
+        "Compare",
+        value=record.md5 in chosen,
+        key=f"compare-{record.md5}",
+        on_change=toggle_compare,
+        args=(record.md5,),
+        disabled=record.md5 not in chosen and len(chosen) >= MAX_COMPARE,
+    )
 
 
-def gallery(query: HistoryQuery) -> None:
-    page = resources.service().history(query)
-    total = page.total or 0
+def compare_bar() -> None:
+    if not chosen:
+        return
+    text, action, clear = st.columns([4, 2, 1], vertical_alignment="center")
+    text.caption(f"{len(chosen)} of up to {MAX_COMPARE} picked to compare")
+    action.button(
+        "Compare side by side",
+        icon=":material/compare:",
+        disabled=len(chosen) < 2,
+        on_click=leave_gallery,
+        kwargs={"compare": ",".join(chosen)},
+        width="stretch",
+    )
+    clear.button("Clear", on_click=chosen.clear, width="stretch")
+
+
+def export_buttons(query: HistoryQuery) -> None:
+    """Where the exports of what the filter shows go (CSV, COCO JSON, ZIP: ``picmetric_core.exports``)."""
+
+
+def gallery(query: HistoryQuery, thresholds: DisplayThresholds) -> None:
+    page = history_data.history(query)
+    total = history_data.count(query)
     if not page.items:
-        st.info("No analyses match these filters." if total == 0 and query.page == 1 else "No more analyses.")
+        st.info("No analyses match these filters." if total == 0 else "No more analyses.", icon=":material/search_off:")
     for start in range(0, len(page.items), GRID_COLUMNS):
         for column, submission in zip(st.columns(GRID_COLUMNS), page.items[start : start + GRID_COLUMNS], strict=False):
-            with column, st.container(border=True):
-                thumbnail_card(submission)
+            with column, st.container(border=True, height="stretch"):  # every card as tall as its row
+                thumbnail_card(submission, thresholds)
     pages = max(1, -(-total // query.limit))
-    previous, label, following = st.columns([1, 2, 1])
-    if previous.button("← Newer", disabled=query.page <= 1, width="stretch"):
+    previous, label, following = st.columns([1, 2, 1], vertical_alignment="center")
+    if previous.button("Newer", icon=":material/chevron_left:", disabled=query.page <= 1, width="stretch"):
         st.session_state["page"] = query.page - 1
         st.rerun()
     label.caption(f"Page {query.page} of {pages} · {total} analyses", text_alignment="center")
-    if following.button("Older →", disabled=not page.has_more, width="stretch"):
+    if following.button("Older", icon=":material/chevron_right:", disabled=not page.has_more, width="stretch"):
         st.session_state["page"] = query.page + 1
         st.rerun()
 
 
 def summary() -> None:
     """Totals and charts for stakeholders."""
-    service = resources.service()
-    everything = service.history(HistoryQuery(min_score=0.0, limit=1, with_total=True)).total or 0
-    with_faces = service.history(HistoryQuery(min_score=0.0, has_faces=True, limit=1, with_total=True)).total or 0
-    objects = service.label_frequencies("detector", limit=15)
-    classes = service.label_frequencies("classifier", limit=15)
-    over_time = service.counts_over_time()
+    everything = history_data.count(HistoryQuery(min_score=0.0))
+    with_faces = history_data.count(HistoryQuery(min_score=0.0, has_faces=True))
+    objects = history_data.label_frequencies("detector", 15)
+    classes = history_data.label_frequencies("classifier", 15)
+    over_time = history_data.counts_over_time()
     a, b, c, d = st.columns(4)
     a.metric("Images analysed", everything)
     b.metric("With faces", with_faces)
     c.metric("Object kinds seen", len(objects))
     d.metric("Days active", len(over_time))
     left, middle, right = st.columns(3)
-    left.plotly_chart(charts.label_frequency_chart(objects, "Objects found (COCO)"), key="summary-objects")
-    middle.plotly_chart(charts.label_frequency_chart(classes, "Top classes (ImageNet)"), key="summary-classes")
-    right.plotly_chart(charts.over_time_chart(over_time), key="summary-time")
+    config = {"displayModeBar": False}
+    left.plotly_chart(
+        charts.label_frequency_chart(objects, "Objects found (COCO)"), key="summary-objects", config=config
+    )
+    middle.plotly_chart(
+        charts.label_frequency_chart(classes, "Top classes (ImageNet)"), key="summary-classes", config=config
+    )
+    right.plotly_chart(charts.over_time_chart(over_time), key="summary-time", config=config)
 
 
-def reset_page() -> None:
-    st.session_state["page"] = 1
+def gallery_view(thresholds: DisplayThresholds) -> None:
+    query = filters_ui(thresholds)
+    first_page = replace(query, page=1)
+    if st.session_state.get("_last_query") != first_page:  # any filter changed: back to the first page
+        st.session_state["_last_query"] = first_page
+        if query.page != 1:
+            st.session_state["page"] = 1
+            st.rerun()
+    export_buttons(query)
+    compare_bar()
+    gallery(query, thresholds)
+    with st.expander("Summary", expanded=True, icon=":material/monitoring:"):
+        summary()
 
 
 try:
-    md5 = st.query_params.get("md5")
+    title, settings = st.columns([3, 1], vertical_alignment="bottom")
+    with settings:
+        thresholds = components.thresholds_panel()
+    md5 = (st.query_params.get("md5") or "").strip().lower()
+    compare = [m for m in (st.query_params.get("compare") or "").lower().split(",") if m]
     if md5:
-        detail_view(md5.strip().lower())
+        detail_view(md5, thresholds)
+    elif compare:
+        compare_view(compare, thresholds)
     else:
-        st.title("History")
-        query = filters_ui()
-        filters = (query.label, query.min_score, query.has_faces, query.since, query.filename, query.md5)
-        if st.session_state.get("_last_filters") != filters:
-            st.session_state["_last_filters"] = filters
-            if query.page != 1:
-                reset_page()
-                st.rerun()
-        gallery(query)
-        with st.expander("Summary", expanded=True):
-            summary()
+        title.title("History")
+        gallery_view(thresholds)
 except PicMetricError as error:
-    st.error(str(error), icon="⚠️")
+    st.error(str(error), icon=":material/error:")
 except Exception:
     logging.getLogger("picmetric_ui.history").exception("the History page failed")
-    st.error("Something went wrong while reading the history; it was logged. Try again.", icon="⚠️")
+    st.error("Something went wrong while reading the history; it was logged. Try again.", icon=":material/error:")

@@ -255,6 +255,11 @@ class PicMetricService:
             page = history.search(session, query)
         return replace(page, items=tuple(self._submission(item, seen_before=True) for item in page.items))
 
+    def count(self, query: HistoryQuery) -> int:
+        """How many past analyses match ``query``'s filters (see :func:`history.count`)."""
+        with database_errors(self.engine), self._sessions() as session:
+            return history.count(session, query)
+
     def label_frequencies(
         self,
         kind: LabelKind = "detector",

@@ -17,7 +17,7 @@ from picmetric_core.errors import PicMetricError
 from picmetric_core.intake.fetch import fetch_url
 from picmetric_core.intake.images import decode_for
 from picmetric_core.service import Submission
-from picmetric_ui import resources
+from picmetric_ui import history_data, resources
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +90,7 @@ def _submit(
     if submission.seen_before:
         report(f"{name}: seen before, showing the stored result")
     else:
+        history_data.clear()  # the History page's cached reads no longer hold every analysis
         timings = submission.analysis.timings_ms
         report(
             f"{name}: classifier {timings.get('classifier', 0):.0f} ms, detector {timings.get('detector', 0):.0f} ms, "

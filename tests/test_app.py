@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import html
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
 from picmetric_core.config import get_settings
 from picmetric_core.intake.images import NOT_AN_IMAGE_MESSAGE
+from picmetric_ui.samples import SAMPLES
+from tests.conftest import png_bytes
 
 ROOT = Path(__file__).resolve().parent.parent
 ANALYZE = str(ROOT / "streamlit_app.py")
@@ -72,6 +77,21 @@ def table(at: AppTest, index: int):
     return at.dataframe[index].value
 
 
+def object_rows(at: AppTest) -> int:
+    """How many objects the objects table lists (no table when none is shown)."""
+    return next((len(d.value) for d in at.dataframe if "Object" in d.value.columns), 0)
+
+
+def plain_texts(at: AppTest) -> str:
+    """What the page shows through st.html (file names, headings, progress), as a browser would read it."""
+    return "\n".join(html.unescape(re.sub(r"<[^>]+>", "", e.proto.body)) for e in at.html)
+
+
+def result_images(at: AppTest) -> list:
+    """The results' images (the sample photos' thumbnails left out)."""
+    return at.get("image")[len(SAMPLES) :]
+
+
 def assert_no_exception(at: AppTest) -> None:
     assert not at.exception, [e.value for e in at.exception]
 
@@ -93,35 +113,37 @@ def test_upload_shows_overlays_charts_tables_and_downloads(app_env, calls, dog_j
     at = upload(run(ANALYZE), ("dog.jpg", dog_jpg, "image/jpeg"))
     assert_no_exception(at)
     assert len(calls) == 1
-    assert len(at.get("image")) == 3  # original and both overlays
-    assert len(at.get("plotly_chart")) == 3
+    assert len(result_images(at)) == 2  # the original and the objects overlay: no faces, so no faces copy
+    assert len(at.get("plotly_chart")) == 3  # classes, objects and the interactive view
     objects = table(at, 0)
-    assert {"dog", "bicycle"} <= set(objects["label"])
-    assert list(objects.columns) == ["label", "score", "x1", "y1", "x2", "y2"]
+    assert {"dog", "bicycle"} <= set(objects["Object"])
+    assert list(objects.columns) == ["Object", "Confidence", "Left", "Top", "Right", "Bottom"]
+    assert objects["Confidence"].str.fullmatch(r"\d{1,3}%").all()
+    scores = [int(value.rstrip("%")) for value in objects["Confidence"]]
+    assert scores == sorted(scores, reverse=True)
     assert len(at.get("download_button")) == 4
     assert not at.error
-    progress = texts(at.markdown)
-    for step in ("classifying (ImageNet)", "detecting objects (COCO)", "finding faces"):
-        assert f"dog.jpg: {step}…" in progress
+    summary = texts(at.markdown)
+    assert "1 dog" in summary and "no faces" in summary
 
 
 def test_sliders_refilter_and_redraw_without_running_the_networks(app_env, calls, person_jpg):
     at = upload(run(ANALYZE), ("person.jpg", person_jpg, "image/jpeg"))
     assert len(calls) == 1
-    before = len(table(at, 0))
+    before = object_rows(at)
     overlays = st_overlays(at)
-    at.sidebar.slider(key="min_detection_score").set_value(0.95).run()
-    at.sidebar.slider(key="nms_iou").set_value(0.3).run()
-    at.sidebar.slider(key="min_face_score").set_value(0.0).run()
+    at.slider(key="min_detection_score").set_value(0.95).run()
+    at.slider(key="nms_iou").set_value(0.3).run()
+    at.slider(key="min_face_score").set_value(0.0).run()
     assert_no_exception(at)
     assert len(calls) == 1, "a slider ran the networks again"
-    assert len(table(at, 0)) < before
+    assert object_rows(at) < before
     assert st_overlays(at) != overlays, "the overlays were not redrawn"
 
 
 def st_overlays(at: AppTest) -> list:
-    """The two overlay images' backing data (media URLs change with the PNG bytes)."""
-    return [img.proto.imgs[0].url for img in at.get("image")[1:]]
+    """The overlay images' backing data (media URLs change with the PNG bytes)."""
+    return [img.proto.imgs[0].url for img in result_images(at)[1:]]
 
 
 def test_seen_before_shows_the_stored_result_at_once(app_env, calls, dog_jpg):
@@ -132,7 +154,7 @@ def test_seen_before_shows_the_stored_result_at_once(app_env, calls, dog_jpg):
     assert_no_exception(at)
     assert calls == []
     assert "Seen before — analysed on" in texts(at.info)
-    assert "dog" in set(table(at, 0)["label"])
+    assert "dog" in set(table(at, 0)["Object"])
 
 
 def test_bad_items_show_a_message_and_the_batch_completes(app_env, calls, astronaut_png, dog_jpg):
@@ -146,12 +168,11 @@ def test_bad_items_show_a_message_and_the_batch_completes(app_env, calls, astron
     errors = texts(at.error)
     assert NOT_AN_IMAGE_MESSAGE in errors
     assert "This JPEG file is damaged or incomplete" in errors
-    assert len(at.get("plotly_chart")) == 3  # the good image still has its results
-    assert [s.value for s in at.subheader if s.value in ("notes.txt", "broken.jpg", "astronaut.png")] == [
-        "notes.txt",
-        "broken.jpg",
-        "astronaut.png",
-    ]
+    charts = [chart.key for chart in at.get("plotly_chart")]  # the good image still has its results
+    assert charts == ["item2-classes", "item2-faces", "item2-interactive"]  # no objects chart: none found
+    headings = [e.proto.body for e in at.html if "<h3" in e.proto.body]
+    names = [name for heading in headings for name in ("notes.txt", "broken.jpg", "astronaut.png") if name in heading]
+    assert names == ["notes.txt", "broken.jpg", "astronaut.png"]
 
 
 def test_refused_url_shows_a_message(app_env):
@@ -160,6 +181,7 @@ def test_refused_url_shows_a_message(app_env):
     at.button[0].click().run()
     assert_no_exception(at)
     assert len(at.error) == 1
+    assert "ftp://example.com/cat.jpg" in plain_texts(at)
     assert "ftp" in at.error[0].value.lower()
 
 
@@ -199,34 +221,103 @@ def test_history_lists_filters_and_opens_a_detail_view(app_env, calls, dog_jpg, 
     assert_no_exception(at)
     assert "dog" in at.selectbox(key="label").options
     assert len(at.get("plotly_chart")) == 3  # the summary
-    captions = texts(at.markdown)
-    assert "dog.jpg" in captions and "astronaut.png" in captions
+    names = plain_texts(at)
+    assert "dog.jpg" in names and "astronaut.png" in names
 
     at.selectbox(key="label").set_value("dog").run()
     assert_no_exception(at)
-    names = texts(at.markdown)
+    names = plain_texts(at)
     assert "dog.jpg" in names and "astronaut.png" not in names
 
     at.selectbox(key="label").set_value(None).run()
     at.selectbox(key="faces").set_value("With faces").run()
-    names = texts(at.markdown)
+    names = plain_texts(at)
     assert "astronaut.png" in names and "dog.jpg" not in names
 
     md5 = next(b.key for b in at.button if b.key and b.key.startswith("open-")).removeprefix("open-")
     at.button(key=f"open-{md5}").click().run()
     assert at.query_params["md5"] == [md5] or at.query_params["md5"] == md5
     assert_no_exception(at)
-    assert len(at.get("image")) == 3
+    assert len(at.get("image")) == 2  # the original and the faces overlay (no objects at these thresholds)
 
-    shared = run(HISTORY, md5=md5)  # the shareable URL, in a fresh session
+    at.button[0].click().run()  # back to the gallery: the filter is kept
+    assert_no_exception(at)
+    assert at.selectbox(key="faces").value == "With faces"
+    assert "dog.jpg" not in plain_texts(at)
+
+    shared = run(HISTORY, md5=md5, conf="0.9")  # the shareable URL, in a fresh session
     assert_no_exception(shared)
-    assert shared.title[0].value == "astronaut.png"
-    assert len(shared.get("plotly_chart")) == 3
-    assert len(at.get("download_button")) == 4
+    assert "astronaut.png" in next(e.proto.body for e in shared.html if "<h1" in e.proto.body)
+    assert shared.slider(key="min_detection_score").value == 0.9
+    assert len(shared.get("plotly_chart")) >= 2
+    assert len(at.get("download_button")) == 0 and len(shared.get("download_button")) == 4
     assert calls == []
 
 
 def test_history_unknown_md5_is_a_warning(app_env):
     at = run(HISTORY, md5="0" * 32)
     assert_no_exception(at)
-    assert "No analysis with md5" in at.warning[0].value
+    assert "No analysis with this md5" in at.warning[0].value
+
+
+def test_file_names_are_plain_text_never_markdown_or_html(app_env):
+    name = "**bold** <img src=x onerror=alert(1)> [link](http://x) #.png"
+    pixels = np.random.default_rng(11).integers(0, 256, (96, 128, 3), dtype=np.uint8)  # a new image: a new record
+    analyze = upload(run(ANALYZE), (name, png_bytes(pixels), "image/png"))
+    history = run(HISTORY)
+    for at in (analyze, history):
+        assert_no_exception(at)
+        assert name in plain_texts(at)
+        assert html.escape(name, quote=False) in "".join(e.proto.body for e in at.html)  # escaped, not markup
+        written_as_markdown = [*at.markdown, *at.title, *at.subheader, *at.header, *at.caption]
+        assert not [e.value for e in written_as_markdown if "bold" in str(e.value) or "onerror" in str(e.value)]
+
+
+def test_a_sample_photo_analyses_with_one_click(app_env):
+    at = run(ANALYZE)
+    assert len(at.get("image")) == len(SAMPLES)
+    at.button(key="sample-astronaut.png").click().run()
+    assert_no_exception(at)
+    assert "astronaut.png" in plain_texts(at)
+    assert "1 face" in texts(at.markdown)
+    faces = next(d.value for d in at.dataframe if "Face" in d.value.columns)
+    assert len(faces) == 1 and faces["Confidence"][0].endswith("%")
+
+
+def test_upload_limit_follows_the_configured_byte_limit(app_env):
+    from picmetric_ui.upload_limit import upload_limit_mb
+
+    assert "maxUploadSize" not in (ROOT / ".streamlit" / "config.toml").read_text().split("[browser]")[0].replace(
+        "# No maxUploadSize", ""
+    )
+    with pytest.MonkeyPatch.context() as patch:
+        _fresh_settings(patch, "PICMETRIC_MAX_BYTES", str(5 * 1024 * 1024))
+        assert upload_limit_mb(get_settings()) == 5
+        at = run(ANALYZE)
+    get_settings.cache_clear()
+    assert "Up to 5 MB" in texts(at.caption)
+
+
+def test_history_compares_two_analyses_side_by_side(app_env, dog_jpg, astronaut_png):
+    upload(run(ANALYZE), ("dog.jpg", dog_jpg, "image/jpeg"), ("astronaut.png", astronaut_png, "image/png"))
+    at = run(HISTORY)
+    picks = [c for c in at.checkbox if c.key and c.key.startswith("compare-")][:2]
+    for pick in picks:
+        pick.check().run()
+    compare = next(b for b in at.button if b.label == "Compare side by side")
+    compare.click().run()
+    assert_no_exception(at)
+    assert at.title[0].value == "Compare"
+    md5s = [p.key.removeprefix("compare-") for p in picks]
+    assert at.query_params["compare"] in ([",".join(md5s)], ",".join(md5s))
+    assert len(at.get("image")) >= 2
+    assert len(at.get("progress")) >= 4  # each one's top classes
+
+
+def test_history_paging_resets_when_any_filter_changes(app_env):
+    at = run(HISTORY)
+    at.session_state["page"] = 2
+    at.run()
+    at.selectbox(key="faces").set_value("Without faces").run()
+    assert_no_exception(at)
+    assert at.session_state["page"] == 1

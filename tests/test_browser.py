@@ -10,6 +10,7 @@ import hashlib
 import http.server
 import io
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -23,6 +24,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from picmetric_core.config import get_settings
+from picmetric_ui.upload_limit import upload_limit_mb
 from tests.conftest import darknet_photo
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -40,6 +43,30 @@ CHROMIUM_ARGS = [
 ]
 UPLOAD_INPUT = '[data-testid="stFileUploaderDropzone"] input[type="file"]'
 MAIN = '[data-testid="stMain"]'
+RESULT = "[class*='st-key-result-']"  # one keyed container per image on the Analyze page
+VIEWPORTS = {"desktop": {"width": 1440, "height": 900}, "phone": {"width": 390, "height": 844}}
+
+# Visible elements whose own text reaches past their container or the viewport (plotly's SVG text included).
+OVERFLOWING_TEXT_JS = """
+() => {
+  const out = [];
+  const width = document.documentElement.clientWidth;
+  const own = e => [...e.childNodes].some(n => n.nodeType === 3 && n.textContent.trim());
+  const visible = r => r.width > 0 && r.height > 0;
+  for (const e of document.querySelectorAll("[data-testid='stMain'] *, [data-testid='stSidebar'] *")) {
+    if (!own(e) || e.closest("[data-testid='stDataFrame'], .hoverlayer, [data-testid='stTooltipContent']")) continue;
+    const r = e.getBoundingClientRect();
+    if (!visible(r) || r.right <= 0 || r.left >= width) continue;  // e.g. inside the collapsed sidebar
+    const box = e.closest("svg.main-svg") || e.parentElement.closest("div, p, button, label, li, td");
+    const b = box ? box.getBoundingClientRect() : {left: 0, right: width};
+    const cut = e.scrollWidth > e.clientWidth + 1 && getComputedStyle(e).overflow !== "visible";
+    if (r.right > Math.min(b.right, width) + 2 || r.left < Math.max(b.left, 0) - 2 || cut)
+      out.push(`${e.tagName}: "${e.textContent.trim().slice(0, 60)}" ${Math.round(r.left)}..${Math.round(r.right)}`
+               + ` in ${Math.round(b.left)}..${Math.round(b.right)}`);
+  }
+  return out;
+}
+"""
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -79,6 +106,8 @@ def streamlit_server(data_dir: Path, models_dir: Path, timeout: float = 90) -> I
             str(port),
             "--browser.gatherUsageStats",
             "false",
+            "--server.maxUploadSize",
+            str(upload_limit_mb(get_settings())),
         ],
         cwd=ROOT,
         env=env,
@@ -127,16 +156,17 @@ def wait_for_models(page, timeout_ms: int = 120_000) -> None:
     expect(page.locator('[data-testid="stSidebar"]').get_by_text("Backend").first).to_be_visible(timeout=timeout_ms)
 
 
-def wait_for_result(page, images: int = 3, timeout_ms: int = 60_000) -> None:
-    """Original + two overlays loaded, three charts drawn, and the rerun finished."""
+def wait_for_result(page, images: int = 2, timeout_ms: int = 60_000, scope: str = RESULT) -> None:
+    """``images`` result pictures loaded (the original and an overlay per network that found something),
+    the charts drawn, and the rerun finished."""
     from playwright.sync_api import expect
 
-    expect(page.locator(f"{MAIN} [data-testid='stImage'] img")).to_have_count(images, timeout=timeout_ms)
-    expect(page.locator(f"{MAIN} [data-testid='stPlotlyChart'] .main-svg").first).to_be_visible(timeout=timeout_ms)
+    expect(page.locator(f"{scope} [data-testid='stImage'] img")).to_have_count(images, timeout=timeout_ms)
+    expect(page.locator(f"{scope} [data-testid='stPlotlyChart'] .main-svg").first).to_be_visible(timeout=timeout_ms)
     page.wait_for_function(
-        """n => [...document.querySelectorAll("[data-testid='stMain'] [data-testid='stImage'] img")]
+        """([scope, n]) => [...document.querySelectorAll(scope + " [data-testid='stImage'] img")]
                  .filter(i => i.complete && i.naturalWidth > 0).length >= n""",
-        arg=images,
+        arg=[scope, images],
         timeout=timeout_ms,
     )
     page.wait_for_selector('[data-testid="stStatusWidget"]', state="detached", timeout=timeout_ms)
@@ -174,14 +204,24 @@ def server(tmp_path_factory) -> Iterator[str]:
 
 
 @pytest.fixture(scope="module")
-def page(server):
+def browser():
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     with chromium() as browser:
-        context = browser.new_context(viewport={"width": 1440, "height": 900})
-        page = context.new_page()
-        page.set_default_timeout(60_000)
-        yield page
-        context.close()
+        yield browser
+
+
+def new_page(browser, viewport: str = "desktop", theme: str = "light"):
+    context = browser.new_context(viewport=VIEWPORTS[viewport], color_scheme=theme)
+    page = context.new_page()
+    page.set_default_timeout(60_000)
+    return page
+
+
+@pytest.fixture(scope="module")
+def page(server, browser):
+    page = new_page(browser)
+    yield page
+    page.context.close()
 
 
 @pytest.fixture(scope="module")
@@ -223,8 +263,78 @@ def test_upload_a_photo_shows_overlays_and_charts(server, page, photo):
     second = photo_640x480(photo.with_name("dog640-b.jpg"), tint=7)
     started = time.perf_counter()
     page.locator(UPLOAD_INPUT).set_input_files(str(second))
-    wait_for_result(page, images=6)
+    wait_for_result(page, images=4)
     print(f"\nwarm upload → results rendered: {time.perf_counter() - started:.2f} s")
+
+
+def test_hovering_a_box_shows_its_label(server, page, photo):
+    from playwright.sync_api import expect
+
+    page.goto(server)
+    page.locator(UPLOAD_INPUT).set_input_files(str(photo))  # seen before: the stored result
+    wait_for_result(page)
+    page.get_by_text("Interactive view", exact=False).first.click()
+    figure = page.locator(f"{RESULT} [data-testid='stPlotlyChart']").filter(has=page.locator("path.js-fill")).first
+    expect(figure).to_be_visible()
+    fill = figure.locator("path.js-fill").first  # the most confident box's outline, drawn first
+    box = fill.bounding_box()
+    page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+    hover = figure.locator(".hoverlayer .hovertext")
+    expect(hover.first).to_be_visible()
+    expect(hover.first).to_contain_text(re.compile(r"(dog|bicycle|truck|car) \d+%"))
+    snapshot(page, "interactive-hover.png")
+
+
+def test_each_upload_shows_as_soon_as_it_is_done(server, browser, tmp_path):
+    from playwright.sync_api import expect
+
+    page = new_page(browser)
+    page.goto(server)
+    wait_for_models(page)
+    photos = [
+        photo_640x480(tmp_path / f"batch{i}.jpg", source, tint=40 + i)
+        for i, source in enumerate(("dog.jpg", "person.jpg", "horses.jpg"))
+    ]
+    started = time.perf_counter()
+    page.locator(UPLOAD_INPUT).set_input_files([str(p) for p in photos])
+    first = page.locator(".st-key-result-0 [data-testid='stImage'] img").first
+    expect(first).to_be_visible()
+    first_shown = time.perf_counter() - started
+    last_images_then = page.locator(".st-key-result-2 [data-testid='stImage'] img").count()
+    wait_for_result(page, images=2, scope=".st-key-result-2")
+    all_shown = time.perf_counter() - started
+    print(f"\nthree uploads: first shown {first_shown:.2f} s, all shown {all_shown:.2f} s")
+    assert last_images_then == 0, "the first result waited for the whole batch"
+    page.context.close()
+
+
+@pytest.mark.parametrize("theme", ["light", "dark"])
+@pytest.mark.parametrize("viewport", ["desktop", "phone"])
+def test_a_sample_photo_analyses_with_one_click_and_nothing_overflows(server, browser, viewport, theme):
+    from playwright.sync_api import expect
+
+    page = new_page(browser, viewport, theme)
+    page.goto(server)
+    page.get_by_role("button", name="Astronaut").click()
+    expect(page.locator(MAIN).get_by_role("heading", name="astronaut.png")).to_be_visible()
+    wait_for_result(page)
+    page.get_by_role("button", name="Thresholds").click()  # the sliders sit next to the results, on a phone too
+    expect(page.get_by_text("Detection confidence")).to_be_visible(timeout=30_000)  # popovers render lazily
+    page.keyboard.press("Escape")
+    background = page.evaluate("getComputedStyle(document.querySelector('.stApp')).backgroundColor")
+    assert (background == "rgb(255, 255, 255)") == (theme == "light"), background
+    overflowing = page.evaluate(OVERFLOWING_TEXT_JS)
+    snapshot(page, f"sample-{viewport}-{theme}.png")
+    page.goto(f"{server}/History")
+    expect(page.get_by_role("heading", name="History")).to_be_visible()
+    expect(page.locator(MAIN).get_by_text("astronaut.png", exact=True).first).to_be_visible()
+    expect(page.get_by_text("Analyses per day")).to_be_visible()
+    page.wait_for_selector('[data-testid="stStatusWidget"]', state="detached")
+    page.wait_for_selector("[data-testid='stSkeleton']", state="detached")
+    overflowing += page.evaluate(OVERFLOWING_TEXT_JS)
+    snapshot(page, f"history-{viewport}-{theme}.png")
+    page.context.close()
+    assert overflowing == [], "\n".join(overflowing)
 
 
 def test_history_finds_the_photo_by_label(server, page, photo):
@@ -238,7 +348,9 @@ def test_history_finds_the_photo_by_label(server, page, photo):
     page.keyboard.type("dog")
     page.get_by_role("option", name="dog", exact=True).click()
     page.wait_for_selector('[data-testid="stStatusWidget"]', state="detached")
-    expect(page.locator(MAIN).get_by_text("Page 1 of 1 · 2 analyses")).to_be_visible()
+    expect(page.locator(MAIN).get_by_text(re.compile(r"Page 1 of 1 · \d+ analyses"))).to_be_visible()
+    expect(page.locator(MAIN).get_by_text("dog640.jpg", exact=True)).to_be_visible()
+    expect(page.locator(MAIN).get_by_text("batch2.jpg", exact=True)).to_have_count(0)  # horses, no dog
     snapshot(page, "history.png")
 
 
@@ -248,7 +360,7 @@ def test_detail_view_opens_by_url(server, page, photo):
     md5 = hashlib.md5(photo.read_bytes()).hexdigest()
     page.goto(f"{server}/History?md5={md5}")
     expect(page.get_by_role("heading", name="dog640.jpg")).to_be_visible()
-    wait_for_result(page)
+    wait_for_result(page, scope=MAIN)
     snapshot(page, "detail.png")
 
 

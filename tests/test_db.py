@@ -265,6 +265,13 @@ def test_offset_pages_with_total(gallery):
     assert not last.has_more and last.total is None
 
 
+def test_count_matches_every_page_of_the_filter(gallery):
+    with gallery() as session:
+        assert history.count(session, HistoryQuery(label="person", limit=1, page=3)) == 3
+        assert history.count(session, HistoryQuery(label="no such label")) == 0
+        assert history.count(session, HistoryQuery()) == 5
+
+
 @pytest.mark.parametrize(
     ("filters", "expected"),
     [

@@ -178,9 +178,7 @@ def search(session: Session, query: HistoryQuery) -> HistoryPage[StoredAnalysis]
     rows = session.scalars(statement).all()
     more = len(rows) > query.limit
     rows = rows[: query.limit]
-    total = None
-    if query.with_total:
-        total = session.scalar(select(func.count()).select_from(AnalysisRow).where(*conditions))
+    total = count(session, query) if query.with_total else None
     return HistoryPage(
         items=tuple(stored_analysis(row) for row in rows),
         next_cursor=_encode_cursor(rows[-1]) if more else None,
@@ -188,6 +186,11 @@ def search(session: Session, query: HistoryQuery) -> HistoryPage[StoredAnalysis]
         limit=query.limit,
         total=total,
     )
+
+
+def count(session: Session, query: HistoryQuery) -> int:
+    """How many analyses match ``query``'s filters (its paging is ignored)."""
+    return session.scalar(select(func.count()).select_from(AnalysisRow).where(*_conditions(query))) or 0
 
 
 def get_by_md5(session: Session, md5: str) -> StoredAnalysis | None:

@@ -1,0 +1,223 @@
+"""One image's result as both pages show it: a one-line summary, pictures and charts, details, downloads.
+
+Compact when little is found: a network that found nothing adds no picture and no chart, only its
+part of the summary line.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+from picmetric_core.filters import DisplayThresholds, shown
+from picmetric_core.intake.images import decode_for
+from picmetric_core.labels import percent
+from picmetric_core.overlays import LANDMARK_LEGEND, Overlays, render_overlays
+from picmetric_core.results import LANDMARK_NAMES, Analysis
+from picmetric_core.service import Submission
+from picmetric_core.views import full_view, legacy_view
+from picmetric_ui import charts, resources
+
+COLUMNS = 3
+CHART_CONFIG = {"displayModeBar": False}  # the mode bar would sit over the charts' titles
+LANDMARK_WORDS = {
+    "left_eye": "Left eye",
+    "right_eye": "Right eye",
+    "nose": "Nose",
+    "mouth_left": "Mouth (left)",
+    "mouth_right": "Mouth (right)",
+}
+_OVERLAY_CACHE = "_overlay_cache"
+_OVERLAY_CACHE_SIZE = 64
+_DECODED_CACHE = "_decoded_cache"
+
+Panel = Callable[[], None]
+
+
+def summary_text(analysis: Analysis, visible: Analysis) -> str:
+    """One line: the top class, the objects by kind and the faces, e.g. "golden retriever 88% · 2 dogs · 1 face"."""
+    parts = []
+    if analysis.classifications:
+        top = analysis.classifications[0]
+        parts.append(f"{top.label} {percent(top.score)}")
+    kinds = Counter(d.label for d in visible.detections)
+    parts.append(", ".join(f"{n} {label}" for label, n in kinds.most_common()) or "no objects")
+    faces = len(visible.faces)
+    parts.append(f"{faces} face{'s' if faces != 1 else ''}" if faces else "no faces")
+    return " · ".join(parts)
+
+
+def overlays_for(rgb: np.ndarray, analysis: Analysis, thresholds: DisplayThresholds) -> Overlays:
+    """Both overlays at ``thresholds``, redrawn from the pixels (kept per session, never re-analysed)."""
+    cache: dict[tuple[str, DisplayThresholds], Overlays] = st.session_state.setdefault(_OVERLAY_CACHE, {})
+    key = (analysis.md5, thresholds)
+    if key not in cache:
+        if len(cache) >= _OVERLAY_CACHE_SIZE:
+            cache.pop(next(iter(cache)))
+        cache[key] = render_overlays(rgb, analysis, thresholds)
+    return cache[key]
+
+
+def stored_rgb(submission: Submission) -> np.ndarray:
+    """The original's pixels, read back from the store and decoded once per session."""
+    cache: dict[str, np.ndarray] = st.session_state.setdefault(_DECODED_CACHE, {})
+    md5 = submission.record.md5
+    if md5 not in cache:
+        data = resources.service().store.get(submission.record.keys.original)
+        cache[md5] = decode_for(resources.settings(), data).rgb
+    return cache[md5]
+
+
+def landmark_legend() -> None:
+    """Which colour marks which landmark on the faces overlay."""
+    dots = " ".join(
+        f'<span style="white-space:nowrap;margin-right:0.8rem"><span style="color:rgb{color};font-size:1.1rem">'
+        f"&#9679;</span> {html.escape(name)}</span>"
+        for name, color in LANDMARK_LEGEND.items()
+    )
+    st.html(f'<p style="margin:0;font-size:0.9rem">{dots}</p>')
+
+
+def result_view(submission: Submission, rgb: np.ndarray, thresholds: DisplayThresholds, key: str) -> None:
+    """One image at ``thresholds``: summary line, pictures and charts, then details and downloads."""
+    analysis = submission.analysis
+    visible = shown(analysis, thresholds)
+    overlays = overlays_for(rgb, analysis, thresholds)
+    names = {m.role: m.name for m in analysis.models}
+    st.markdown(f":material/insights: {summary_text(analysis, visible)}")
+
+    def picture(data: np.ndarray | bytes, caption: str, legend: bool = False) -> Panel:
+        def draw() -> None:
+            st.image(data, caption=caption, width="stretch")
+            if legend:
+                landmark_legend()
+
+        return draw
+
+    def chart(figure, suffix: str) -> Panel:
+        return lambda: st.plotly_chart(figure, width="stretch", key=f"{key}-{suffix}", config=CHART_CONFIG)
+
+    detections, faces = len(visible.detections), len(visible.faces)
+    panels = [picture(rgb, f"Original · {analysis.width}×{analysis.height}")]
+    if detections:
+        caption = f"{names.get('detector', 'Detector')} · {detections} object{'s' if detections != 1 else ''}"
+        panels.append(picture(overlays.detections_png, caption))
+    if faces:
+        caption = f"{names.get('faces', 'Faces')} · {faces} face{'s' if faces != 1 else ''}"
+        panels.append(picture(overlays.faces_png, caption, legend=True))
+    panels.append(
+        chart(charts.classifier_chart(analysis.classifications, names.get("classifier", "classifier")), "classes")
+    )
+    if detections:
+        panels.append(chart(charts.detections_chart(visible.detections, names.get("detector", "detector")), "objects"))
+    if faces:
+        panels.append(chart(charts.faces_chart(visible.faces, names.get("faces", "faces")), "faces"))
+    for start in range(0, len(panels), COLUMNS):
+        for column, draw in zip(st.columns(COLUMNS), panels[start : start + COLUMNS], strict=False):
+            with column:
+                draw()
+
+    if detections or faces:
+        with st.expander(
+            "Interactive view: hover a box, click the legend to hide a class", icon=":material/touch_app:"
+        ):
+            st.plotly_chart(
+                charts.interactive_view(rgb, visible), width="stretch", key=f"{key}-interactive", config=CHART_CONFIG
+            )
+        with st.expander("Tables of boxes and landmarks", icon=":material/table:"):
+            if detections:
+                st.dataframe(detections_table(visible), hide_index=True, width="stretch")
+            if faces:
+                st.dataframe(faces_table(visible), hide_index=True, width="stretch")
+    with st.expander("Downloads and timings", icon=":material/download:"):
+        downloads(submission, overlays, thresholds, key)
+        if timings := analysis.timings_ms:
+            st.caption(" · ".join(f"{name} {ms:.0f} ms" for name, ms in timings.items()))
+
+
+def detections_table(visible: Analysis) -> pd.DataFrame:
+    """One row per shown object, most confident first, with headers in words."""
+    rows = [
+        {
+            "Object": d.label,
+            "Confidence": percent(d.score),
+            "Left": round(d.box.x1),
+            "Top": round(d.box.y1),
+            "Right": round(d.box.x2),
+            "Bottom": round(d.box.y2),
+        }
+        for d in sorted(visible.detections, key=lambda d: -d.score)
+    ]
+    return pd.DataFrame(rows, columns=["Object", "Confidence", "Left", "Top", "Right", "Bottom"])
+
+
+def faces_table(visible: Analysis) -> pd.DataFrame:
+    """One row per shown face, numbered as on the overlay, with each landmark as "x, y"."""
+    rows = []
+    for index, face in enumerate(visible.faces, start=1):
+        row: dict[str, Any] = {"Face": index, "Confidence": percent(face.score)}
+        row["Box (left, top, right, bottom)"] = ", ".join(f"{v:.0f}" for v in face.box.as_list())
+        for name in LANDMARK_NAMES:
+            point = face.landmarks[name]
+            row[LANDMARK_WORDS[name]] = f"{point.x:.0f}, {point.y:.0f}"
+        rows.append(row)
+    columns = ["Face", "Confidence", "Box (left, top, right, bottom)", *(LANDMARK_WORDS[n] for n in LANDMARK_NAMES)]
+    return pd.DataFrame(rows, columns=columns)
+
+
+def full_json(submission: Submission, thresholds: DisplayThresholds) -> str:
+    view = full_view(
+        submission.analysis, thresholds=thresholds, urls=asdict(submission.urls), record=asdict(submission.record)
+    )
+    return json.dumps(view, indent=2, default=_plain)
+
+
+def legacy_json(submission: Submission, thresholds: DisplayThresholds) -> str:
+    keys, urls = submission.record.keys, submission.urls
+    view = legacy_view(
+        submission.analysis,
+        original_url=urls.original or keys.original,
+        detections_url=urls.detections or keys.detections,
+        faces_url=urls.faces or keys.faces,
+        thresholds=thresholds,
+    )
+    return json.dumps(view, indent=2)
+
+
+def _plain(value: Any) -> Any:
+    if hasattr(value, "isoformat"):
+        return value.isoformat()
+    if hasattr(value, "item"):
+        return value.item()
+    return str(value)
+
+
+def downloads(submission: Submission, overlays: Overlays, thresholds: DisplayThresholds, key: str) -> None:
+    stem = Path(submission.record.filename or submission.record.md5).stem
+    files = [
+        ("Full JSON", full_json(submission, thresholds), f"{stem}.picmetric.json", "application/json", "full"),
+        ("Old API JSON", legacy_json(submission, thresholds), f"{stem}.legacy.json", "application/json", "legacy"),
+        ("Objects overlay (PNG)", overlays.detections_png, f"{stem}.objects.png", "image/png", "objects-png"),
+        ("Faces overlay (PNG)", overlays.faces_png, f"{stem}.faces.png", "image/png", "faces-png"),
+    ]
+    left, right = st.columns(2)
+    for index, (label, data, file_name, mime, suffix) in enumerate(files):
+        (left if index % 2 == 0 else right).download_button(
+            label,
+            data,
+            file_name,
+            mime,
+            key=f"{key}-{suffix}",
+            on_click="ignore",
+            width="stretch",
+            icon=":material/download:",
+        )
