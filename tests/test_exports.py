@@ -82,6 +82,7 @@ def _by_filter(service: PicMetricService, **filters) -> set[str]:
     return {item.record.md5 for item in service.history(HistoryQuery(limit=200, **filters)).items}
 
 
+@pytest.mark.slow
 def test_csv_has_a_row_per_class_object_and_face_of_what_the_filter_shows(stored):
     _, service, md5s = stored
     query = HistoryQuery(label="dog", label_kind="detector")
@@ -100,6 +101,7 @@ def test_csv_has_a_row_per_class_object_and_face_of_what_the_filter_shows(stored
     assert "sheep" not in set(table["label"])
 
 
+@pytest.mark.slow
 def test_face_rows_carry_their_five_landmarks(stored):
     _, service, md5s = stored
     table = pd.read_csv(io.BytesIO(exports.export(service, HistoryQuery(has_faces=True), "csv")))
@@ -110,6 +112,7 @@ def test_face_rows_carry_their_five_landmarks(stored):
     assert face["x2"] == pytest.approx(stored_face.box.x2)
 
 
+@pytest.mark.slow
 def test_coco_export_is_a_valid_dataset_with_official_ids_and_face_keypoints(stored):
     _, service, md5s = stored
     dataset = json.loads(exports.export(service, HistoryQuery(), "coco"))
@@ -127,6 +130,7 @@ def test_coco_export_is_a_valid_dataset_with_official_ids_and_face_keypoints(sto
     assert faces[0]["num_keypoints"] == 5 and faces[0]["keypoints"][2::3] == [2] * 5
 
 
+@pytest.mark.slow
 def test_zip_holds_originals_overlays_and_the_annotations(stored, dog_jpg):
     _, service, md5s = stored
     archive = zipfile.ZipFile(io.BytesIO(exports.export(service, HistoryQuery(filename="dog"), "zip")))
@@ -139,6 +143,7 @@ def test_zip_holds_originals_overlays_and_the_annotations(stored, dog_jpg):
     assert all(image["file_name"] in names for image in dataset["images"])
 
 
+@pytest.mark.slow
 def test_api_exports_with_the_history_filters_and_the_token(stored):
     settings, _, md5s = stored
     client = TestClient(create_app(settings, loader=ModelLoader(settings)))
@@ -158,6 +163,7 @@ def test_api_exports_with_the_history_filters_and_the_token(stored):
     assert refused.status_code == 422 and "format" in refused.json()["error"]
 
 
+@pytest.mark.slow
 def test_an_export_larger_than_its_limit_asks_for_narrower_filters(stored):
     _, service, _ = stored
     with pytest.raises(exports.ExportTooLarge, match="narrow the filters"):
@@ -165,6 +171,7 @@ def test_an_export_larger_than_its_limit_asks_for_narrower_filters(stored):
     assert len(exports.collect(service, HistoryQuery(), max_analyses=4)) == 4
 
 
+@pytest.mark.slow
 def test_cli_writes_the_export_file(stored, tmp_path, monkeypatch, capsys):
     settings, _, md5s = stored
     monkeypatch.chdir(tmp_path)  # no .env here

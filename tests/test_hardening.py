@@ -407,6 +407,7 @@ def multipart_with_raw_filename(filename: bytes, data: bytes) -> tuple[bytes, st
     return body, "multipart/form-data; boundary=RawName"
 
 
+@pytest.mark.slow
 def test_control_characters_in_a_file_name_are_removed_and_weights_named_by_checksum(
     tmp_path, fresh_pg_url, analyzer, dog_jpg
 ):
@@ -456,6 +457,7 @@ def test_a_small_file_of_a_huge_image_reaches_the_networks_bounded(tmp_path):
         assert image.data == buffer.getvalue()  # the original bytes are what is stored
 
 
+@pytest.mark.slow
 def test_boxes_found_on_the_bounded_copy_are_in_the_original_pixels(analyzer, dog_jpg):
     from picmetric_core.filters import shown
     from picmetric_core.overlays import render_overlays

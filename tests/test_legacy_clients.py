@@ -168,6 +168,7 @@ def test_kept_links_still_open_after_the_presigned_links_expired(client, seaweed
     assert overlay.status_code == 200 and overlay.content.startswith(b"\x89PNG")
 
 
+@pytest.mark.slow
 def test_links_use_the_configured_public_address(tmp_path, analyzer, dog_jpg):
     settings = make_settings(tmp_path, public_base_url="https://pics.example.org/api/")
     app_client = _in_process(settings, analyzer)
@@ -175,6 +176,7 @@ def test_links_use_the_configured_public_address(tmp_path, analyzer, dog_jpg):
     assert body["original"] == f"https://pics.example.org/api/v1/analyses/{body['hash']}/original"
 
 
+@pytest.mark.slow
 def test_with_a_token_links_are_signed_and_the_token_never_shows(tmp_path, analyzer, dog_jpg):
     token = "legacy-token-" + "y" * 20
     app_client = _in_process(make_settings(tmp_path, api_token=token), analyzer)
@@ -191,6 +193,7 @@ def test_with_a_token_links_are_signed_and_the_token_never_shows(tmp_path, analy
     assert refused.status_code == 401 and "error" in refused.json()
 
 
+@pytest.mark.slow
 def test_root_redirects_to_the_upload_page_whose_forms_post_to_real_routes(tmp_path, analyzer):
     app_client = _in_process(make_settings(tmp_path), analyzer)
     response = app_client.get("/", follow_redirects=False)
@@ -205,6 +208,7 @@ def test_root_redirects_to_the_upload_page_whose_forms_post_to_real_routes(tmp_p
     assert app_client.get("/reset").status_code == 404
 
 
+@pytest.mark.slow
 def test_every_detector_label_is_an_official_coco_name(analyzer, dog_jpg, person_jpg):
     assert read_labels() == tuple(category.name for category in COCO_CATEGORIES)
     assert not set(read_labels()) & set(DARKNET_RENAMES)

@@ -74,10 +74,12 @@ def originals(service, photos) -> dict[str, Submission]:
     return {name: submit(service, rgb, name) for name, rgb in photos.items()}
 
 
+@pytest.mark.slow
 def test_different_photos_are_not_near_duplicates(originals):
     assert {name: s.near_duplicates for name, s in originals.items() if s.near_duplicates} == {}
 
 
+@pytest.mark.slow
 def test_an_edited_copy_is_reported_as_its_originals_near_duplicate_and_still_analysed(service, photos, originals):
     copy = submit(service, everything(photos["dog"]), "dog-small")  # resized, recompressed, 5 % cropped, recoloured
 
@@ -87,6 +89,7 @@ def test_an_edited_copy_is_reported_as_its_originals_near_duplicate_and_still_an
 
 
 @pytest.mark.parametrize("edit", EDITS)
+@pytest.mark.slow
 def test_edits_find_their_own_photo_and_no_other(service, photos, originals, edit):
     for name, rgb in photos.items():
         copy = submit(service, VARIANTS[edit](rgb), f"{name}-{edit}")
@@ -108,6 +111,7 @@ def cats(service, other_cats, originals) -> set[str]:
     return stored | {originals["chelsea"].record.md5}
 
 
+@pytest.mark.slow
 def test_more_like_this_ranks_cats_above_the_dog_and_the_people(service, originals, cats):
     ranked = [photo.submission.record.md5 for photo in service.similar(originals["chelsea"].record.md5, k=12)]
 
@@ -118,12 +122,14 @@ def test_more_like_this_ranks_cats_above_the_dog_and_the_people(service, origina
     assert max(cat_places) < min(other_places, default=len(ranked))
 
 
+@pytest.mark.slow
 def test_similarity_scores_fall_down_the_list(service, originals, cats):
     scores = [photo.similarity for photo in service.similar(originals["chelsea"].record.md5, k=12)]
     assert len(scores) == 12
     assert scores == sorted(scores, reverse=True) and -1.0 <= scores[-1] < scores[0] <= 1.0
 
 
+@pytest.mark.slow
 def test_history_filter_similar_to_lists_the_most_similar_photos(service, originals, cats):
     chelsea = originals["chelsea"].record.md5
     page = service.history(HistoryQuery(similar_to=chelsea, limit=200))
@@ -134,12 +140,14 @@ def test_history_filter_similar_to_lists_the_most_similar_photos(service, origin
     assert chelsea not in listed
 
 
+@pytest.mark.slow
 def test_near_duplicates_of_a_stored_photo(service, photos, originals):
     copy = submit(service, everything(photos["kite"]), "kite-again")
     assert originals["kite"].record.md5 in {d.md5 for d in service.near_duplicates(copy.record.md5)}
     assert service.near_duplicates("0" * 32) is None
 
 
+@pytest.mark.slow
 def test_a_setting_skips_near_duplicates_without_running_the_networks(settings, analyzer, photos, originals):
     skipping = PicMetricService(settings.model_copy(update={"skip_near_duplicates": True}), analyzer)
     try:
@@ -153,6 +161,7 @@ def test_a_setting_skips_near_duplicates_without_running_the_networks(settings, 
         skipping.close()
 
 
+@pytest.mark.slow
 def test_api_reports_near_duplicates_and_similar_photos(service, settings, analyzer, photos, originals, cats):
     app = create_app(settings, loader=ModelLoader(settings, load=lambda _settings: analyzer))
     with TestClient(app) as client:
@@ -176,6 +185,7 @@ def test_api_reports_near_duplicates_and_similar_photos(service, settings, analy
     assert listed.status_code == 200 and len(listed.json()["items"]) == 3
 
 
+@pytest.mark.slow
 def test_batches_give_the_same_signatures_as_single_images(analyzer, photos):
     from picmetric_core.intake.images import decode_image
 
@@ -189,6 +199,7 @@ def test_batches_give_the_same_signatures_as_single_images(analyzer, photos):
         assert cosine > 0.999
 
 
+@pytest.mark.slow
 def test_postgres_index_keeps_in_step_and_backfill_indexes_old_rows(tmp_path, fresh_pg_url, analyzer, photos):
     settings = make_settings(tmp_path, database_url=fresh_pg_url)
     writer, reader = PicMetricService(settings, analyzer), PicMetricService(settings, analyzer)
