@@ -56,7 +56,7 @@ def test_the_old_shape_names_unlinked_objects_by_key(app_and_service, dog_jpg):
     assert {k: v for k, v in old.items() if k not in ("original", "yolov3_source", "faces_source")} == {
         k: v for k, v in document.items() if k not in ("original", "yolov3_source", "faces_source")
     }
-    assert old["original"].endswith(f"/objects/{submission.record.keys.original}")
+    assert old["original"].endswith(f"/v1/analyses/{submission.record.md5}/original")  # a link that never expires
 
 
 def test_one_format_table_for_intake_store_and_api():

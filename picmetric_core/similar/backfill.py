@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from sqlalchemy import ColumnElement, delete, func, or_, select
 from sqlalchemy.orm import Session, sessionmaker
@@ -16,10 +17,12 @@ from sqlalchemy.orm import Session, sessionmaker
 from picmetric_core.config import Settings
 from picmetric_core.errors import ImageRejected
 from picmetric_core.intake.images import DecodedImage, decode_for
-from picmetric_core.models.classifier import KerasClassifier
 from picmetric_core.similar.signature import signature_of
 from picmetric_core.store.objects import ObjectNotFound, ObjectStore
 from picmetric_core.store.orm import AnalysisRow, SignatureRow, signature_row
+
+if TYPE_CHECKING:  # the networks (TensorFlow) load only when a backfill runs
+    from picmetric_core.models.classifier import KerasClassifier
 
 log = logging.getLogger(__name__)
 
