@@ -112,4 +112,5 @@ for index, job in enumerate(jobs):
             continue
         if item.submission.seen_before:
             components.seen_before_note(item.submission)
+        components.near_duplicate_note(item.submission)
         result_view(item.submission, item.rgb, thresholds, key=f"item{index}")

@@ -13,6 +13,7 @@ from datetime import UTC, datetime, time, timedelta
 
 import streamlit as st
 
+from picmetric_core import exports
 from picmetric_core.errors import PicMetricError
 from picmetric_core.filters import DisplayThresholds, shown
 from picmetric_core.labels import percent
@@ -28,6 +29,7 @@ page_setup("History", ":material/photo_library:")
 PAGE_SIZE = 12
 GRID_COLUMNS = 4
 MAX_COMPARE = 4
+MORE_LIKE_THIS = 12
 _MD5_START = re.compile(r"[0-9a-fA-F]{6,32}")
 FILTER_DEFAULTS = {"label": None, "min_score": 0.25, "faces": "Any", "dates": (), "search": ""}
 GALLERY_STATE = "_gallery_state"  # the filters and page, kept while a detail or compare view is open
@@ -79,6 +81,7 @@ def detail_view(md5: str, thresholds: DisplayThresholds) -> None:
         muted=True,
     )
     result_view(submission, stored_rgb(submission), thresholds, key="detail")
+    more_like_this(md5, thresholds)
 
 
 def compare_view(md5s: list[str], thresholds: DisplayThresholds) -> None:
@@ -203,8 +206,60 @@ def compare_bar() -> None:
     clear.button("Clear", on_click=chosen.clear, width="stretch")
 
 
-def export_buttons(query: HistoryQuery) -> None:
-    """Where the exports of what the filter shows go (CSV, COCO JSON, ZIP: ``picmetric_core.exports``)."""
+EXPORTS = {"csv": ("CSV", "text/csv"), "coco": ("COCO JSON", "application/json"), "zip": ("ZIP", "application/zip")}
+
+
+def export_buttons(query: HistoryQuery, thresholds: DisplayThresholds) -> None:
+    """Downloads of everything the filter shows (all pages), built only when asked for."""
+    with st.popover("Export", icon=":material/download:"):
+        st.caption("Everything the filters show, at the thresholds on screen.")
+        fmt = st.radio("Format", list(EXPORTS), format_func=lambda f: EXPORTS[f][0], horizontal=True, key="export")
+        if st.button("Prepare the file", icon=":material/build:"):
+            try:
+                data = exports.export(resources.service(), replace(query, page=1), fmt, thresholds)
+            except PicMetricError as error:
+                st.error(str(error), icon=":material/error:")
+                return
+            name, mime = EXPORTS[fmt]
+            st.download_button(
+                f"Download {name}",
+                data,
+                file_name=exports.file_name(fmt),
+                mime=mime,
+                icon=":material/download:",
+            )
+
+
+def more_like_this(md5: str, thresholds: DisplayThresholds) -> None:
+    """The stored photos most like this one in content, as small cards."""
+    similar = resources.service().similar(md5, k=MORE_LIKE_THIS)
+    st.subheader("More like this")
+    if similar is None:
+        st.caption("Not indexed yet: run `picmetric similar backfill` for analyses stored before this feature.")
+        return
+    if not similar:
+        st.caption("No other stored photos yet.")
+        return
+    for start in range(0, len(similar), GRID_COLUMNS * 2):
+        row = similar[start : start + GRID_COLUMNS * 2]
+        for column, photo in zip(st.columns(GRID_COLUMNS * 2), row, strict=False):
+            with column, st.container(border=True, height="stretch"):
+                record = photo.submission.record
+                st.image(card_thumbnail(record.keys.thumbnail), width="stretch")
+                plain.line(record.filename or record.md5[:12], bold=True)
+                plain.line(f"similarity {photo.similarity:.2f}", muted=True)
+                st.button(
+                    "Open",
+                    key=f"similar-{record.md5}",
+                    on_click=open_similar,
+                    args=(record.md5,),
+                    icon=":material/open_in_full:",
+                    width="stretch",
+                )
+
+
+def open_similar(md5: str) -> None:
+    st.query_params["md5"] = md5
 
 
 def gallery(query: HistoryQuery, thresholds: DisplayThresholds) -> None:
@@ -258,7 +313,7 @@ def gallery_view(thresholds: DisplayThresholds) -> None:
         if query.page != 1:
             st.session_state["page"] = 1
             st.rerun()
-    export_buttons(query)
+    export_buttons(query, thresholds)
     compare_bar()
     gallery(query, thresholds)
     with st.expander("Summary", expanded=True, icon=":material/monitoring:"):

@@ -10,9 +10,10 @@ from picmetric_core.batch.jobs import BatchJob
 from picmetric_core.batch.service import BatchLauncher
 from picmetric_core.batch.sources import item_filename
 from picmetric_core.errors import PicMetricError
-from picmetric_ui import components, resources
+from picmetric_ui import plain, resources
+from picmetric_ui.page import page_setup
 
-st.set_page_config(page_title="PicMetric · Batches", page_icon="🗃️", layout="wide")
+page_setup("Batches", ":material/dynamic_feed:")
 REFRESH_S = 2.0
 
 
@@ -43,7 +44,7 @@ def start_form() -> None:
 
 def job_panel(job: BatchJob) -> None:
     st.subheader(f"Job {job.id} · {job.status}")
-    st.caption(" · ".join(job.sources))
+    plain.line(" · ".join(job.sources), muted=True)
     st.progress(job.done / job.total if job.total else 1.0, text=f"{job.done} of {job.total} images")
     new, seen, failed, speed = st.columns(4)
     new.metric("New", job.new)
@@ -57,7 +58,12 @@ def job_panel(job: BatchJob) -> None:
         st.dataframe(
             [{"item": item_filename(f.item), "error": f.error} for f in failures], key="failures", hide_index=True
         )
-    st.page_link("pages/1_History.py", label="Open in History", query_params={"batch": str(job.id)}, icon="🗂️")
+    st.page_link(
+        "pages/1_History.py",
+        label="Open in History",
+        query_params={"batch": str(job.id)},
+        icon=":material/photo_library:",
+    )
 
 
 @st.fragment(run_every=REFRESH_S)
@@ -80,10 +86,6 @@ def recent_jobs() -> None:
             st.rerun()
 
 
-with st.sidebar:
-    components.page_links()
-    st.page_link("pages/2_Batches.py", label="Batches", icon=":material/dataset:")
-
 st.title("Batches")
 try:
     start_form()
@@ -91,7 +93,7 @@ try:
     with st.expander("Recent jobs", expanded=True):
         recent_jobs()
 except PicMetricError as error:
-    st.error(str(error), icon="⚠️")
+    st.error(str(error), icon=":material/error:")
 except Exception:
     logging.getLogger("picmetric_ui.batches").exception("the Batches page failed")
-    st.error("Something went wrong with batch jobs; it was logged. Try again.", icon="⚠️")
+    st.error("Something went wrong with batch jobs; it was logged. Try again.", icon=":material/error:")

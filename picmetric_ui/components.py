@@ -7,16 +7,12 @@ from pathlib import Path
 
 import streamlit as st
 
-from picmetric_core.filters import (
-    DEFAULT_THRESHOLDS,
-    RAW_DETECTION_SCORE,
-    RAW_NMS_IOU,
-    DisplayThresholds,
-)
+from picmetric_core.errors import without_paths
+from picmetric_core.filters import SLIDER_RANGES, DisplayThresholds
 from picmetric_core.intake.images import SUPPORTED_FORMATS, format_size
 from picmetric_core.pipeline import get_analyzer
 from picmetric_core.service import Submission
-from picmetric_ui import resources
+from picmetric_ui import plain, resources
 from picmetric_ui.upload_limit import effective_max_bytes
 
 ROLE_TITLES = {"classifier": "Classifier", "detector": "Detector", "faces": "Faces"}
@@ -37,6 +33,7 @@ def page_links() -> None:
     """The sidebar's page menu, with names a person reads (not the file names Streamlit would show)."""
     st.page_link("streamlit_app.py", label="Analyze", icon=":material/image_search:")
     st.page_link("pages/1_History.py", label="History", icon=":material/photo_library:")
+    st.page_link("pages/2_Batches.py", label="Batches", icon=":material/dynamic_feed:")
     st.divider()
 
 
@@ -55,46 +52,35 @@ def threshold_params(thresholds: DisplayThresholds) -> dict[str, str]:
     return {param: f"{getattr(thresholds, name):g}" for name, param in THRESHOLD_PARAMS.items()}
 
 
-def _seed(key: str, low: float, high: float) -> None:
+def _seed(key: str) -> None:
     """A slider starts at its value from the page's link, else at the default (once per session)."""
     if key in st.session_state:
         return
-    value = getattr(DEFAULT_THRESHOLDS, key)
+    bounds = SLIDER_RANGES[key]
+    value = bounds.default
     with contextlib.suppress(ValueError):  # a hand-edited link; the default applies
         value = float(st.query_params.get(THRESHOLD_PARAMS[key], value))
-    st.session_state[key] = min(max(value, low), high)
+    st.session_state[key] = min(max(value, bounds.low), bounds.high)
+
+
+SLIDER_TEXT = {
+    "min_detection_score": ("Detection confidence", "Objects below this confidence are hidden."),
+    "nms_iou": ("NMS overlap (IoU)", "Boxes of one class overlapping more than this are merged into the best one."),
+    "min_face_score": ("Face confidence", "Faces below this confidence are hidden (it starts at the stored cut-off)."),
+}
 
 
 def thresholds_ui() -> DisplayThresholds:
-    """Sliders that re-filter shown results; the networks are never run again for them."""
-    _seed("min_detection_score", RAW_DETECTION_SCORE, 1.0)
-    _seed("nms_iou", 0.1, RAW_NMS_IOU)
-    _seed("min_face_score", 0.0, 1.0)
-    min_score = st.slider(
-        "Detection confidence",
-        RAW_DETECTION_SCORE,
-        1.0,
-        step=0.05,
-        key="min_detection_score",
-        help="Objects below this confidence are hidden.",
-    )
-    nms_iou = st.slider(
-        "NMS overlap (IoU)",
-        0.1,
-        RAW_NMS_IOU,
-        step=0.05,
-        key="nms_iou",
-        help="Boxes of one class overlapping more than this are merged into the best one.",
-    )
-    face_score = st.slider(
-        "Face confidence",
-        0.0,
-        1.0,
-        step=0.01,
-        key="min_face_score",
-        help="Faces below this confidence are hidden.",
-    )
-    return DisplayThresholds(min_detection_score=min_score, nms_iou=nms_iou, min_face_score=face_score)
+    """Sliders that re-filter shown results; the networks are never run again for them.
+
+    Their ranges come from :data:`~picmetric_core.filters.SLIDER_RANGES`: none goes below what is stored.
+    """
+    values = {}
+    for key, (label, hint) in SLIDER_TEXT.items():
+        _seed(key)
+        bounds = SLIDER_RANGES[key]
+        values[key] = st.slider(label, bounds.low, bounds.high, step=bounds.step, key=key, help=hint)
+    return DisplayThresholds(**values)
 
 
 def model_panel() -> None:
@@ -114,7 +100,7 @@ def _model_panel_body() -> None:
         )
         return
     if warmup.error:
-        st.error(f"The models could not be loaded: {warmup.error}")
+        st.error(f"The models could not be loaded: {without_paths(warmup.error)}")
         return
     analyzer = get_analyzer(resources.settings())
     runtime = analyzer.runtime()
@@ -128,7 +114,7 @@ def _model_panel_body() -> None:
         for info in analyzer.models:
             st.markdown(f"**{info.name}** — `{Path(info.weights).name}`")
             if info.note:
-                st.caption(info.note)
+                st.caption(without_paths(info.note))
 
 
 def seen_before_note(submission: Submission) -> None:
@@ -137,3 +123,23 @@ def seen_before_note(submission: Submission) -> None:
         f"Seen before — analysed on {created:%d %b %Y at %H:%M} UTC. Showing the stored result.",
         icon=":material/history:",
     )
+
+
+def near_duplicate_note(submission: Submission) -> None:
+    """Names the stored photos this one is the same picture as (resized, re-encoded, lightly cropped)."""
+    if not submission.near_duplicates:
+        return
+    service = resources.service()
+    for duplicate in submission.near_duplicates[:3]:
+        earlier = service.get(duplicate.md5)
+        if earlier is None:
+            continue
+        record = earlier.record
+        text, link = st.columns([5, 1], vertical_alignment="center")
+        plain.line(
+            f"Near-duplicate of {record.filename or record.md5} analysed on {record.created_at:%d %b %Y}",
+            into=text,
+        )
+        link.page_link(
+            "pages/1_History.py", label="Open", query_params={"md5": record.md5}, icon=":material/open_in_new:"
+        )

@@ -7,10 +7,8 @@ part of the summary line.
 from __future__ import annotations
 
 import html
-import json
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +22,7 @@ from picmetric_core.labels import percent
 from picmetric_core.overlays import LANDMARK_LEGEND, Overlays, render_overlays
 from picmetric_core.results import LANDMARK_NAMES, Analysis
 from picmetric_core.service import Submission
-from picmetric_core.views import full_view, legacy_view
+from picmetric_core.views import legacy_submission_document, submission_document, to_json
 from picmetric_ui import charts, resources
 
 COLUMNS = 3
@@ -175,30 +173,13 @@ def faces_table(visible: Analysis) -> pd.DataFrame:
 
 
 def full_json(submission: Submission, thresholds: DisplayThresholds) -> str:
-    view = full_view(
-        submission.analysis, thresholds=thresholds, urls=asdict(submission.urls), record=asdict(submission.record)
-    )
-    return json.dumps(view, indent=2, default=_plain)
+    """The API's v1 body for this analysis (the same document, the store's own links)."""
+    return to_json(submission_document(submission, thresholds=thresholds), indent=2)
 
 
 def legacy_json(submission: Submission, thresholds: DisplayThresholds) -> str:
-    keys, urls = submission.record.keys, submission.urls
-    view = legacy_view(
-        submission.analysis,
-        original_url=urls.original or keys.original,
-        detections_url=urls.detections or keys.detections,
-        faces_url=urls.faces or keys.faces,
-        thresholds=thresholds,
-    )
-    return json.dumps(view, indent=2)
-
-
-def _plain(value: Any) -> Any:
-    if hasattr(value, "isoformat"):
-        return value.isoformat()
-    if hasattr(value, "item"):
-        return value.item()
-    return str(value)
+    """The old API's response for this analysis, at the thresholds on screen."""
+    return to_json(legacy_submission_document(submission, thresholds=thresholds), indent=2)
 
 
 def downloads(submission: Submission, overlays: Overlays, thresholds: DisplayThresholds, key: str) -> None:

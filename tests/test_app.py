@@ -13,6 +13,7 @@ from streamlit.testing.v1 import AppTest
 
 from picmetric_core.config import get_settings
 from picmetric_core.intake.images import NOT_AN_IMAGE_MESSAGE
+from picmetric_core.store.history import HistoryQuery
 from picmetric_ui.samples import SAMPLES
 from tests.conftest import png_bytes
 
@@ -106,7 +107,7 @@ def test_analyze_page_starts_with_limits_and_models(app_env):
     for line in ("**Classifier:** EfficientNet-Lite0", "**Detector:** YOLOv3-tiny", "**Faces:** MTCNN"):
         assert line in models
     assert "offline stand-in" in models and "full weights" in models
-    assert [link.proto.label for link in at.get("page_link")] == ["Analyze", "History"]
+    assert [link.proto.label for link in at.get("page_link")] == ["Analyze", "History", "Batches"]
 
 
 def test_upload_shows_overlays_charts_tables_and_downloads(app_env, calls, dog_jpg):
@@ -134,8 +135,9 @@ def test_sliders_refilter_and_redraw_without_running_the_networks(app_env, calls
     overlays = st_overlays(at)
     at.slider(key="min_detection_score").set_value(0.95).run()
     at.slider(key="nms_iou").set_value(0.3).run()
-    at.slider(key="min_face_score").set_value(0.0).run()
+    at.slider(key="min_face_score").set_value(0.6).run()
     assert_no_exception(at)
+    assert at.slider(key="min_face_score").proto.min == 0.6, "the face slider goes below what is ever stored"
     assert len(calls) == 1, "a slider ran the networks again"
     assert object_rows(at) < before
     assert st_overlays(at) != overlays, "the overlays were not redrawn"
@@ -238,7 +240,10 @@ def test_history_lists_filters_and_opens_a_detail_view(app_env, calls, dog_jpg, 
     at.button(key=f"open-{md5}").click().run()
     assert at.query_params["md5"] == [md5] or at.query_params["md5"] == md5
     assert_no_exception(at)
-    assert len(at.get("image")) == 2  # the original and the faces overlay (no objects at these thresholds)
+    more_like_this = [b for b in at.button if b.key and b.key.startswith("similar-")]
+    # the original and the faces overlay (no objects at these thresholds), then a card per similar photo
+    assert len(at.get("image")) == 2 + len(more_like_this)
+    assert "More like this" in texts(at.subheader)
 
     at.button[0].click().run()  # back to the gallery: the filter is kept
     assert_no_exception(at)
@@ -321,3 +326,47 @@ def test_history_paging_resets_when_any_filter_changes(app_env):
     at.selectbox(key="faces").set_value("Without faces").run()
     assert_no_exception(at)
     assert at.session_state["page"] == 1
+
+
+def jpeg_variant(data: bytes, scale: float, crop: float) -> bytes:
+    """The same picture resized, cropped by ``crop`` of each side and re-encoded: other bytes, another md5."""
+    import io
+
+    from PIL import Image
+
+    image = Image.open(io.BytesIO(data)).convert("RGB")
+    width, height = image.size
+    dx, dy = int(width * crop), int(height * crop)
+    image = image.crop((dx, dy, width - dx, height - dy)).resize((int(width * scale), int(height * scale)))
+    buffer = io.BytesIO()
+    image.save(buffer, format="JPEG", quality=80)
+    return buffer.getvalue()
+
+
+def test_a_near_duplicate_names_the_stored_photo_and_more_like_this_lists_it(app_env, dog_jpg):
+    upload(run(ANALYZE), ("dog.jpg", dog_jpg, "image/jpeg"))
+    copy = upload(run(ANALYZE), ("dog-copy.jpg", jpeg_variant(dog_jpg, 0.6, 0.025), "image/jpeg"))
+    assert_no_exception(copy)
+    assert "Near-duplicate of dog.jpg analysed on" in plain_texts(copy)
+    assert any(link.proto.label == "Open" for link in copy.get("page_link"))
+
+    from picmetric_ui import resources
+
+    original = resources.service().history(HistoryQuery(filename="dog.jpg", min_score=0.0)).items[0]
+    detail = run(HISTORY, md5=original.record.md5)
+    assert_no_exception(detail)
+    cards = [b.key.removeprefix("similar-") for b in detail.button if b.key and b.key.startswith("similar-")]
+    copy_md5 = resources.service().history(HistoryQuery(filename="dog-copy", min_score=0.0)).items[0].record.md5
+    assert cards and cards[0] == copy_md5, "the near-duplicate is not the most similar photo"
+    assert original.record.md5 not in cards
+
+
+def test_history_exports_what_the_filter_shows(app_env, dog_jpg):
+    upload(run(ANALYZE), ("dog.jpg", dog_jpg, "image/jpeg"))
+    at = run(HISTORY)
+    at.selectbox(key="label").set_value("dog").run()
+    at.radio(key="export").set_value("coco").run()
+    next(b for b in at.button if b.label == "Prepare the file").click().run()
+    assert_no_exception(at)
+    assert not at.error
+    assert [b.proto.label for b in at.get("download_button")] == ["Download COCO JSON"]
