@@ -80,7 +80,8 @@ def detail_view(md5: str, thresholds: DisplayThresholds) -> None:
         f"{record.content_type} · md5 {record.md5}",
         muted=True,
     )
-    result_view(submission, stored_rgb(submission), thresholds, key="detail")
+    with st.container(key="detail-result"):
+        result_view(submission, stored_rgb(submission), thresholds, key="detail")
     more_like_this(md5, thresholds)
 
 

@@ -19,7 +19,7 @@ import numpy as np
 
 from picmetric_core.config import Settings
 from picmetric_core.errors import ModelsNotReady, without_paths
-from picmetric_core.intake.images import DecodedImage, decode_for
+from picmetric_core.intake.images import DecodedImage, decode_image
 from picmetric_core.pipeline import Analyzer, StageCallback
 from picmetric_core.results import Analysis
 
@@ -146,10 +146,15 @@ class ModelLoader:
 
 
 def warm_up_image(settings: Settings) -> DecodedImage:
-    """A 640x480 noise image, decoded as an upload would be: enough to compile every network's path."""
+    """A 640x480 noise image, decoded as an upload would be: enough to compile every network's path.
+
+    The upload limits do not apply to it (a deployment may accept only smaller images; the warm-up
+    must still run), only the downscale the networks see.
+    """
     from PIL import Image
 
     buffer = io.BytesIO()
     noise = np.random.default_rng(0).integers(0, 256, (480, 640, 3), dtype=np.uint8)
     Image.fromarray(noise).save(buffer, format="PNG")
-    return decode_for(settings, buffer.getvalue())
+    data = buffer.getvalue()
+    return decode_image(data, max_bytes=len(data), max_pixels=640 * 480, max_side=settings.analysis_max_side)

@@ -277,9 +277,15 @@ def test_hovering_a_box_shows_its_label(server, page, photo):
     figure = page.locator(f"{RESULT} [data-testid='stPlotlyChart']").filter(has=page.locator("path.js-fill")).first
     expect(figure).to_be_visible()
     fill = figure.locator("path.js-fill").first  # the most confident box's outline, drawn first
-    box = fill.bounding_box()
-    page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
     hover = figure.locator(".hoverlayer .hovertext")
+    for _ in range(3):  # the expander may still be opening (the figure moving) at the first move
+        box = fill.bounding_box()
+        page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+        try:
+            expect(hover.first).to_be_visible(timeout=5_000)
+            break
+        except AssertionError:
+            page.mouse.move(0, 0)
     expect(hover.first).to_be_visible()
     expect(hover.first).to_contain_text(re.compile(r"(dog|bicycle|truck|car) \d+%"))
     snapshot(page, "interactive-hover.png")
@@ -360,7 +366,8 @@ def test_detail_view_opens_by_url(server, page, photo):
     md5 = hashlib.md5(photo.read_bytes()).hexdigest()
     page.goto(f"{server}/History?md5={md5}")
     expect(page.get_by_role("heading", name="dog640.jpg")).to_be_visible()
-    wait_for_result(page, scope=MAIN)
+    wait_for_result(page, scope="[class*='st-key-detail-result']")
+    expect(page.get_by_role("heading", name="More like this")).to_be_visible()
     snapshot(page, "detail.png")
 
 
