@@ -3,7 +3,7 @@
 Two sources:
 
 * registry-shipped files inside installed packages (always present after bootstrap):
-  YOLOv3-tiny, EfficientNet-Lite0 and MTCNN;
+  YOLOv3-tiny, EfficientNet-Lite0/Lite2 and MTCNN;
 * full ResNet50 and YOLOv3-416 weights, fetched by ``picmetric weights fetch`` on a machine with
   internet into the models folder, verified by size and checksum.
 
