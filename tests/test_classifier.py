@@ -17,7 +17,7 @@ import skimage.data
 from PIL import Image
 
 from picmetric_core.errors import WeightsError
-from picmetric_core.models import weights
+from picmetric_core.models import efficientnet_lite, weights
 from picmetric_core.models.classifier import KerasClassifier, center_crop, load_classifier, load_imagenet_names
 from picmetric_core.models.pth import LEGACY_MAGIC, LEGACY_PROTOCOL, UnsafePickleError, load_state_dict
 from tests.conftest import darknet_photo
@@ -142,6 +142,14 @@ def test_offline_classifier_says_it_is_a_stand_in(offline_classifier: KerasClass
 def test_lite0_is_the_fast_option_and_says_so(lite0_classifier: KerasClassifier) -> None:
     info = lite0_classifier.info
     assert (info.name, info.full, info.input_size) == ("EfficientNet-Lite0", False, 224)
+
+
+def test_a_state_dict_missing_a_stage_is_refused_not_built(tmp_path: Path) -> None:
+    state = load_state_dict(weights.locate(weights.EFFICIENTNET_LITE2, Path()))
+    last_block = max(int(name.split(".")[1]) for name in state if name.startswith("_blocks."))
+    truncated = {name: value for name, value in state.items() if not name.startswith(f"_blocks.{last_block}.")}
+    with pytest.raises(WeightsError, match="not an EfficientNet-Lite state dict"):
+        efficientnet_lite.shape_from_state(truncated)
 
 
 def test_unknown_classifier_choice_is_refused_with_the_options(tmp_path: Path) -> None:
