@@ -84,7 +84,9 @@ def bench_models(
         cold = cold_start_seconds(models_dir, Path(handle.name))
 
     started = time.perf_counter()
-    analyzer = load_analyzer(models_dir, top_k=settings.classifier_top_k, parallel=parallel)
+    analyzer = load_analyzer(
+        models_dir, top_k=settings.classifier_top_k, parallel=parallel, classifier=settings.classifier
+    )
     load_s = time.perf_counter() - started
     image = decode_for(settings, photo_bytes)
     for _ in range(3):

@@ -132,7 +132,7 @@ def build_analyzer(models_dir: Path | None, precision: str, parallel: bool = Fal
     with building_precision(precision):
         if models_dir is None:
             pth = shipped_file(weights.EFFICIENTNET_LITE0.filename, weights.EFFICIENTNET_LITE0.key)
-            model = efficientnet_lite.load_efficientnet_lite0(pth)
+            model = efficientnet_lite.load_efficientnet_lite(pth, efficientnet_lite.LITE0)
             info = ModelInfo("classifier", "EfficientNet-Lite0", str(pth), full=False, input_size=224)
             classifier = KerasClassifier(model, info, efficientnet_lite.preprocess, load_imagenet_names())
             tiny = shipped_file(weights.YOLOV3_TINY.filename, weights.YOLOV3_TINY.key)

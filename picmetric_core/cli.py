@@ -94,7 +94,8 @@ def weights_status_command(settings: Settings) -> int:
     for row in weights.status(models_dir):
         where = f"{row.path}  {row.size:,} B  sha256 {row.sha256}" if row.path else "not found"
         print(f"  {row.spec.key:<20} {where}")
-    classifier = "ResNet50" if weights.locate(weights.RESNET50, models_dir) else "EfficientNet-Lite0 (offline stand-in)"
+    stand_in = f"EfficientNet-{settings.classifier.title()} (offline stand-in)"  # lite2 -> EfficientNet-Lite2
+    classifier = "ResNet50" if weights.locate(weights.RESNET50, models_dir) else stand_in
     detector = "YOLOv3-416" if weights.locate(weights.YOLOV3, models_dir) else "YOLOv3-tiny (offline stand-in)"
     print(f"will run: classifier {classifier}; detector {detector}; faces MTCNN")
     return 0

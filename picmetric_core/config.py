@@ -83,6 +83,8 @@ class Settings(BaseSettings):
 
     # Models.
     classifier_top_k: int = Field(5, validation_alias=_env("PICMETRIC_TOP_K"))
+    # The stand-in when ResNet50's weights are absent: lite2 (more accurate), lite0 (faster). ResNet50 wins.
+    classifier: Literal["lite2", "lite0"] = Field("lite2", validation_alias=_env("PICMETRIC_CLASSIFIER"))
     face_detector: str = Field("auto", validation_alias=_env("PICMETRIC_FACE_DETECTOR"))
     # A near-duplicate of a stored photo returns that photo's analysis instead of running the networks.
     skip_near_duplicates: bool = Field(False, validation_alias=_env("PICMETRIC_SKIP_NEAR_DUPLICATES"))

@@ -223,11 +223,13 @@ def load_analyzer(
     face_detector: str = "auto",
     precision: str = "float32",
     device_nms: str = "auto",
+    classifier: str = "lite2",
 ) -> Analyzer:
     """Load the three networks, preferring full ResNet50/YOLOv3 weights when ``models_dir`` has them.
 
     ``precision`` ("float32" or "mixed_bfloat16") is the dtype policy the classifier and detector are
-    built with; ``device_nms`` ("auto", "on", "off") whether YOLO selects its detections on the device.
+    built with; ``device_nms`` ("auto", "on", "off") whether YOLO selects its detections on the device;
+``classifier`` ("lite2", "lite0") the shipped stand-in used when ResNet50's weights are absent.
     """
     from picmetric_core.models.classifier import load_classifier
     from picmetric_core.models.compiled import building_precision, use_device_nms
@@ -245,7 +247,7 @@ def load_analyzer(
     # MTCNN stays float32: its small networks gain nothing from bfloat16, and face scores near the
     # thresholds would move.
     with building_precision(precision):
-        classifier = timed_load("classifier", lambda: load_classifier(models_dir))
+        classifier = timed_load("classifier", lambda: load_classifier(models_dir, classifier))
         on_device = use_device_nms(device_nms)
         detector = timed_load("detector", lambda: load_detector(models_dir, device_nms=on_device))
     return Analyzer(
@@ -258,7 +260,7 @@ def load_analyzer(
     )
 
 
-AnalyzerKey = tuple[Path, int, str, str, str]
+AnalyzerKey = tuple[Path, int, str, str, str, str]
 _analyzers: dict[AnalyzerKey, Analyzer] = {}
 _analyzers_lock = threading.Lock()
 
@@ -271,6 +273,7 @@ def analyzer_key(settings: Settings) -> AnalyzerKey:
         settings.face_detector,
         settings.precision,
         settings.device_nms,
+        settings.classifier,
     )
 
 
@@ -285,5 +288,6 @@ def get_analyzer(settings: Settings) -> Analyzer:
                 face_detector=settings.face_detector,
                 precision=settings.precision,
                 device_nms=settings.device_nms,
+                classifier=settings.classifier,
             )
         return _analyzers[key]

@@ -95,7 +95,7 @@ class ModelInfo:
     """Which network and which weights actually ran for one role."""
 
     role: str  # "classifier" | "detector" | "faces"
-    name: str  # e.g. "ResNet50", "EfficientNet-Lite0", "YOLOv3-tiny", "MTCNN"
+    name: str  # e.g. "ResNet50", "EfficientNet-Lite2", "YOLOv3-tiny", "MTCNN"
     weights: str  # file name and checksum (``weights_label``), or the package's name; never a path
     full: bool  # True for the intended full model, False for the offline stand-in
     input_size: int | None = None

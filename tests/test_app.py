@@ -104,7 +104,7 @@ def test_analyze_page_starts_with_limits_and_models(app_env):
     sidebar = texts(at.sidebar.caption)
     assert "Backend" in sidebar
     models = texts(at.sidebar.markdown)
-    for line in ("**Classifier:** EfficientNet-Lite0", "**Detector:** YOLOv3-tiny", "**Faces:** MTCNN"):
+    for line in ("**Classifier:** EfficientNet-Lite2", "**Detector:** YOLOv3-tiny", "**Faces:** MTCNN"):
         assert line in models
     assert "offline stand-in" in models and "full weights" in models
     assert [link.proto.label for link in at.get("page_link")] == ["Analyze", "History", "Batches"]

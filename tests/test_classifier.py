@@ -1,4 +1,4 @@
-"""The ImageNet classifier: the offline EfficientNet-Lite0 port, the ResNet50 path, and the .pth reader."""
+"""The ImageNet classifier: the offline EfficientNet-Lite2/Lite0 ports, the ResNet50 path, and the .pth reader."""
 
 from __future__ import annotations
 
@@ -14,11 +14,13 @@ import keras
 import numpy as np
 import pytest
 import skimage.data
+from PIL import Image
 
 from picmetric_core.errors import WeightsError
-from picmetric_core.models import weights
+from picmetric_core.models import efficientnet_lite, weights
 from picmetric_core.models.classifier import KerasClassifier, center_crop, load_classifier, load_imagenet_names
 from picmetric_core.models.pth import LEGACY_MAGIC, LEGACY_PROTOCOL, UnsafePickleError, load_state_dict
+from tests.conftest import darknet_photo
 from tests.synthetic_weights import write_legacy_h5
 
 CATS = {"tabby", "tiger cat", "Egyptian cat"}
@@ -27,6 +29,11 @@ CATS = {"tabby", "tiger cat", "Egyptian cat"}
 @pytest.fixture(scope="module")
 def offline_classifier(tmp_path_factory: pytest.TempPathFactory) -> KerasClassifier:
     return load_classifier(tmp_path_factory.mktemp("no-models"))
+
+
+@pytest.fixture(scope="module")
+def lite0_classifier(tmp_path_factory: pytest.TempPathFactory) -> KerasClassifier:
+    return load_classifier(tmp_path_factory.mktemp("no-models"), "lite0")
 
 
 @pytest.fixture(scope="module")
@@ -60,19 +67,100 @@ def test_offline_classifier_sees_a_cat(offline_classifier: KerasClassifier) -> N
     assert CATS & {r.label for r in results[:3]}
 
 
+# Independent reference: the same shipped .pth files run by PyTorch 2.13 (CPU) with a minimal
+# EfficientNet-Lite forward written against torch.nn.functional and torchvision-style Resize + CenterCrop
+# done by PIL, not by this project's code. Top-5 labels and their probabilities, rounded to 3 decimals;
+# the port's probabilities differed from PyTorch's by at most 1.1e-6 on eight test photos.
+TORCH_REFERENCE = {
+    ("lite2", "chelsea"): {
+        "Egyptian cat": 0.601,
+        "tiger cat": 0.129,
+        "tabby": 0.104,
+        "lynx": 0.011,
+        "lens cap": 0.002,
+    },
+    ("lite2", "dog.jpg"): {
+        "malamute": 0.269,
+        "Eskimo dog": 0.045,
+        "mountain bike": 0.042,
+        "bicycle-built-for-two": 0.033,
+        "Siberian husky": 0.021,
+    },
+    ("lite0", "chelsea"): {
+        "tiger cat": 0.395,
+        "Egyptian cat": 0.355,
+        "tabby": 0.170,
+        "lynx": 0.014,
+        "window screen": 0.001,
+    },
+    ("lite0", "dog.jpg"): {
+        "malamute": 0.378,
+        "German shepherd": 0.280,
+        "Eskimo dog": 0.024,
+        "keeshond": 0.021,
+        "Tibetan mastiff": 0.017,
+    },
+}
+DOG_BREEDS = {"malamute", "Eskimo dog", "Siberian husky", "German shepherd"}
+
+
+def _test_photo(name: str) -> np.ndarray:
+    if name == "chelsea":
+        return skimage.data.chelsea()
+    with Image.open(darknet_photo(name)) as image:
+        return np.asarray(image.convert("RGB"))
+
+
 @pytest.mark.slow
-def test_efficientnet_port_reproduces_reference_scores(offline_classifier: KerasClassifier) -> None:
-    # Reference: the PyTorch model on the same crop. Wrong padding or a transposed kernel moves these.
-    scores = {r.label: r.score for r in offline_classifier.classify(skimage.data.chelsea(), top_k=3)}
-    assert scores == pytest.approx({"tiger cat": 0.39, "Egyptian cat": 0.35, "tabby": 0.17}, abs=0.02)
+@pytest.mark.parametrize("photo, sensible", [("chelsea", CATS), ("dog.jpg", DOG_BREEDS)])
+def test_default_classifier_names_the_animal(offline_classifier: KerasClassifier, photo: str, sensible: set) -> None:
+    assert offline_classifier.classify(_test_photo(photo), top_k=1)[0].label in sensible
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("variant, photo", sorted(TORCH_REFERENCE))
+def test_efficientnet_port_reproduces_pytorch_top5(
+    offline_classifier: KerasClassifier, lite0_classifier: KerasClassifier, variant: str, photo: str
+) -> None:
+    # Wrong padding, a transposed kernel or a wrong crop size moves these.
+    classifier = offline_classifier if variant == "lite2" else lite0_classifier
+    expected = TORCH_REFERENCE[variant, photo]
+    results = classifier.classify(_test_photo(photo), top_k=5)
+    assert [r.label for r in results] == list(expected)
+    assert [r.score for r in results] == pytest.approx(list(expected.values()), abs=0.002)
 
 
 @pytest.mark.slow
 def test_offline_classifier_says_it_is_a_stand_in(offline_classifier: KerasClassifier) -> None:
     info = offline_classifier.info
-    assert (info.role, info.name, info.full, info.input_size) == ("classifier", "EfficientNet-Lite0", False, 224)
+    assert (info.role, info.name, info.full, info.input_size) == ("classifier", "EfficientNet-Lite2", False, 260)
     assert "ResNet50 weights not found" in info.note
     assert "picmetric weights fetch" in info.note
+
+
+@pytest.mark.slow
+def test_lite0_is_the_fast_option_and_says_so(lite0_classifier: KerasClassifier) -> None:
+    info = lite0_classifier.info
+    assert (info.name, info.full, info.input_size) == ("EfficientNet-Lite0", False, 224)
+
+
+def test_a_state_dict_missing_a_stage_is_refused_not_built(tmp_path: Path) -> None:
+    state = load_state_dict(weights.locate(weights.EFFICIENTNET_LITE2, Path()))
+    last_block = max(int(name.split(".")[1]) for name in state if name.startswith("_blocks."))
+    truncated = {name: value for name, value in state.items() if not name.startswith(f"_blocks.{last_block}.")}
+    with pytest.raises(WeightsError, match="not an EfficientNet-Lite state dict"):
+        efficientnet_lite.shape_from_state(truncated)
+
+
+def test_unknown_classifier_choice_is_refused_with_the_options(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match=r"lite0.*lite2"):
+        load_classifier(tmp_path, "lite9")
+
+
+@pytest.mark.slow
+def test_resnet50_wins_over_the_lite_choice(resnet_dir: tuple[Path, keras.Model]) -> None:
+    models_dir, _ = resnet_dir
+    assert load_classifier(models_dir, "lite0").info.name == "ResNet50"
 
 
 @pytest.mark.slow

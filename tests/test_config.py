@@ -162,3 +162,18 @@ def test_every_setting_is_documented():
     docs = (REPO / "docs" / "persistence.md").read_text()
     assert [name for name in names if name not in example] == []
     assert [name for name in names if f"`{name}`" not in docs] == []
+
+
+def test_classifier_setting_defaults_to_lite2_and_picks_its_own_analyzer(clean_environment, monkeypatch):
+    from pydantic import ValidationError
+
+    from picmetric_core.pipeline import analyzer_key
+
+    default = Settings(_env_file=None)
+    monkeypatch.setenv("PICMETRIC_CLASSIFIER", "lite0")
+    fast = Settings(_env_file=None)
+    assert (default.classifier, fast.classifier) == ("lite2", "lite0")
+    assert analyzer_key(default) != analyzer_key(fast)  # switching the setting never reuses the other network
+    monkeypatch.setenv("PICMETRIC_CLASSIFIER", "resnet")
+    with pytest.raises(ValidationError, match="lite2"):
+        Settings(_env_file=None)

@@ -76,5 +76,5 @@ def test_weights_status_command_says_what_will_run(tmp_path, monkeypatch, capsys
     finally:
         get_settings.cache_clear()
     out = capsys.readouterr().out
-    assert "EfficientNet-Lite0 (offline stand-in)" in out and "YOLOv3-tiny (offline stand-in)" in out
+    assert "EfficientNet-Lite2 (offline stand-in)" in out and "YOLOv3-tiny (offline stand-in)" in out
     assert weights.YOLOV3_TINY.sha256 in out

