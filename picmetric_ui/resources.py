@@ -6,11 +6,29 @@ The networks load through the same :class:`~picmetric_core.lifecycle.ModelLoader
 
 from __future__ import annotations
 
+import sys
+
 import streamlit as st
+from streamlit.runtime.scriptrunner import script_runner
 
 from picmetric_core.config import Settings, get_settings
 from picmetric_core.lifecycle import ModelLoader
 from picmetric_core.service import PicMetricService
+
+
+def _clean_modules_but_keras() -> None:
+    """Streamlit's after-run clean-up, less its ``keras.backend.clear_session()``.
+
+    Streamlit clears Keras' session after every script run. That resets Keras' layer-name counters
+    while the networks are being built in the background (seen: "The name "max_pooling2d" is used 2
+    times in the model", the models never loaded) and drops TensorFlow's kernel cache for networks
+    that serve every session. PicMetric's networks live for the whole server, so the session stays.
+    """
+    if "matplotlib.pyplot" in sys.modules:
+        sys.modules["matplotlib.pyplot"].close("all")
+
+
+script_runner._clean_problem_modules = _clean_modules_but_keras
 
 
 def settings() -> Settings:

@@ -370,3 +370,14 @@ def test_history_exports_what_the_filter_shows(app_env, dog_jpg):
     assert_no_exception(at)
     assert not at.error
     assert [b.proto.label for b in at.get("download_button")] == ["Download COCO JSON"]
+
+
+def test_page_runs_keep_the_keras_session_the_networks_are_built_in(app_env):
+    # Streamlit clears Keras' session after each run; mid-build that gave duplicate layer names and no models.
+    from keras.src.backend.common import global_state
+
+    run(ANALYZE)
+    before = global_state.GLOBAL_STATE_TRACKER
+    at = run(HISTORY)
+    assert_no_exception(at)
+    assert global_state.GLOBAL_STATE_TRACKER is before, "a page run cleared the Keras session"
