@@ -5,6 +5,7 @@ Coordinates are pixels in the original (EXIF-oriented) image, origin top-left.
 
 from __future__ import annotations
 
+import base64
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
@@ -121,6 +122,16 @@ class Signature:
     phash: int
     embedding: bytes | None = None
     embedding_model: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-safe: the embedding as base64 (for carrying it between processes, e.g. batch stages)."""
+        embedding = base64.b64encode(self.embedding).decode("ascii") if self.embedding is not None else None
+        return {"phash": self.phash, "embedding": embedding, "embedding_model": self.embedding_model}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Signature:
+        embedding = base64.b64decode(data["embedding"]) if data.get("embedding") is not None else None
+        return cls(int(data["phash"]), embedding, data.get("embedding_model"))
 
 
 @dataclass(frozen=True)

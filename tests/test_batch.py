@@ -136,10 +136,13 @@ def test_history_filters_by_batch(first_run, photo_folder, settings):
     service = PicMetricService(settings, analyzer=None)  # reads only
     try:
         page = service.history(HistoryQuery(batch=first_run.job.id, limit=200, with_total=True))
+        # Batch-stored photos are indexed for "more like this" like uploads (the embedding crossed the stages).
+        look_alikes = service.similar(page.items[0].record.md5, k=3)
     finally:
         service.close()
     assert page.total == 200
     assert {item.record.md5 for item in page.items} == set(photo_folder[1])
+    assert look_alikes, "a batch-stored photo has no embedding"
 
 
 def test_a_second_run_over_the_same_folder_runs_no_inference(first_run, photo_folder, settings, engine):

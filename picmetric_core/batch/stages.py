@@ -11,6 +11,7 @@ import hashlib
 import json
 import logging
 import threading
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
@@ -19,7 +20,7 @@ import numpy as np
 from picmetric_core.config import Settings
 from picmetric_core.errors import DatabaseUnavailable, PicMetricError, StoreUnavailable
 from picmetric_core.intake.images import DecodedImage, decode_for
-from picmetric_core.results import Analysis
+from picmetric_core.results import Analysis, Signature
 
 log = logging.getLogger(__name__)
 
@@ -133,7 +134,8 @@ class AnalyzeActor:
         inferred = [False] * len(block["status"])
         nodes = list(block["node"])
         for index, analysis in zip(todo, analyses, strict=True):
-            documents[index] = json.dumps(analysis.to_dict(), default=_plain)
+            signature = analysis.signature.to_dict() if analysis.signature is not None else None
+            documents[index] = json.dumps({**analysis.to_dict(), "signature": signature}, default=_plain)
             inferred[index] = True
             nodes[index] = self.node
         return {**block, "analysis": documents, "inferred": inferred, "node": nodes}
@@ -155,7 +157,10 @@ def store_block(block: Block, *, settings: Settings, job_id: int) -> Block:
             continue
         item = str(block["item"][index])
         try:
-            analysis = Analysis.from_dict(json.loads(document))
+            data = json.loads(document)
+            analysis = Analysis.from_dict(data)
+            if data.get("signature") is not None:  # what finds near-duplicates and look-alikes
+                analysis = replace(analysis, signature=Signature.from_dict(data["signature"]))
             submission = service.store_analysis(
                 _decoded(block, index),
                 analysis,
