@@ -14,11 +14,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
-import numpy as np
-
 from picmetric_core.intake.images import DecodedImage
 from picmetric_core.models.base import Classifier, Detector, FaceDetector
-from picmetric_core.results import RAW_DETECTION_SCORE, RAW_NMS_IOU, Analysis, Classification, ModelInfo
+from picmetric_core.results import RAW_DETECTION_SCORE, RAW_NMS_IOU, Analysis, ModelInfo
 from picmetric_core.similar.signature import signature_of
 
 if TYPE_CHECKING:
@@ -80,7 +78,7 @@ class Analyzer:
         """
         rgb = image.rgb
         stages = {
-            "classifier": lambda: _classify_with_features(self.classifier, [rgb], self.top_k)[0],
+            "classifier": lambda: self.classifier.classify_batch_with_features([rgb], top_k=self.top_k)[0],
             "detector": lambda: self.detector.detect(
                 rgb, score_threshold=RAW_DETECTION_SCORE, iou_threshold=RAW_NMS_IOU
             ),
@@ -142,7 +140,7 @@ class Analyzer:
     def _chunk_stages(self, chunk: Sequence[DecodedImage]) -> dict[str, Callable[[], list]]:
         rgbs = [image.rgb for image in chunk]
         return {
-            "classifier": lambda: _classify_with_features(self.classifier, rgbs, self.top_k),
+            "classifier": lambda: self.classifier.classify_batch_with_features(rgbs, top_k=self.top_k),
             "detector": lambda: self.detector.detect_batch(
                 rgbs, score_threshold=RAW_DETECTION_SCORE, iou_threshold=RAW_NMS_IOU
             ),
@@ -204,16 +202,6 @@ def _timed(run: Callable[[], T]) -> tuple[T, float]:
     started = time.perf_counter()
     result = run()
     return result, (time.perf_counter() - started) * 1000
-
-
-def _classify_with_features(
-    classifier: Classifier, rgbs: list[np.ndarray], top_k: int
-) -> list[tuple[list[Classification], np.ndarray | None]]:
-    """Each image's classes and pooled features (``None`` from a classifier that gives no features)."""
-    batched = getattr(classifier, "classify_batch_with_features", None)
-    if batched is not None:
-        return batched(rgbs, top_k=top_k)
-    return [(classes, None) for classes in classifier.classify_batch(rgbs, top_k=top_k)]
 
 
 def load_analyzer(

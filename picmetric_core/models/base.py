@@ -18,6 +18,12 @@ class Classifier(Protocol):
 
     def classify_batch(self, images: list[np.ndarray], top_k: int = 5) -> list[list[Classification]]: ...
 
+    def classify_batch_with_features(
+        self, images: list[np.ndarray], top_k: int = 5
+    ) -> list[tuple[list[Classification], np.ndarray]]:
+        """Each image's top-k classes and its pooled features (the embedding "more like this" compares)."""
+        ...
+
 
 class Detector(Protocol):
     info: ModelInfo
