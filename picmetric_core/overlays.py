@@ -35,6 +35,14 @@ class Overlays:
     faces_png: bytes
 
 
+@dataclass(frozen=True)
+class OverlayImages:
+    """Both overlays as RGB pixels, before any encoding."""
+
+    detections: np.ndarray
+    faces: np.ndarray
+
+
 # The overlays are shown ~300–450 px wide; sizes are chosen so that labels stay readable at the narrow end.
 DISPLAY_WIDTH = 320
 LABEL_TEXT_PX = 11  # cap height of label text at DISPLAY_WIDTH (the filled label is ~15 px tall there)
@@ -209,23 +217,41 @@ def annotate_faces(rgb: np.ndarray, faces: Sequence[Face]) -> np.ndarray:
     return canvas
 
 
+# Run-length deflate: on photos it is as small as the default strategy at level 3 and half the time (~19 ms
+# for 640×480 here), and every new analysis waits for two of these.
+_PNG_PARAMS = [cv2.IMWRITE_PNG_COMPRESSION, 1, cv2.IMWRITE_PNG_STRATEGY, cv2.IMWRITE_PNG_STRATEGY_RLE]
+
+
 def encode_png(rgb: np.ndarray) -> bytes:
-    ok, buffer = cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_PNG_COMPRESSION, 3])
+    ok, buffer = cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), _PNG_PARAMS)
     if not ok:
         raise ValueError("could not encode PNG")
     return buffer.tobytes()
 
 
-def render_overlays(
+def encode_jpeg(rgb: np.ndarray, quality: int = 90) -> bytes:
+    """For showing an overlay on a page: ~30× faster to encode and ~6× smaller than the PNG."""
+    ok, buffer = cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, quality])
+    if not ok:
+        raise ValueError("could not encode JPEG")
+    return buffer.tobytes()
+
+
+def draw_overlays(
     image: np.ndarray | DecodedImage, analysis: Analysis, thresholds: DisplayThresholds = DEFAULT_THRESHOLDS
-) -> Overlays:
-    """Both overlays as PNG bytes, showing what a viewer sees at ``thresholds``."""
+) -> OverlayImages:
+    """Both overlays as pixels, showing what a viewer sees at ``thresholds``."""
     rgb = image.rgb if isinstance(image, DecodedImage) else image
     if analysis.width and rgb.shape[1] != analysis.width:
         # A large image's overlays are drawn on its bounded copy (DecodedImage.rgb); boxes are in the original's pixels.
         analysis = analysis.with_boxes_scaled(rgb.shape[1] / analysis.width, rgb.shape[1], rgb.shape[0])
     visible = shown(analysis, thresholds)
-    return Overlays(
-        detections_png=encode_png(annotate_detections(rgb, visible.detections)),
-        faces_png=encode_png(annotate_faces(rgb, visible.faces)),
-    )
+    return OverlayImages(annotate_detections(rgb, visible.detections), annotate_faces(rgb, visible.faces))
+
+
+def render_overlays(
+    image: np.ndarray | DecodedImage, analysis: Analysis, thresholds: DisplayThresholds = DEFAULT_THRESHOLDS
+) -> Overlays:
+    """Both overlays as PNG bytes (what is stored and downloaded), showing what a viewer sees at ``thresholds``."""
+    drawn = draw_overlays(image, analysis, thresholds)
+    return Overlays(detections_png=encode_png(drawn.detections), faces_png=encode_png(drawn.faces))
