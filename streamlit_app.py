@@ -25,6 +25,8 @@ class Job:
 
 
 page_setup("Analyze", ":material/image_search:")
+with st.sidebar:
+    components.preload_charts()
 
 st.title("PicMetric")
 st.markdown(
@@ -59,12 +61,16 @@ with urls_column:
         add_jobs([Job(f"url:{url}", "url", url, url) for url in intake.parse_urls(url_text)], replace_kind="url:")
 
 st.markdown("**Or try a sample photo**")
-for column, sample in zip(st.columns(len(samples.SAMPLES) + 1), samples.SAMPLES, strict=False):
-    with column:
-        st.image(samples.sample_thumbnail(sample.name), width=160)
-        if st.button(sample.caption, key=f"sample-{sample.name}", icon=":material/play_arrow:", width=160):
-            add_jobs([Job(f"sample:{sample.name}", "upload", sample.name, samples.sample_png(sample.name))])
-        st.caption(sample.licence)
+# One row that shares its width between the samples: ~170 px each on a laptop, ~110 px on a phone, where
+# st.columns would stack them one under another (and a horizontal container's 128 px basis would wrap).
+st.html("<style>.st-key-samples > [data-testid='stLayoutWrapper'] { flex: 1 1 0 !important; }</style>")
+with st.container(width=540), st.container(horizontal=True, gap="small", key="samples"):
+    for sample in samples.SAMPLES:
+        with st.container(gap="xsmall"):
+            st.image(samples.sample_thumbnail(sample.name), width="stretch")
+            if st.button(sample.caption, key=f"sample-{sample.name}", icon=":material/play_arrow:", width="stretch"):
+                add_jobs([Job(f"sample:{sample.name}", "upload", sample.name, samples.sample_png(sample.name))])
+            st.caption(sample.licence)
 
 if st.toggle("Use the camera", key="camera_on", help="Take a picture with this device's camera and analyse it."):
     shot = st.camera_input("Take a picture", key="camera")

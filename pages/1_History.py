@@ -30,6 +30,7 @@ PAGE_SIZE = 12
 GRID_COLUMNS = 4
 MAX_COMPARE = 4
 MORE_LIKE_THIS = 12
+SIMILAR_CARD_PX = 170
 _MD5_START = re.compile(r"[0-9a-fA-F]{6,32}")
 FILTER_DEFAULTS = {"label": None, "min_score": 0.25, "faces": "Any", "dates": (), "search": ""}
 GALLERY_STATE = "_gallery_state"  # the filters and page, kept while a detail or compare view is open
@@ -103,9 +104,9 @@ def compare_view(md5s: list[str], thresholds: DisplayThresholds) -> None:
             rgb = stored_rgb(submission)
             visible = shown(analysis, thresholds)
             overlays = overlays_for(rgb, analysis, thresholds)
-            st.image(overlays.detections_png, caption="Objects", width="stretch")
+            st.image(overlays.detections_jpeg, caption="Objects", width="stretch")
             if visible.faces:
-                st.image(overlays.faces_png, caption="Faces", width="stretch")
+                st.image(overlays.faces_jpeg, caption="Faces", width="stretch")
             st.markdown(f":material/insights: {summary_text(analysis, visible)}")
             for top in analysis.classifications[:3]:
                 st.progress(top.score, text=f"{top.label} {percent(top.score)}")
@@ -241,10 +242,10 @@ def more_like_this(md5: str, thresholds: DisplayThresholds) -> None:
     if not similar:
         st.caption("No other stored photos yet.")
         return
-    for start in range(0, len(similar), GRID_COLUMNS * 2):
-        row = similar[start : start + GRID_COLUMNS * 2]
-        for column, photo in zip(st.columns(GRID_COLUMNS * 2), row, strict=False):
-            with column, st.container(border=True, height="stretch"):
+    # Cards of one width that wrap: five or six a row on a laptop, two on a phone, never squeezed.
+    with st.container(horizontal=True, gap="small"):
+        for photo in similar:
+            with st.container(border=True, width=SIMILAR_CARD_PX, height="stretch"):
                 record = photo.submission.record
                 st.image(card_thumbnail(record.keys.thumbnail), width="stretch")
                 plain.line(record.filename or record.md5[:12], bold=True)

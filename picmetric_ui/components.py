@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 from pathlib import Path
 
+import plotly.graph_objects as go
 import streamlit as st
 
 from picmetric_core.errors import without_paths
@@ -143,3 +144,12 @@ def near_duplicate_note(submission: Submission) -> None:
         link.page_link(
             "pages/1_History.py", label="Open", query_params={"md5": record.md5}, icon=":material/open_in_new:"
         )
+
+
+def preload_charts() -> None:
+    """An invisible empty chart, so the browser has loaded and compiled plotly (~4 MB of JavaScript)
+    while the viewer picks a photo, not after the first result arrives. Call it in the sidebar on every
+    run: in the main column, a result's container would take over its place and show it for a moment."""
+    st.html("<style>.st-key-chart-preload { display: none; }</style>")
+    with st.container(key="chart-preload"):
+        st.plotly_chart(go.Figure(), key="chart-preload-figure", config={"displayModeBar": False})

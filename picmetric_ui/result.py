@@ -9,6 +9,7 @@ from __future__ import annotations
 import html
 from collections import Counter
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,7 @@ import streamlit as st
 from picmetric_core.filters import DisplayThresholds, shown
 from picmetric_core.intake.images import decode_for
 from picmetric_core.labels import percent
-from picmetric_core.overlays import LANDMARK_LEGEND, Overlays, render_overlays
+from picmetric_core.overlays import LANDMARK_LEGEND, draw_overlays, encode_jpeg, encode_png
 from picmetric_core.results import LANDMARK_NAMES, Analysis
 from picmetric_core.service import Submission
 from picmetric_core.views import legacy_submission_document, submission_document, to_json
@@ -41,6 +42,14 @@ _DECODED_CACHE = "_decoded_cache"
 Panel = Callable[[], None]
 
 
+@dataclass(frozen=True)
+class OverlayPictures:
+    """Both overlays as JPEGs for the page (the PNGs are made only for a download)."""
+
+    detections_jpeg: bytes
+    faces_jpeg: bytes
+
+
 def summary_text(analysis: Analysis, visible: Analysis) -> str:
     """One line: the top class, the objects by kind and the faces, e.g. "golden retriever 88% · 2 dogs · 1 face"."""
     parts = []
@@ -54,14 +63,15 @@ def summary_text(analysis: Analysis, visible: Analysis) -> str:
     return " · ".join(parts)
 
 
-def overlays_for(rgb: np.ndarray, analysis: Analysis, thresholds: DisplayThresholds) -> Overlays:
+def overlays_for(rgb: np.ndarray, analysis: Analysis, thresholds: DisplayThresholds) -> OverlayPictures:
     """Both overlays at ``thresholds``, redrawn from the pixels (kept per session, never re-analysed)."""
-    cache: dict[tuple[str, DisplayThresholds], Overlays] = st.session_state.setdefault(_OVERLAY_CACHE, {})
+    cache: dict[tuple[str, DisplayThresholds], OverlayPictures] = st.session_state.setdefault(_OVERLAY_CACHE, {})
     key = (analysis.md5, thresholds)
     if key not in cache:
         if len(cache) >= _OVERLAY_CACHE_SIZE:
             cache.pop(next(iter(cache)))
-        cache[key] = render_overlays(rgb, analysis, thresholds)
+        drawn = draw_overlays(rgb, analysis, thresholds)
+        cache[key] = OverlayPictures(encode_jpeg(drawn.detections), encode_jpeg(drawn.faces))
     return cache[key]
 
 
@@ -108,10 +118,10 @@ def result_view(submission: Submission, rgb: np.ndarray, thresholds: DisplayThre
     panels = [picture(rgb, f"Original · {analysis.width}×{analysis.height}")]
     if detections:
         caption = f"{names.get('detector', 'Detector')} · {detections} object{'s' if detections != 1 else ''}"
-        panels.append(picture(overlays.detections_png, caption))
+        panels.append(picture(overlays.detections_jpeg, caption))
     if faces:
         caption = f"{names.get('faces', 'Faces')} · {faces} face{'s' if faces != 1 else ''}"
-        panels.append(picture(overlays.faces_png, caption, legend=True))
+        panels.append(picture(overlays.faces_jpeg, caption, legend=True))
     panels.append(
         chart(charts.classifier_chart(analysis.classifications, names.get("classifier", "classifier")), "classes")
     )
@@ -124,22 +134,35 @@ def result_view(submission: Submission, rgb: np.ndarray, thresholds: DisplayThre
             with column:
                 draw()
 
+    # What the expanders hold is built only while one is open: most viewers never open them, and
+    # the interactive figure (the photo inside plotly) is the slowest thing on the page to draw.
     if detections or faces:
-        with st.expander(
-            "Interactive view: hover a box, click the legend to hide a class", icon=":material/touch_app:"
-        ):
-            st.plotly_chart(
+        interactive = st.expander(
+            "Interactive view: hover a box, click the legend to hide a class",
+            icon=":material/touch_app:",
+            key=f"{key}-interactive-open",
+            on_change="rerun",
+        )
+        if interactive.open:
+            interactive.plotly_chart(
                 charts.interactive_view(rgb, visible), width="stretch", key=f"{key}-interactive", config=CHART_CONFIG
             )
-        with st.expander("Tables of boxes and landmarks", icon=":material/table:"):
+        tables = st.expander(
+            "Tables of boxes and landmarks", icon=":material/table:", key=f"{key}-tables-open", on_change="rerun"
+        )
+        if tables.open:
             if detections:
-                st.dataframe(detections_table(visible), hide_index=True, width="stretch")
+                tables.dataframe(detections_table(visible), hide_index=True, width="stretch")
             if faces:
-                st.dataframe(faces_table(visible), hide_index=True, width="stretch")
-    with st.expander("Downloads and timings", icon=":material/download:"):
-        downloads(submission, overlays, thresholds, key)
-        if timings := analysis.timings_ms:
-            st.caption(" · ".join(f"{name} {ms:.0f} ms" for name, ms in timings.items()))
+                tables.dataframe(faces_table(visible), hide_index=True, width="stretch")
+    files = st.expander(
+        "Downloads and timings", icon=":material/download:", key=f"{key}-downloads-open", on_change="rerun"
+    )
+    if files.open:
+        with files:
+            downloads(submission, rgb, thresholds, key)
+            if timings := analysis.timings_ms:
+                st.caption(" · ".join(f"{name} {ms:.0f} ms" for name, ms in timings.items()))
 
 
 def detections_table(visible: Analysis) -> pd.DataFrame:
@@ -182,13 +205,20 @@ def legacy_json(submission: Submission, thresholds: DisplayThresholds) -> str:
     return to_json(legacy_submission_document(submission, thresholds=thresholds), indent=2)
 
 
-def downloads(submission: Submission, overlays: Overlays, thresholds: DisplayThresholds, key: str) -> None:
+def downloads(submission: Submission, rgb: np.ndarray, thresholds: DisplayThresholds, key: str) -> None:
+    """The documents and PNG overlays, each made when its button is clicked."""
     stem = Path(submission.record.filename or submission.record.md5).stem
+    analysis = submission.analysis
+
+    def overlay_png(which: str) -> Callable[[], bytes]:
+        return lambda: encode_png(getattr(draw_overlays(rgb, analysis, thresholds), which))
+
+    json_type = "application/json"
     files = [
-        ("Full JSON", full_json(submission, thresholds), f"{stem}.picmetric.json", "application/json", "full"),
-        ("Old API JSON", legacy_json(submission, thresholds), f"{stem}.legacy.json", "application/json", "legacy"),
-        ("Objects overlay (PNG)", overlays.detections_png, f"{stem}.objects.png", "image/png", "objects-png"),
-        ("Faces overlay (PNG)", overlays.faces_png, f"{stem}.faces.png", "image/png", "faces-png"),
+        ("Full JSON", lambda: full_json(submission, thresholds), f"{stem}.picmetric.json", json_type, "full"),
+        ("Old API JSON", lambda: legacy_json(submission, thresholds), f"{stem}.legacy.json", json_type, "legacy"),
+        ("Objects overlay (PNG)", overlay_png("detections"), f"{stem}.objects.png", "image/png", "objects-png"),
+        ("Faces overlay (PNG)", overlay_png("faces"), f"{stem}.faces.png", "image/png", "faces-png"),
     ]
     left, right = st.columns(2)
     for index, (label, data, file_name, mime, suffix) in enumerate(files):

@@ -74,6 +74,19 @@ def texts(elements) -> str:
     return "\n".join(str(e.value) for e in elements)
 
 
+def open_details(at: AppTest, item: str = "item0") -> AppTest:
+    """Open one image's interactive view, tables and downloads, as a viewer clicking each expander would
+    (what they hold is built only while they are open)."""
+    for part in ("interactive", "tables", "downloads"):
+        at.session_state[f"{item}-{part}-open"] = True
+    return at.run()
+
+
+def result_charts(at: AppTest) -> list[str]:
+    """The keys of the results' charts (the sidebar's hidden chart that preloads plotly left out)."""
+    return [chart.key for chart in at.get("plotly_chart") if chart.key != "chart-preload-figure"]
+
+
 def table(at: AppTest, index: int):
     return at.dataframe[index].value
 
@@ -115,7 +128,10 @@ def test_upload_shows_overlays_charts_tables_and_downloads(app_env, calls, dog_j
     assert_no_exception(at)
     assert len(calls) == 1
     assert len(result_images(at)) == 2  # the original and the objects overlay: no faces, so no faces copy
-    assert len(at.get("plotly_chart")) == 3  # classes, objects and the interactive view
+    assert result_charts(at) == ["item0-classes", "item0-objects"]
+    assert len(at.get("download_button")) == 0 and not at.dataframe  # in closed expanders: not built yet
+    open_details(at)
+    assert result_charts(at) == ["item0-classes", "item0-objects", "item0-interactive"]
     objects = table(at, 0)
     assert {"dog", "bicycle"} <= set(objects["Object"])
     assert list(objects.columns) == ["Object", "Confidence", "Left", "Top", "Right", "Bottom"]
@@ -129,7 +145,7 @@ def test_upload_shows_overlays_charts_tables_and_downloads(app_env, calls, dog_j
 
 
 def test_sliders_refilter_and_redraw_without_running_the_networks(app_env, calls, person_jpg):
-    at = upload(run(ANALYZE), ("person.jpg", person_jpg, "image/jpeg"))
+    at = open_details(upload(run(ANALYZE), ("person.jpg", person_jpg, "image/jpeg")))
     assert len(calls) == 1
     before = object_rows(at)
     overlays = st_overlays(at)
@@ -152,7 +168,7 @@ def test_seen_before_shows_the_stored_result_at_once(app_env, calls, dog_jpg):
     run_first = upload(run(ANALYZE), ("dog.jpg", dog_jpg, "image/jpeg"))  # stored by now, in any order
     assert_no_exception(run_first)
     calls.clear()
-    at = upload(run(ANALYZE), ("renamed.jpg", dog_jpg, "image/jpeg"))
+    at = open_details(upload(run(ANALYZE), ("renamed.jpg", dog_jpg, "image/jpeg")))
     assert_no_exception(at)
     assert calls == []
     assert "Seen before — analysed on" in texts(at.info)
@@ -170,8 +186,8 @@ def test_bad_items_show_a_message_and_the_batch_completes(app_env, calls, astron
     errors = texts(at.error)
     assert NOT_AN_IMAGE_MESSAGE in errors
     assert "This JPEG file is damaged or incomplete" in errors
-    charts = [chart.key for chart in at.get("plotly_chart")]  # the good image still has its results
-    assert charts == ["item2-classes", "item2-faces", "item2-interactive"]  # no objects chart: none found
+    open_details(at, "item2")  # the good image still has its results
+    assert result_charts(at) == ["item2-classes", "item2-faces", "item2-interactive"]  # no objects: none found
     headings = [e.proto.body for e in at.html if "<h3" in e.proto.body]
     names = [name for heading in headings for name in ("notes.txt", "broken.jpg", "astronaut.png") if name in heading]
     assert names == ["notes.txt", "broken.jpg", "astronaut.png"]
@@ -255,6 +271,7 @@ def test_history_lists_filters_and_opens_a_detail_view(app_env, calls, dog_jpg, 
     assert "astronaut.png" in next(e.proto.body for e in shared.html if "<h1" in e.proto.body)
     assert shared.slider(key="min_detection_score").value == 0.9
     assert len(shared.get("plotly_chart")) >= 2
+    open_details(shared, "detail")
     assert len(at.get("download_button")) == 0 and len(shared.get("download_button")) == 4
     assert calls == []
 
@@ -285,6 +302,7 @@ def test_a_sample_photo_analyses_with_one_click(app_env):
     assert_no_exception(at)
     assert "astronaut.png" in plain_texts(at)
     assert "1 face" in texts(at.markdown)
+    open_details(at)
     faces = next(d.value for d in at.dataframe if "Face" in d.value.columns)
     assert len(faces) == 1 and faces["Confidence"][0].endswith("%")
 
