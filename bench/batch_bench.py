@@ -78,12 +78,14 @@ def settings_in(folder: Path, models_dir: Path):
 def in_process(paths: list[Path], models_dir: Path, batch_size: int, workdir: Path) -> tuple[float, float]:
     """Wall seconds (load included) and load seconds of read → decode → analyze_many → store in this process."""
     from picmetric_core.intake.images import decode_for
+    from picmetric_core.lifecycle import freeze_the_heap
     from picmetric_core.pipeline import get_analyzer
     from picmetric_core.service import PicMetricService
 
     settings = settings_in(workdir / "in-process", models_dir)
     started = time.perf_counter()
     analyzer = get_analyzer(settings)
+    freeze_the_heap()  # as the actors do once their networks are loaded
     loaded = time.perf_counter() - started
     service = PicMetricService(settings, analyzer)
     for start in range(0, len(paths), batch_size):

@@ -131,7 +131,7 @@ class ModelLoader:
             if self._warm_up:
                 analyzer.analyze(warm_up_image(self.settings))
             log.info("networks ready: %s", ", ".join(info.name for info in analyzer.models))
-            _freeze_the_heap()
+            freeze_the_heap()
         except Exception as error:
             log.exception("loading the networks failed")
             self._mark_finished()
@@ -147,8 +147,9 @@ class ModelLoader:
         self.seconds = round(time.perf_counter() - self._started_at, 1)
 
 
-def _freeze_the_heap() -> None:
-    """Leave the ~600,000 objects of TensorFlow, Keras and the networks out of every later garbage collection.
+def freeze_the_heap() -> None:
+    """Leave what is alive now (after loading the networks: ~575,000 objects of TensorFlow, Keras and
+    the networks) out of every later garbage collection.
 
     They live as long as the process. Walking them made each full collection ~370 ms of held GIL on
     the 2-core machine (Streamlit runs one after every page run), during which no request was served;

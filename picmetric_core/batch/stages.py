@@ -126,9 +126,11 @@ class AnalyzeActor:
         todo = [i for i, status in enumerate(block["status"]) if status == TODO]
         images = [_decoded(block, i) for i in todo]
         if images and self.analyzer is None:
+            from picmetric_core.lifecycle import freeze_the_heap
             from picmetric_core.pipeline import get_analyzer
 
             self.analyzer = get_analyzer(self.settings)
+            freeze_the_heap()
         analyses = self.analyzer.analyze_many(images, batch_size=self.batch_size) if images else []
         documents: list[str] = [""] * len(block["status"])
         inferred = [False] * len(block["status"])
