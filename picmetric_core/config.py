@@ -102,6 +102,9 @@ class Settings(BaseSettings):
     )
     # The address clients reach the API at (e.g. behind a proxy), for links that are kept.
     public_base_url: str | None = Field(None, validation_alias=_env("PICMETRIC_PUBLIC_BASE_URL"))
+    # Without a public base URL: take the host of kept links from the proxy's X-Forwarded-Host. Only
+    # behind a proxy that sets that header itself (a client could otherwise choose its links' host).
+    trust_forwarded_host: bool = Field(False, validation_alias=_env("PICMETRIC_TRUST_FORWARDED_HOST"))
 
     # Batch jobs: the folders and s3://bucket/prefix locations the API and the Batches page may name.
     batch_allowed_sources: Annotated[list[str], NoDecode] = Field(

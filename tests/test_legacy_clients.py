@@ -179,6 +179,22 @@ def test_links_use_the_configured_public_address(tmp_path, analyzer, dog_jpg):
 
 
 @pytest.mark.slow
+def test_links_use_the_proxys_forwarded_host_only_when_trusted(tmp_path, analyzer, dog_jpg):
+    upload = {"file": ("dog.jpg", dog_jpg, "image/jpeg")}
+    proxy = {"X-Forwarded-Host": "pics.example.org", "X-Forwarded-Proto": "https"}
+    hostile = {"X-Forwarded-Host": "evil.example/<script>", "X-Forwarded-Proto": "javascript"}
+    trusting = _in_process(make_settings(tmp_path / "trusting", trust_forwarded_host=True), analyzer)
+    default = _in_process(make_settings(tmp_path / "default"), analyzer)
+    for app_client, headers, base in (
+        (trusting, proxy, "https://pics.example.org"),
+        (default, proxy, "http://testserver"),  # a client must not choose its links' host
+        (trusting, hostile, "http://testserver"),  # not a host name: ignored
+    ):
+        body = app_client.post("/do_data_science", files=upload, headers=headers).json()
+        assert body["original"] == f"{base}/v1/analyses/{body['hash']}/original"
+
+
+@pytest.mark.slow
 def test_with_a_token_links_are_signed_and_the_token_never_shows(tmp_path, analyzer, dog_jpg):
     token = "legacy-token-" + "y" * 20
     app_client = _in_process(make_settings(tmp_path, api_token=token), analyzer)

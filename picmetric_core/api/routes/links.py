@@ -15,6 +15,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import re
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Path, Query, Request
@@ -40,9 +41,25 @@ def link_signature(secret: str, md5: str, kind: str) -> str:
 
 
 def public_base_url(settings: Settings, request: Request) -> str:
-    """``PICMETRIC_PUBLIC_BASE_URL``, else the address the request came to (behind a proxy, uvicorn's
-    ``--proxy-headers`` supplies the scheme and the proxy must pass the ``Host`` header on)."""
-    return (settings.public_base_url or str(request.base_url)).rstrip("/")
+    """``PICMETRIC_PUBLIC_BASE_URL``; else, with ``PICMETRIC_TRUST_FORWARDED_HOST``, the proxy's
+    ``X-Forwarded-Host`` (and ``X-Forwarded-Proto``); else the address the request came to (behind a
+    proxy, uvicorn's ``--proxy-headers`` supplies the scheme)."""
+    if settings.public_base_url:
+        return settings.public_base_url.rstrip("/")
+    if settings.trust_forwarded_host and (host := _forwarded(request, "x-forwarded-host", HOST)):
+        scheme = _forwarded(request, "x-forwarded-proto", SCHEME) or request.url.scheme
+        return f"{scheme.lower()}://{host}"
+    return str(request.base_url).rstrip("/")
+
+
+HOST = re.compile(r"^(?:[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*|\[[0-9A-Fa-f:.]+\])(?::\d{1,5})?$")
+SCHEME = re.compile(r"^https?$", re.IGNORECASE)
+
+
+def _forwarded(request: Request, header: str, valid: re.Pattern[str]) -> str | None:
+    """The first (client-side) value of a proxy header, if it is well formed."""
+    value = request.headers.get(header, "").split(",")[0].strip()
+    return value if valid.fullmatch(value) else None
 
 
 def stable_link(settings: Settings, request: Request, md5: str, kind: ObjectKind) -> str:
