@@ -47,7 +47,11 @@ def job_panel(job: BatchJob) -> None:
     plain.line(" · ".join(job.sources), muted=True)
     st.progress(job.done / job.total if job.total else 1.0, text=f"{job.done} of {job.total} images")
     new, seen, failed, speed = st.columns(4)
-    new.metric("New", job.new)
+    new.metric(
+        "New",
+        job.new,
+        help=f"{job.near_duplicates} of them near-duplicates of photos stored before" if job.near_duplicates else None,
+    )
     seen.metric("Seen before", job.seen)
     failed.metric("Failed", job.failed)
     speed.metric("Images/s", f"{job.images_per_s:.1f}" if job.images_per_s else "—")

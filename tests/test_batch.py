@@ -13,6 +13,8 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from PIL import Image
+from skimage import data
 from sqlalchemy import select
 
 from picmetric_core.batch.jobs import JobStore, sources_key
@@ -20,6 +22,7 @@ from picmetric_core.batch.runner import BatchOptions, BatchSummary, run_batch
 from picmetric_core.config import Settings
 from picmetric_core.intake.images import NOT_AN_IMAGE_MESSAGE
 from picmetric_core.service import PicMetricService
+from picmetric_core.similar.variants import everything
 from picmetric_core.store.database import create_database_engine, upgrade_schema
 from picmetric_core.store.history import HistoryQuery
 from picmetric_core.store.orm import AnalysisRow
@@ -229,6 +232,21 @@ def _wait_for_progress(jobs: JobStore, source: str, at_least: int, driver: subpr
             return job
         time.sleep(0.2)
     pytest.fail(f"the driver did not finish {at_least} items in time")
+
+
+def test_near_duplicates_are_counted_in_the_jobs_summary(cluster, settings, engine, tmp_path):
+    folder = tmp_path / "edits"
+    folder.mkdir()
+    coffee, rocket = data.coffee(), data.rocket()  # photos no other test here stores
+    Image.fromarray(coffee).save(folder / "coffee.png")
+    Image.fromarray(everything(coffee)).save(folder / "coffee-edited.jpg", quality=85)  # resized, cropped, recoloured
+    Image.fromarray(rocket).save(folder / "rocket.png")
+
+    # One block of 4: the three are stored one after another, so the later of the two coffees sees the first.
+    summary = run_batch(settings, [str(folder)], BatchOptions(batch_size=4))
+
+    assert (summary.job.new, summary.job.near_duplicates) == (3, 1)
+    assert JobStore(engine).get(summary.job.id).near_duplicates == 1
 
 
 def test_sources_key_ignores_order():

@@ -74,7 +74,8 @@ def batch_command(args: argparse.Namespace, settings: Settings) -> int:
     job = summary.job
     assert job is not None
     print(
-        f"job {job.id}: {job.total} items — new {job.new}, seen before {job.seen}, failed {job.failed}\n"
+        f"job {job.id}: {job.total} items — new {job.new}{_near_duplicates(job.near_duplicates)}, "
+        f"seen before {job.seen}, failed {job.failed}\n"
         f"this run: {summary.ran} items, {summary.inferred} through the networks, "
         f"{summary.images_per_s or 0:.1f} images/s, wall {summary.wall_s:.1f} s"
     )
@@ -89,3 +90,8 @@ def _actors(text: str) -> tuple[int, int]:
         return int(low), int(high or low)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected MIN,MAX (e.g. 1,4), not {text!r}") from None
+
+
+def _near_duplicates(count: int) -> str:
+    """What follows the count of new images: ``" (2 near-duplicates)"``, or nothing when there are none."""
+    return f" ({count} near-duplicate{'s' if count != 1 else ''})" if count else ""

@@ -33,11 +33,13 @@ class ItemRecord:
     status: ItemStatus
     error: str | None = None
     node: str | None = None
+    near_duplicate: bool = False
 
 
 @dataclass(frozen=True)
 class BatchJob:
-    """A batch job and its counts so far (``new + seen + failed`` of ``total`` items are done)."""
+    """A batch job and its counts so far (``new + seen + failed`` of ``total`` items are done;
+    ``near_duplicates`` of the new ones were near-duplicates of photos stored before them)."""
 
     id: int
     sources: tuple[str, ...]
@@ -46,6 +48,7 @@ class BatchJob:
     new: int
     seen: int
     failed: int
+    near_duplicates: int
     started_at: datetime
     finished_at: datetime | None
     images_per_s: float | None
@@ -136,7 +139,7 @@ class JobStore:
             return
         values = [
             {"job_id": job_id, "item": r.item, "md5": r.md5, "status": r.status, "error": r.error, "node": r.node,
-             "finished_at": utc_now()}
+             "near_duplicate": r.near_duplicate, "finished_at": utc_now()}
             for r in records
         ]  # fmt: skip
         dialect = postgresql if self.engine.dialect.name == "postgresql" else sqlite
@@ -169,7 +172,11 @@ class JobStore:
         statement = (
             select(BatchItemRow.status, func.count()).where(BatchItemRow.job_id == job_id).group_by(BatchItemRow.status)
         )
-        return dict(session.execute(statement).tuples().all())
+        counts = dict(session.execute(statement).tuples().all())
+        near = select(func.count()).where(
+            BatchItemRow.job_id == job_id, BatchItemRow.status == "new", BatchItemRow.near_duplicate.is_(True)
+        )
+        return counts | {"near_duplicates": session.scalar(near) or 0}
 
     @staticmethod
     def _job(row: BatchJobRow, counts: dict[str, int]) -> BatchJob:
@@ -181,6 +188,7 @@ class JobStore:
             new=counts.get("new", 0),
             seen=counts.get("seen", 0),
             failed=counts.get("failed", 0),
+            near_duplicates=counts.get("near_duplicates", 0),
             started_at=row.started_at,
             finished_at=row.finished_at,
             images_per_s=row.images_per_s,

@@ -154,6 +154,7 @@ def store_block(block: Block, *, settings: Settings, job_id: int) -> Block:
     service = _service(settings)
     statuses = [str(status) for status in block["status"]]
     errors = [str(error) for error in block["error"]]
+    near = [False] * len(statuses)
     for index, document in enumerate(block["analysis"]):
         if statuses[index] != TODO:
             continue
@@ -171,15 +172,16 @@ def store_block(block: Block, *, settings: Settings, job_id: int) -> Block:
                 source_url=item if is_url(item) else None,
             )
             statuses[index] = "seen" if submission.seen_before else "new"
+            near[index] = not submission.seen_before and bool(submission.near_duplicates)
         except NOT_THE_ITEMS_FAULT:
             raise
         except Exception:
             log.exception("storing %s failed", item)
             statuses[index], errors[index] = "failed", UNEXPECTED
     records = [
-        ItemRecord(item=str(item), md5=str(md5) or None, status=status, error=str(error) or None, node=str(node))
-        for item, md5, status, error, node in zip(
-            block["item"], block["md5"], statuses, errors, block["node"], strict=True
+        ItemRecord(str(item), str(md5) or None, status, str(error) or None, str(node), near_duplicate)
+        for item, md5, status, error, node, near_duplicate in zip(
+            block["item"], block["md5"], statuses, errors, block["node"], near, strict=True
         )
     ]
     _jobs(settings).record(job_id, records)

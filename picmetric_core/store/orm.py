@@ -13,6 +13,7 @@ from typing import Any
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     CheckConstraint,
     DateTime,
     Float,
@@ -25,6 +26,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
@@ -300,6 +302,8 @@ class BatchItemRow(Base):
     status: Mapped[str] = mapped_column(String(16))
     error: Mapped[str | None] = mapped_column(Text)
     node: Mapped[str | None] = mapped_column(String(64))
+    # Stored new, and a near-duplicate of a photo stored before it (counted in the job's summary).
+    near_duplicate: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     finished_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utc_now)
 
     __table_args__ = (

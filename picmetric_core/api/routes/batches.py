@@ -70,6 +70,7 @@ def job_view(job: BatchJob) -> dict[str, Any]:
         "new": job.new,
         "seen": job.seen,
         "failed": job.failed,
+        "near_duplicates": job.near_duplicates,
         "started_at": job.started_at.isoformat(),
         "finished_at": job.finished_at.isoformat() if job.finished_at else None,
         "images_per_s": job.images_per_s,
