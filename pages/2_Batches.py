@@ -50,7 +50,7 @@ def job_panel(job: BatchJob) -> None:
     new.metric(
         "New",
         job.new,
-        help=f"{job.near_duplicates} of them near-duplicates of photos stored before" if job.near_duplicates else None,
+        help=f"Near-duplicates of photos stored before: {job.near_duplicates}" if job.near_duplicates else None,
     )
     seen.metric("Seen before", job.seen)
     failed.metric("Failed", job.failed)
