@@ -55,8 +55,13 @@ def job_panel(job: BatchJob) -> None:
     seen.metric("Seen before", job.seen)
     failed.metric("Failed", job.failed)
     speed.metric("Images/s", f"{job.images_per_s:.1f}" if job.images_per_s else "—")
-    if job.error:
-        st.error(job.error)
+    if job.status == "interrupted":
+        st.warning(job.error, icon=":material/pause_circle:")
+        if st.button("Finish this job", key=f"finish-{job.id}", icon=":material/play_arrow:", type="primary"):
+            launcher().start(list(job.sources))
+            st.toast(f"Resumed job {job.id}")
+    elif job.error:
+        st.error(job.error, icon=":material/error:")
     failures = launcher().jobs.failures(job.id)
     if failures:
         st.dataframe(

@@ -10,14 +10,15 @@ import sys
 import tempfile
 import time
 from collections import Counter
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 from PIL import Image
 from skimage import data
-from sqlalchemy import select
+from sqlalchemy import select, update
 
-from picmetric_core.batch.jobs import JobStore, sources_key
+from picmetric_core.batch.jobs import HEARTBEAT_S, Heartbeat, JobStore, sources_key
 from picmetric_core.batch.runner import BatchOptions, BatchSummary, run_batch
 from picmetric_core.config import Settings
 from picmetric_core.intake.images import NOT_AN_IMAGE_MESSAGE
@@ -25,9 +26,9 @@ from picmetric_core.service import PicMetricService
 from picmetric_core.similar.variants import everything
 from picmetric_core.store.database import create_database_engine, upgrade_schema
 from picmetric_core.store.history import HistoryQuery
-from picmetric_core.store.orm import AnalysisRow
+from picmetric_core.store.orm import AnalysisRow, BatchJobRow, utc_now
 from tests.batch_support import empty_bucket, new_bucket, two_node_cluster, write_bad_files, write_variants
-from tests.fixtures_services import create_pg_database, drop_pg_database, s3_settings
+from tests.fixtures_services import create_pg_database, drop_pg_database, make_settings, s3_settings
 
 MAX_PIXELS = 300_000  # the photo variants are at most 320 x 320 px; the "poster" is over this
 REPO = Path(__file__).resolve().parents[1]
@@ -189,14 +190,16 @@ def test_a_killed_driver_is_resumed_with_exact_totals(cluster, settings, engine,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
+    watcher = JobStore(engine, stale_after_s=3 * HEARTBEAT_S)  # a dead driver shows after three missed beats
     try:
-        job = _wait_for_progress(jobs, str(folder), at_least=8, driver=driver)
+        job = _wait_for_progress(watcher, str(folder), at_least=8, driver=driver)
     finally:
         driver.send_signal(signal.SIGKILL)
         driver.wait()
     done_before_kill = len(jobs.done_items(job.id))
-    assert jobs.get(job.id).status == "running"  # nothing closed it
     assert done_before_kill < 48
+    interrupted = _wait_for_status(watcher, job.id, "interrupted", timeout_s=3 * HEARTBEAT_S + 10)
+    assert f"--resume {job.id}" in interrupted.error
 
     resumed = run_batch(settings, [str(folder)], BatchOptions(actors=(2, 2), batch_size=4))
 
@@ -228,10 +231,44 @@ def _wait_for_progress(jobs: JobStore, source: str, at_least: int, driver: subpr
     while time.monotonic() < deadline:
         assert driver.poll() is None, "the driver exited before it could be killed"
         job = jobs.unfinished_for([source])
-        if job is not None and job.done >= at_least:
-            return job
+        if job is not None:
+            assert job.status == "running", "a live driver's job read as interrupted"
+            if job.done >= at_least:
+                return job
         time.sleep(0.2)
     pytest.fail(f"the driver did not finish {at_least} items in time")
+
+
+def _wait_for_status(jobs: JobStore, job_id: int, status: str, timeout_s: float):
+    deadline = time.monotonic() + timeout_s
+    while (job := jobs.get(job_id)).status != status:
+        if time.monotonic() > deadline:
+            pytest.fail(f"job {job_id} is {job.status}, not {status}, after {timeout_s:.0f} s")
+        time.sleep(0.5)
+    return job
+
+
+def test_a_job_reads_as_running_while_its_heartbeat_beats_and_interrupted_once_it_stops(tmp_path):
+    engine = create_database_engine(make_settings(tmp_path))  # SQLite under tmp_path
+    upgrade_schema(engine)
+    jobs = JobStore(engine, stale_after_s=1.0)
+    job = jobs.start(["/photos/event"], total=10)
+
+    with Heartbeat(jobs, every_s=0.2) as heartbeat:
+        heartbeat.add(job.id)
+        time.sleep(1.6)
+        assert jobs.get(job.id).status == "running"
+    time.sleep(1.6)
+    interrupted = jobs.get(job.id)
+    assert interrupted.status == "interrupted"
+    assert f"picmetric batch --resume {job.id}" in interrupted.error
+    assert jobs.unfinished_for(["/photos/event"]).id == job.id  # the same sources again resume it
+
+    jobs.reopen(job.id)
+    assert jobs.get(job.id).status == "running"
+    assert jobs.finish(job.id, "done", None).status == "done"
+    time.sleep(1.2)
+    assert jobs.get(job.id).status == "done"  # a finished job never reads as interrupted
 
 
 def test_near_duplicates_are_counted_in_the_jobs_summary(cluster, settings, engine, tmp_path):
@@ -293,7 +330,7 @@ def test_the_api_starts_a_job_on_an_allowed_folder_and_reports_it_to_the_end(clu
     app.state.batch_launcher.close()
 
 
-def test_the_batches_page_starts_a_job_and_shows_it_finished(cluster, settings, tmp_path, monkeypatch):
+def test_the_batches_page_starts_a_job_and_shows_it_finished(cluster, settings, engine, tmp_path, monkeypatch):
     from streamlit.testing.v1 import AppTest
 
     from picmetric_core.config import get_settings
@@ -319,6 +356,24 @@ def test_the_batches_page_starts_a_job_and_shows_it_finished(cluster, settings, 
             at.run()
         assert at.subheader[0].value.endswith("· done")
         assert [metric.value for metric in at.metric[:3]] == ["5", "0", "0"]
+
+        # A job whose driver died long ago: the page says so, and finishes it with one click.
+        write_variants(allowed / "stale", 2, seed=7, prefix="stale")
+        stale = JobStore(engine).start([str(allowed / "stale")], total=2)
+        an_hour_ago = utc_now() - timedelta(hours=1)
+        with engine.begin() as connection:
+            connection.execute(update(BatchJobRow).where(BatchJobRow.id == stale.id).values(heartbeat_at=an_hour_ago))
+        at.run()
+        at.button(key=f"job-{stale.id}").click().run()
+        assert at.subheader[0].value.endswith("· interrupted")
+        assert "stopped before it finished" in at.warning[0].value
+        at.button(key=f"finish-{stale.id}").click().run()
+        deadline = time.monotonic() + 300
+        while "done" not in at.subheader[0].value and time.monotonic() < deadline:
+            time.sleep(1)
+            at.run()
+        assert at.subheader[0].value == f"Job {stale.id} · done"
+        assert [metric.value for metric in at.metric[:3]] == ["2", "0", "0"]
     finally:
         get_settings.cache_clear()
 

@@ -3,25 +3,39 @@
 An item is written once, when it is done (stored new, seen before, or failed), in the same worker
 that stored its objects and row; ``(job, item)`` is unique, so a retried or resumed write of the
 same item changes nothing. A job's counts are always recounted from its items, never added up.
+
+Whatever runs or queues a job (the CLI's driver, the server's launcher) marks it alive every
+``HEARTBEAT_S`` seconds (:class:`Heartbeat`). A job stored as running that has not been marked for
+``STALE_AFTER_S`` lost its driver (killed, or its server stopped) and reads as ``interrupted``, with
+a message saying how to finish it; nothing it reported done is lost.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
+import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Literal
 
 from sqlalchemy import Engine, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
+from picmetric_core.errors import PicMetricError
 from picmetric_core.store.database import database_errors, session_factory
 from picmetric_core.store.orm import AnalysisRow, BatchItemRow, BatchJobRow, utc_now
 
+log = logging.getLogger(__name__)
+
 ItemStatus = Literal["new", "seen", "failed"]
-JobStatus = Literal["running", "done", "failed"]
+JobStatus = Literal["running", "done", "failed", "interrupted"]
+"""``interrupted`` is never stored: it is a ``running`` job whose heartbeat stopped."""
+
+HEARTBEAT_S = 5.0
+STALE_AFTER_S = 60.0  # twelve missed beats: a slow database or a long garbage collection is not a dead driver
 
 
 @dataclass(frozen=True)
@@ -53,6 +67,7 @@ class BatchJob:
     finished_at: datetime | None
     images_per_s: float | None
     error: str | None
+    heartbeat_at: datetime | None = None
 
     @property
     def done(self) -> int:
@@ -65,17 +80,22 @@ def sources_key(sources: Sequence[str]) -> str:
 
 
 class JobStore:
-    """Reads and writes ``batch_jobs`` and ``batch_items`` (the schema must be upgraded already)."""
+    """Reads and writes ``batch_jobs`` and ``batch_items`` (the schema must be upgraded already).
 
-    def __init__(self, engine: Engine) -> None:
+    Args:
+        stale_after_s: A running job not marked alive for this long reads as ``interrupted``.
+    """
+
+    def __init__(self, engine: Engine, stale_after_s: float = STALE_AFTER_S) -> None:
         self.engine = engine
+        self.stale_after = timedelta(seconds=stale_after_s)
         self._sessions = session_factory(engine)
 
     def start(self, sources: Sequence[str], total: int) -> BatchJob:
         """A new running job over ``sources`` with ``total`` items."""
         row = BatchJobRow(
             sources=list(sources), sources_key=sources_key(sources), status="running", total=total,
-            new=0, seen=0, failed=0, started_at=utc_now(),
+            new=0, seen=0, failed=0, started_at=utc_now(), heartbeat_at=utc_now(),
         )  # fmt: skip
         with database_errors(self.engine), self._sessions.begin() as session:
             session.add(row)
@@ -165,7 +185,20 @@ class JobStore:
         with database_errors(self.engine), self._sessions.begin() as session:
             row = session.get(BatchJobRow, job_id)
             if row is not None:
-                row.status, row.finished_at, row.error = "running", None, None
+                row.status, row.finished_at, row.error, row.heartbeat_at = "running", None, None, utc_now()
+
+    def beat(self, job_ids: Iterable[int]) -> None:
+        """Mark these jobs alive (those still running)."""
+        ids = sorted(set(job_ids))
+        if not ids:
+            return
+        statement = (
+            update(BatchJobRow)
+            .where(BatchJobRow.id.in_(ids), BatchJobRow.status == "running")
+            .values(heartbeat_at=utc_now())
+        )
+        with database_errors(self.engine), self._sessions.begin() as session:
+            session.execute(statement)
 
     @staticmethod
     def _counts(session, job_id: int) -> dict[str, int]:
@@ -178,12 +211,20 @@ class JobStore:
         )
         return counts | {"near_duplicates": session.scalar(near) or 0}
 
-    @staticmethod
-    def _job(row: BatchJobRow, counts: dict[str, int]) -> BatchJob:
+    def _job(self, row: BatchJobRow, counts: dict[str, int]) -> BatchJob:
+        status, error = row.status, row.error
+        last_sign_of_life = row.heartbeat_at or row.started_at
+        if status == "running" and utc_now() - last_sign_of_life > self.stale_after:
+            status = "interrupted"
+            error = (
+                f"This job stopped before it finished: nothing has run it since {last_sign_of_life:%Y-%m-%d %H:%M} UTC "
+                f"(its driver or server was stopped). Start the same sources again, or run "
+                f"`picmetric batch --resume {row.id}`, to finish it; what it did already is kept."
+            )
         return BatchJob(
             id=row.id,
             sources=tuple(row.sources),
-            status=row.status,  # type: ignore[arg-type]
+            status=status,  # type: ignore[arg-type]
             total=row.total,
             new=counts.get("new", 0),
             seen=counts.get("seen", 0),
@@ -192,8 +233,53 @@ class JobStore:
             started_at=row.started_at,
             finished_at=row.finished_at,
             images_per_s=row.images_per_s,
-            error=row.error,
+            error=error,
+            heartbeat_at=row.heartbeat_at,
         )
+
+
+class Heartbeat:
+    """Marks a set of jobs alive every ``HEARTBEAT_S`` seconds on a daemon thread, until closed.
+
+    A failed beat (the database is down) is logged and tried again at the next one: the job is not
+    dead because its database blinked.
+    """
+
+    def __init__(self, jobs: JobStore, every_s: float = HEARTBEAT_S) -> None:
+        self._jobs = jobs
+        self._every_s = every_s
+        self._ids: set[int] = set()
+        self._lock = threading.Lock()
+        self._stopped = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="picmetric-batch-heartbeat", daemon=True)
+        self._thread.start()
+
+    def add(self, job_id: int) -> None:
+        with self._lock:
+            self._ids.add(job_id)
+
+    def discard(self, job_id: int) -> None:
+        with self._lock:
+            self._ids.discard(job_id)
+
+    def close(self) -> None:
+        self._stopped.set()
+        self._thread.join(timeout=self._every_s)
+
+    def __enter__(self) -> Heartbeat:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def _run(self) -> None:
+        while not self._stopped.wait(self._every_s):
+            with self._lock:
+                ids = set(self._ids)
+            try:
+                self._jobs.beat(ids)
+            except PicMetricError as error:
+                log.warning("could not mark batch jobs %s alive: %s", sorted(ids), error)
 
 
 def _one_new_item_per_image(session, job_id: int) -> None:

@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
-from picmetric_core.batch.jobs import BatchJob, ItemRecord, JobStore
+from picmetric_core.batch.jobs import BatchJob, Heartbeat, ItemRecord, JobStore
 from picmetric_core.batch.sources import check_items_allowed, list_items
 from picmetric_core.config import Settings
 from picmetric_core.errors import PicMetricError
@@ -129,13 +129,16 @@ def run_batch(
         done = jobs.done_items(job.id)
         todo = [item for item in items if item not in done]
         log.info("batch job %s: %d items, %d left", job.id, len(items), len(todo))
-        try:
-            ran, inferred, nodes, pipeline_s = _run_pipeline(settings, job, todo, options, progress, len(done))
-        except BaseException as error:  # KeyboardInterrupt too: the job must not stay "running"
-            reason = str(error) if isinstance(error, PicMetricError) else "the pipeline stopped; see the driver's log"
-            log.exception("batch job %s failed", job.id)
-            jobs.finish(job.id, "failed", None, reason)
-            raise
+        with Heartbeat(jobs) as heartbeat:
+            heartbeat.add(job.id)
+            try:
+                ran, inferred, nodes, pipeline_s = _run_pipeline(settings, job, todo, options, progress, len(done))
+            except BaseException as error:  # KeyboardInterrupt too: the job must not stay "running"
+                plain = isinstance(error, PicMetricError)
+                reason = str(error) if plain else "the pipeline stopped; see the driver's log"
+                log.exception("batch job %s failed", job.id)
+                jobs.finish(job.id, "failed", None, reason)
+                raise
         speed = ran / pipeline_s if ran and pipeline_s > 0 else None
         final = jobs.finish(job.id, "done", speed)
         return BatchSummary(

@@ -1,8 +1,9 @@
 """Batch jobs started from the API or the Batches page: checked sources, one job at a time in the background.
 
 Only sources inside ``PICMETRIC_BATCH_ALLOWED_SOURCES`` may be named here. Jobs run one after another
-on one background thread of the server process (Ray parallelises inside each job); a job whose
-server stops stays ``running`` and is resumed by starting the same sources again.
+on one background thread of the server process (Ray parallelises inside each job). Queued jobs are
+kept alive by the launcher's heartbeat; a job whose server stops reads as ``interrupted`` a minute
+later and is resumed by starting the same sources again.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from dataclasses import dataclass, replace
 
 from sqlalchemy import Engine
 
-from picmetric_core.batch.jobs import BatchJob, JobStore
+from picmetric_core.batch.jobs import BatchJob, Heartbeat, JobStore
 from picmetric_core.batch.runner import BatchOptions, run_batch
 from picmetric_core.batch.sources import SourceNotAllowed, check_allowed, check_items_allowed, list_items
 from picmetric_core.config import Settings
@@ -43,6 +44,7 @@ class BatchLauncher:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="picmetric-batch")
         self._queued: set[int] = set()
         self._lock = threading.Lock()
+        self._heartbeat = Heartbeat(self.jobs)
 
     def start(self, sources: Sequence[str], limit: int | None = None) -> Started:
         """Check and list ``sources``, record the job, and queue it.
@@ -67,6 +69,7 @@ class BatchLauncher:
                 job = self.jobs.start(cleaned, min(len(items), limit) if limit else len(items))
             if job.id not in self._queued:
                 self._queued.add(job.id)
+                self._heartbeat.add(job.id)
                 self._executor.submit(self._run, job.id)
         return Started(job, resumed)
 
@@ -75,6 +78,7 @@ class BatchLauncher:
 
     def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
+        self._heartbeat.close()
 
     def _run(self, job_id: int) -> None:
         try:
@@ -84,3 +88,4 @@ class BatchLauncher:
         finally:
             with self._lock:
                 self._queued.discard(job_id)
+                self._heartbeat.discard(job_id)

@@ -281,6 +281,9 @@ class BatchJobRow(Base):
     failed: Mapped[int] = mapped_column(Integer, default=0)
     started_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utc_now)
     finished_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+    # Written every few seconds by whatever runs or queues the job; a running job without one for a
+    # while has lost its driver (see batch.jobs.STALE_AFTER_S).
+    heartbeat_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
     images_per_s: Mapped[float | None] = mapped_column(Float)
     error: Mapped[str | None] = mapped_column(Text)
 
