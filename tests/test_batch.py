@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -209,6 +210,24 @@ def test_a_killed_driver_is_resumed_with_exact_totals(cluster, settings, engine,
     items = jobs.items(job.id)
     assert len(items) == len({item.item for item in items}) == 48
     assert set(rows_for(engine, photos).values()) == {1} and len(rows_for(engine, photos)) == 48
+
+
+def test_the_command_shows_a_bar_and_a_summary_and_keeps_rays_log_lines_off_the_terminal(cluster, settings, tmp_path):
+    folder = tmp_path / "cli"
+    write_variants(folder, 3, seed=11, prefix="cli")
+    (folder / "notes.jpg").write_bytes(b"shopping list: milk, eggs\n")
+
+    command = [sys.executable, "-m", "picmetric_core.cli", "batch", str(folder), "--address", cluster]
+    done = subprocess.run(command, cwd=tmp_path, env=_driver_env(settings), capture_output=True, text=True, timeout=300)
+
+    assert done.returncode == 1  # one item failed
+    summary = done.stdout.splitlines()
+    # Variants of the test photos: some may be near-duplicates of ones other tests stored.
+    assert re.fullmatch(r"job \d+: 4 items — new 3( \(\d near-duplicates?\))?, seen before 0, failed 1", summary[0])
+    assert summary[2].startswith("  failed: ") and summary[2].endswith("notes.jpg: " + NOT_AN_IMAGE_MESSAGE)
+    terminal = [line for line in re.split(r"[\r\n]", done.stderr) if line.strip()]
+    assert terminal and all(line.startswith("batch: ") for line in terminal), done.stderr[-2000:]
+    assert "4/4" in terminal[-1]
 
 
 def _driver_env(settings: Settings) -> dict[str, str]:

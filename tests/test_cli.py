@@ -42,3 +42,23 @@ def test_analyze_json_is_one_document_on_stdout(tmp_path, empty_models_dir):
     assert run.returncode == 0 and run.stderr == ""
     [document] = json.loads(run.stdout)
     assert document["input"].endswith("dog.jpg") and "dog" in {d["label"] for d in document["shown"]["detections"]}
+
+
+def test_native_log_lines_stay_off_the_terminal_unless_something_breaks(capfd):
+    from picmetric_core.errors import DatabaseUnavailable
+    from picmetric_core.native_logs import native_stderr_to_log
+
+    with native_stderr_to_log() as terminal:
+        os.write(2, b"2026-12-03 INFO worker.py -- Started a local Ray instance.\n")
+        print("batch: 1/1", file=terminal)
+    assert capfd.readouterr().err == "batch: 1/1\n"
+
+    with pytest.raises(RuntimeError), native_stderr_to_log():
+        os.write(2, b"raylet: could not bind port 6379\n")
+        raise RuntimeError("Ray did not start")
+    assert "raylet: could not bind port 6379" in capfd.readouterr().err  # the lines explain the failure
+
+    with pytest.raises(DatabaseUnavailable), native_stderr_to_log():
+        os.write(2, b"chatter\n")
+        raise DatabaseUnavailable("The database is not available right now; try again in a minute.")
+    assert capfd.readouterr().err == ""  # the caller prints the clear message

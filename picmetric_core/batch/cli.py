@@ -34,6 +34,7 @@ def batch_command(args: argparse.Namespace, settings: Settings) -> int:
 
     from picmetric_core.batch.runner import BatchOptions, run_batch
     from picmetric_core.errors import PicMetricError
+    from picmetric_core.native_logs import native_stderr_to_log
 
     if not args.sources and args.resume is None:
         print("picmetric batch: name at least one SOURCE, or --resume JOB", file=sys.stderr)
@@ -52,19 +53,21 @@ def batch_command(args: argparse.Namespace, settings: Settings) -> int:
     except ValueError as error:
         print(f"picmetric batch: {error}", file=sys.stderr)
         return 2
-    bar = tqdm(unit="img", desc="batch", disable=args.dry_run)
-
-    def progress(done: int, total: int) -> None:
-        bar.total = total
-        bar.update(done - bar.n)
-
     try:
-        summary = run_batch(settings, args.sources, options, progress)
+        # Ray's start-up notices and Ray Data's plan are for the log; the bar and the summary are the user's.
+        with (
+            native_stderr_to_log() as terminal,
+            tqdm(unit="img", desc="batch", disable=args.dry_run, file=terminal) as bar,
+        ):
+
+            def progress(done: int, total: int) -> None:
+                bar.total = total
+                bar.update(done - bar.n)
+
+            summary = run_batch(settings, args.sources, options, progress)
     except PicMetricError as error:
-        bar.close()
         print(f"picmetric batch: {error}", file=sys.stderr)
         return 1
-    bar.close()
     if options.dry_run:
         resuming = f" (resuming job {summary.job.id})" if summary.job else ""
         print(f"dry run{resuming}: {len(summary.dry_run_items)} items would run")
