@@ -9,6 +9,9 @@ were 0-20 bits apart, a 5 % crop the most; different photos 18 or more), and the
 (edits of one photo: cosine similarity 0.67 or more with EfficientNet-Lite2, 0.78 with Lite0; different
 photos within ``CANDIDATE_BITS``: 0.34 at most with Lite2, 0.38 with Lite0). Without an embedding to
 compare, only hashes within ``HASH_ONLY_BITS`` count.
+
+Where the Postgres server has pgvector, :class:`~picmetric_core.similar.pgvector.PgVectorIndex` keeps
+the hashes here and the embeddings in the database instead.
 """
 
 from __future__ import annotations
@@ -120,9 +123,11 @@ class SimilarityIndex:
             for rows in session.execute(statement).partitions():
                 self._reserve(len(self._md5s) + max(len(rows), expected))
                 for row_id, md5, phash, embedding, model in rows:
-                    self._add(md5, phash, embedding, model, expected=max(len(rows), expected))
+                    self._add(row_id, md5, phash, embedding, model, expected=max(len(rows), expected))
                     self._last_id = max(self._last_id, row_id)
+                self._added_partition(session)
                 added += len(rows)
+            self._added_partition(session)  # a subclass's work left over from a failed call
         return added
 
     def near_duplicates(
@@ -139,8 +144,8 @@ class SimilarityIndex:
             table_id = self._table_ids.get(model) if model is not None and vector is not None else None
             if table_id is not None and len(candidates):
                 comparable = self._table_of[candidates] == table_id
-                rows = self._table_row[candidates[comparable]]
-                confirmed[comparable] = self._tables[table_id].matrix[rows] @ vector >= CONFIRMING_SIMILARITY
+                scores = self._candidate_scores(candidates[comparable], table_id, model, vector)
+                confirmed[comparable] = scores >= CONFIRMING_SIMILARITY
             found = [
                 NearDuplicate(self._md5s[i], int(distances[i]))
                 for i in candidates[confirmed]
@@ -159,10 +164,19 @@ class SimilarityIndex:
             table_id = int(self._table_of[position])
             if table_id < 0:
                 return self._unlocked_near_duplicates(phash, md5)
-            table = self._tables[table_id]
-            embedding = compact_embedding(table.matrix[self._table_row[position]])
             model = next(name for name, i in self._table_ids.items() if i == table_id)
+            embedding = self._own_embedding(position, md5, model)
         return self.near_duplicates(phash, embedding, model, exclude=md5)
+
+    def _candidate_scores(self, positions: np.ndarray, table_id: int, model: str, vector: np.ndarray) -> np.ndarray:
+        """Cosine similarities of ``vector`` to the embeddings of the photos at ``positions`` (all of ``model``)."""
+        return self._tables[table_id].matrix[self._table_row[positions]] @ vector
+
+    def _own_embedding(self, position: int, md5: str, model: str) -> bytes:
+        return compact_embedding(self._tables[int(self._table_of[position])].matrix[self._table_row[position]])
+
+    def _added_partition(self, session: Session) -> None:
+        """Called after each partition of rows :meth:`refresh` read, and once at its end (under the lock)."""
 
     def _unlocked_near_duplicates(self, phash: int, exclude: str) -> list[NearDuplicate]:
         distances = hamming_to_many(phash, self._hashes[: len(self._md5s)])
@@ -186,12 +200,16 @@ class SimilarityIndex:
             position = self._row_of.get(md5)
             if position is None or self._table_of[position] < 0:
                 return None
-            table = self._tables[int(self._table_of[position])]
-            own = int(self._table_row[position])
-            scores = table.scores(table.matrix[own])
-            scores[own] = -np.inf
-            best = _top(scores, k)
-            return [Neighbour(table.md5s[i], round(float(scores[i]), 4)) for i in best if np.isfinite(scores[i])]
+            return self._nearest(position, md5, k)
+
+    def _nearest(self, position: int, md5: str, k: int) -> list[Neighbour] | None:
+        """The ``k`` nearest embeddings to the one of the photo at ``position`` (under the lock)."""
+        table = self._tables[int(self._table_of[position])]
+        own = int(self._table_row[position])
+        scores = table.scores(table.matrix[own])
+        scores[own] = -np.inf
+        best = _top(scores, k)
+        return [Neighbour(table.md5s[i], round(float(scores[i]), 4)) for i in best if np.isfinite(scores[i])]
 
     def _reserve(self, rows: int) -> None:
         if rows > len(self._hashes):
@@ -200,7 +218,9 @@ class SimilarityIndex:
             self._table_of = np.concatenate([self._table_of, np.full(size - len(self._table_of), -1, np.int16)])
             self._table_row = np.resize(self._table_row, size)
 
-    def _add(self, md5: str, phash: int, embedding: bytes | None, model: str | None, expected: int) -> None:
+    def _add(
+        self, row_id: int, md5: str, phash: int, embedding: bytes | None, model: str | None, expected: int
+    ) -> None:
         position = self._row_of.get(md5)
         if position is None:
             position = len(self._md5s)
@@ -209,6 +229,11 @@ class SimilarityIndex:
         self._hashes[position] = phash
         if embedding is None or model is None:
             return
+        self._keep_embedding(position, row_id, md5, embedding, model, expected)
+
+    def _keep_embedding(
+        self, position: int, row_id: int, md5: str, embedding: bytes, model: str, expected: int
+    ) -> None:
         vector = embedding_vector(embedding)
         table_id = self._table_ids.get(model)
         if table_id is None:
