@@ -88,6 +88,8 @@ class Settings(BaseSettings):
     face_detector: str = Field("auto", validation_alias=_env("PICMETRIC_FACE_DETECTOR"))
     # A near-duplicate of a stored photo returns that photo's analysis instead of running the networks.
     skip_near_duplicates: bool = Field(False, validation_alias=_env("PICMETRIC_SKIP_NEAR_DUPLICATES"))
+    # auto: embeddings searched by pgvector where the Postgres server has it, else in-process (docs/similar.md).
+    similar_index: Literal["auto", "memory"] = Field("auto", validation_alias=_env("PICMETRIC_SIMILAR_INDEX"))
     # The dtype policy the classifier and detector are built in: mixed_bfloat16 pays on GPUs (tensor cores)
     # and moves scores in the third decimal, so float32 stays the default. MTCNN stays float32.
     precision: Literal["float32", "mixed_bfloat16"] = Field("float32", validation_alias=_env("PICMETRIC_PRECISION"))

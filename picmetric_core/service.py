@@ -34,6 +34,7 @@ from picmetric_core.intake.names import clean_filename
 from picmetric_core.pipeline import StageCallback
 from picmetric_core.results import Analysis
 from picmetric_core.similar.index import NearDuplicate, SimilarityIndex
+from picmetric_core.similar.pgvector import PgVectorIndex, pgvector_index
 from picmetric_core.similar.phash import perceptual_hash
 from picmetric_core.similar.signature import signature_of
 from picmetric_core.store import history
@@ -130,7 +131,20 @@ class PicMetricService:
         self._sessions = session_factory(self.engine)
         self._locks = _KeyedLocks()
         upgrade_schema(self.engine)
-        self._similarity = SimilarityIndex(self._sessions)
+        self._similarity = self._similarity_index()
+
+    @property
+    def similarity_backend(self) -> str:
+        """Where "more like this" searches: ``"pgvector"`` or ``"memory"``."""
+        return "pgvector" if isinstance(self._similarity, PgVectorIndex) else "memory"
+
+    def _similarity_index(self) -> SimilarityIndex:
+        if self.settings.similar_index == "auto":
+            with database_errors(self.engine):
+                found = pgvector_index(self.engine, self._sessions)
+            if found is not None:
+                return found
+        return SimilarityIndex(self._sessions)
 
     def close(self) -> None:
         """Close the database connections this service opened."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -193,13 +194,28 @@ def postgres_server_url() -> str:
     return f"postgresql+psycopg2://{auth}@{params.get('host', '127.0.0.1')}:{params.get('port', '5432')}"
 
 
-def create_pg_database(server_url: str) -> tuple[str, str]:
-    """Create a uniquely named database; returns its name and URL."""
+PLAIN_ROLE = "picmetric_test_plain"
+
+
+def create_pg_database(server_url: str, *, plain_owner: bool = False) -> tuple[str, str]:
+    """Create a uniquely named database; returns its name and URL.
+
+    With ``plain_owner`` the database belongs to a role that is no superuser (as an application's
+    role usually is), and the URL logs in as that role.
+    """
     name = f"picmetric_test_{secrets.token_hex(6)}"
     connection = _pg_admin()
     with connection.cursor() as cursor:
-        cursor.execute(f'CREATE DATABASE "{name}"')
+        if plain_owner:
+            cursor.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (PLAIN_ROLE,))
+            if cursor.fetchone() is None:
+                cursor.execute(f"CREATE ROLE {PLAIN_ROLE} LOGIN")
+            cursor.execute(f'CREATE DATABASE "{name}" OWNER {PLAIN_ROLE}')
+        else:
+            cursor.execute(f'CREATE DATABASE "{name}"')
     connection.close()
+    if plain_owner:
+        server_url = re.sub(r"//[^@]*@", f"//{PLAIN_ROLE}@", server_url)
     return name, f"{server_url}/{name}"
 
 

@@ -8,7 +8,7 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 from skimage import data
-from sqlalchemy import delete, select
+from sqlalchemy import delete, select, text
 
 from picmetric_core.api.app import create_app
 from picmetric_core.intake.images import decode_for
@@ -22,7 +22,7 @@ from picmetric_core.store.database import session_factory
 from picmetric_core.store.history import HistoryQuery
 from picmetric_core.store.orm import AnalysisRow, SignatureRow
 from tests.conftest import darknet_photo, jpeg_bytes
-from tests.fixtures_services import make_settings
+from tests.fixtures_services import create_pg_database, drop_pg_database, make_settings
 
 PEOPLE = ("person", "astronaut")
 EDITS = ("resized", "cropped", "shifted_crop", "everything")
@@ -233,3 +233,45 @@ def test_postgres_index_keeps_in_step_and_backfill_indexes_old_rows(tmp_path, fr
     finally:
         writer.close()
         reader.close()
+
+
+@pytest.mark.slow
+def test_pgvector_finds_what_the_in_process_index_finds(tmp_path, fresh_pg_url, analyzer, photos, other_cats):
+    service = PicMetricService(make_settings(tmp_path, database_url=fresh_pg_url), analyzer)
+    try:
+        # bootstrap.sh test builds pgvector into the test server, so "auto" must find it there.
+        assert service.similarity_backend == "pgvector"
+        stored = {name: submit(service, rgb, name) for name, rgb in photos.items()}
+        stored |= {f"chelsea {how}": submit(service, rgb, f"chelsea-{how}") for how, rgb in other_cats.items()}
+        edited = submit(service, everything(photos["coffee"]), "coffee-edited")
+
+        assert [duplicate.md5 for duplicate in edited.near_duplicates] == [stored["coffee"].record.md5]
+        in_memory = SimilarityIndex(session_factory(service.engine))
+        for name, submission in stored.items():
+            md5 = submission.record.md5
+            by_pgvector = {p.submission.record.md5: p.similarity for p in service.similar(md5, k=30)}
+            exact = {n.md5: n.similarity for n in in_memory.similar(md5, k=30)}
+            assert by_pgvector.keys() == exact.keys(), name
+            assert all(abs(by_pgvector[other] - exact[other]) < 2e-3 for other in exact), name
+            assert list(by_pgvector.values()) == sorted(by_pgvector.values(), reverse=True)
+        top3 = [p.submission.record.md5 for p in service.similar(stored["chelsea"].record.md5, k=3)]
+        assert set(top3) == {stored[f"chelsea {how}"].record.md5 for how in other_cats}
+        with service.engine.connect() as connection:
+            vectors = connection.scalar(text("SELECT count(*) FROM signature_vectors"))
+        assert vectors == len(stored) + 1  # every analysis's embedding, in the database
+        assert in_memory.nbytes > service._similarity.nbytes  # the process keeps only the hashes
+    finally:
+        service.close()
+
+
+@pytest.mark.slow
+def test_where_pgvector_cannot_be_created_the_in_process_index_serves(tmp_path, pg_server_url, analyzer, photos):
+    name, url = create_pg_database(pg_server_url, plain_owner=True)  # CREATE EXTENSION vector needs a superuser
+    service = PicMetricService(make_settings(tmp_path, database_url=url), analyzer)
+    try:
+        assert service.similarity_backend == "memory"
+        dog, horses = submit(service, photos["dog"], "dog"), submit(service, photos["horses"], "horses")
+        assert [p.submission.record.md5 for p in service.similar(dog.record.md5)] == [horses.record.md5]
+    finally:
+        service.close()
+        drop_pg_database(name)
