@@ -14,6 +14,7 @@ from picmetric_core.api.app import create_app
 from picmetric_core.intake.images import decode_for
 from picmetric_core.lifecycle import ModelLoader
 from picmetric_core.service import PicMetricService, Submission
+from picmetric_core.similar import pgvector
 from picmetric_core.similar.backfill import backfill
 from picmetric_core.similar.index import SimilarityIndex
 from picmetric_core.similar.signature import embedding_vector
@@ -236,7 +237,10 @@ def test_postgres_index_keeps_in_step_and_backfill_indexes_old_rows(tmp_path, fr
 
 
 @pytest.mark.slow
-def test_pgvector_finds_what_the_in_process_index_finds(tmp_path, fresh_pg_url, analyzer, photos, other_cats):
+def test_pgvector_finds_what_the_in_process_index_finds(
+    tmp_path, fresh_pg_url, analyzer, photos, other_cats, monkeypatch
+):
+    monkeypatch.setattr(pgvector, "INLINE_INDEX_MAX", 0)  # as on a large database: searches scan until the backfill
     service = PicMetricService(make_settings(tmp_path, database_url=fresh_pg_url), analyzer)
     try:
         # bootstrap.sh test builds pgvector into the test server, so "auto" must find it there.
@@ -247,13 +251,18 @@ def test_pgvector_finds_what_the_in_process_index_finds(tmp_path, fresh_pg_url, 
 
         assert [duplicate.md5 for duplicate in edited.near_duplicates] == [stored["coffee"].record.md5]
         in_memory = SimilarityIndex(session_factory(service.engine))
-        for name, submission in stored.items():
-            md5 = submission.record.md5
-            by_pgvector = {p.submission.record.md5: p.similarity for p in service.similar(md5, k=30)}
-            exact = {n.md5: n.similarity for n in in_memory.similar(md5, k=30)}
-            assert by_pgvector.keys() == exact.keys(), name
-            assert all(abs(by_pgvector[other] - exact[other]) < 2e-3 for other in exact), name
-            assert list(by_pgvector.values()) == sorted(by_pgvector.values(), reverse=True)
+        for with_hnsw in (False, True):
+            if with_hnsw:
+                assert not _hnsw_orders_the_rows(service.engine)  # no index yet: it scanned
+                assert len(service._similarity.build_indexes()) == 1  # one classifier
+                assert _hnsw_orders_the_rows(service.engine)
+            for name, submission in stored.items():
+                md5 = submission.record.md5
+                by_pgvector = {p.submission.record.md5: p.similarity for p in service.similar(md5, k=30)}
+                exact = {n.md5: n.similarity for n in in_memory.similar(md5, k=30)}
+                assert by_pgvector.keys() == exact.keys(), name
+                assert all(abs(by_pgvector[other] - exact[other]) < 2e-3 for other in exact), name
+                assert list(by_pgvector.values()) == sorted(by_pgvector.values(), reverse=True)
         top3 = [p.submission.record.md5 for p in service.similar(stored["chelsea"].record.md5, k=3)]
         assert set(top3) == {stored[f"chelsea {how}"].record.md5 for how in other_cats}
         with service.engine.connect() as connection:
@@ -262,6 +271,19 @@ def test_pgvector_finds_what_the_in_process_index_finds(tmp_path, fresh_pg_url, 
         assert in_memory.nbytes > service._similarity.nbytes  # the process keeps only the hashes
     finally:
         service.close()
+
+
+def _hnsw_orders_the_rows(engine) -> bool:
+    """Whether the planner can answer "more like this" from the HNSW index (pushed to: the table is tiny)."""
+    with engine.begin() as connection:
+        own, model, dim = connection.execute(
+            text("SELECT signature_id, embedding_model, vector_dims(embedding) FROM signature_vectors")
+        ).first()
+        connection.execute(text("SET LOCAL enable_seqscan = off"))
+        connection.execute(text("SET LOCAL enable_sort = off"))
+        explain = text("EXPLAIN " + pgvector.nearest_query(dim).text)
+        plan = connection.execute(explain, {"own": own, "model": model, "k": 13}).scalars()
+        return any("ix_signature_vectors_hnsw" in line for line in plan)
 
 
 @pytest.mark.slow

@@ -1,4 +1,8 @@
-"""``picmetric similar backfill``: index the analyses stored before similar photos were."""
+"""``picmetric similar backfill``: index the analyses stored before similar photos were.
+
+Where "more like this" runs on pgvector, it then copies every embedding into Postgres and builds the
+vector indexes too large to build inside a request (docs/similar.md).
+"""
 
 from __future__ import annotations
 
@@ -19,6 +23,7 @@ def add_similar_parser(commands: argparse._SubParsersAction) -> None:
 def similar_command(args: argparse.Namespace, settings: Settings) -> int:
     """Run ``picmetric similar backfill``; an interrupted run is resumed by running it again."""
     from picmetric_core.models.classifier import load_classifier
+    from picmetric_core.similar.pgvector import pgvector_index
     from picmetric_core.store.database import create_database_engine, session_factory, upgrade_schema
     from picmetric_core.store.objects import open_store
 
@@ -39,6 +44,11 @@ def similar_command(args: argparse.Namespace, settings: Settings) -> int:
             limit=args.limit,
             on_batch=progress,
         )
+        vectors = pgvector_index(engine, session_factory(engine)) if settings.similar_index == "auto" else None
+        if vectors is not None:
+            print("pgvector: copying embeddings and building vector indexes (minutes for 100,000 photos)", flush=True)
+            for model, dim in vectors.build_indexes():
+                print(f"pgvector: built the index of {model} ({dim} dimensions)")
     finally:
         engine.dispose()
     print(f"done: {report.indexed} indexed, {report.failed} unreadable, {report.remaining} still without a signature")

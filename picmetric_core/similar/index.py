@@ -20,7 +20,7 @@ import threading
 from dataclasses import dataclass
 
 import numpy as np
-from sqlalchemy import func, select
+from sqlalchemy import Select, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from picmetric_core.similar.phash import hamming_to_many
@@ -108,14 +108,8 @@ class SimilarityIndex:
 
     def refresh(self) -> int:
         """Read the signatures stored since the last call, a few thousand rows at a time; returns how many."""
-        statement = (
-            select(SignatureRow.id, AnalysisRow.md5, SignatureRow.phash, SignatureRow.embedding)
-            .add_columns(SignatureRow.embedding_model)
-            .join(AnalysisRow, AnalysisRow.id == SignatureRow.analysis_id)
-            .where(SignatureRow.id > self._last_id)
-            .order_by(SignatureRow.id)
-            .execution_options(yield_per=_LOAD_BATCH)
-        )
+        statement = self._new_rows().where(SignatureRow.id > self._last_id).order_by(SignatureRow.id)
+        statement = statement.execution_options(yield_per=_LOAD_BATCH)
         added = 0
         with self._lock, self._sessions() as session:
             # The first load sizes every array once, for all the rows (no copies while growing).
@@ -125,10 +119,18 @@ class SimilarityIndex:
                 for row_id, md5, phash, embedding, model in rows:
                     self._add(row_id, md5, phash, embedding, model, expected=max(len(rows), expected))
                     self._last_id = max(self._last_id, row_id)
-                self._added_partition(session)
+                self._added_partition(session, last=False)
                 added += len(rows)
-            self._added_partition(session)  # a subclass's work left over from a failed call
+            self._added_partition(session, last=True)
         return added
+
+    def _new_rows(self) -> Select:
+        """Signature id, md5, hash, embedding and its model, for :meth:`refresh` to filter and stream."""
+        return (
+            select(SignatureRow.id, AnalysisRow.md5, SignatureRow.phash, SignatureRow.embedding)
+            .add_columns(SignatureRow.embedding_model)
+            .join(AnalysisRow, AnalysisRow.id == SignatureRow.analysis_id)
+        )
 
     def near_duplicates(
         self, phash: int, embedding: bytes | None = None, model: str | None = None, *, exclude: str | None = None
@@ -175,8 +177,8 @@ class SimilarityIndex:
     def _own_embedding(self, position: int, md5: str, model: str) -> bytes:
         return compact_embedding(self._tables[int(self._table_of[position])].matrix[self._table_row[position]])
 
-    def _added_partition(self, session: Session) -> None:
-        """Called after each partition of rows :meth:`refresh` read, and once at its end (under the lock)."""
+    def _added_partition(self, session: Session, last: bool) -> None:
+        """Called after each partition of rows :meth:`refresh` read, and once more at its end (under the lock)."""
 
     def _unlocked_near_duplicates(self, phash: int, exclude: str) -> list[NearDuplicate]:
         distances = hamming_to_many(phash, self._hashes[: len(self._md5s)])
@@ -227,13 +229,14 @@ class SimilarityIndex:
             self._row_of[md5] = position
             self._md5s.append(md5)
         self._hashes[position] = phash
-        if embedding is None or model is None:
-            return
-        self._keep_embedding(position, row_id, md5, embedding, model, expected)
+        if model is not None:
+            self._keep_embedding(position, row_id, md5, embedding, model, expected)
 
     def _keep_embedding(
-        self, position: int, row_id: int, md5: str, embedding: bytes, model: str, expected: int
+        self, position: int, row_id: int, md5: str, embedding: bytes | None, model: str, expected: int
     ) -> None:
+        if embedding is None:
+            return
         vector = embedding_vector(embedding)
         table_id = self._table_ids.get(model)
         if table_id is None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import select
 import socket
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
@@ -15,7 +16,7 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Engine, create_engine, event, make_url, text
+from sqlalchemy import Connection, Engine, create_engine, event, make_url, text
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.orm import Session, sessionmaker
@@ -101,12 +102,30 @@ def install_wait_limit(limit_s: float) -> None:
     psycopg2.extensions.set_wait_callback(_wait_within(limit_s))
 
 
+_long_waits = threading.local()
+
+
+@contextmanager
+def long_database_waits(connection: Connection, limit_s: float) -> Iterator[None]:
+    """Inside, this thread's database waits may last ``limit_s``, and ``connection``'s transaction has no
+    statement timeout: for an administrator's long statement (building a vector index), never a request's.
+    """
+    previous = getattr(_long_waits, "limit_s", None)
+    _long_waits.limit_s = limit_s
+    try:
+        if connection.dialect.name == "postgresql":
+            connection.execute(text(f"SET LOCAL statement_timeout = {int(limit_s * 1000)}"))
+        yield
+    finally:
+        _long_waits.limit_s = previous
+
+
 def _wait_within(limit_s: float) -> Callable[[Any], None]:
     import psycopg2
     import psycopg2.extensions as ext
 
     def wait(connection: Any) -> None:
-        deadline = time.monotonic() + limit_s
+        deadline = time.monotonic() + (getattr(_long_waits, "limit_s", None) or limit_s)
         while True:
             state = connection.poll()
             if state == ext.POLL_OK:
