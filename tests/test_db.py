@@ -10,15 +10,19 @@ import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import delete, text
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, OperationalError
 
+from picmetric_core.config import Settings
 from picmetric_core.errors import DatabaseUnavailable
 from picmetric_core.results import LANDMARK_NAMES, Analysis, Box, Classification, Detection, Face, ModelInfo, Point
 from picmetric_core.store import history
 from picmetric_core.store.database import (
+    WAIT_MARGIN_S,
     create_database_engine,
     current_revision,
     head_revision,
+    install_wait_limit,
+    long_database_waits,
     session_factory,
     upgrade_schema,
 )
@@ -353,3 +357,18 @@ def test_database_down_is_a_clear_error_without_the_password(tmp_path):
     message = str(caught.value)
     assert "hunter2" not in message
     assert "127.0.0.1:9" in message and "DATABASE_URL" in message
+
+
+def test_an_administrators_long_statement_outlasts_the_request_limits_only_inside_long_waits(tmp_path, fresh_pg_url):
+    settings = make_settings(tmp_path, database_url=fresh_pg_url, db_connect_timeout_s=1, db_statement_timeout_s=1)
+    engine = create_database_engine(settings)  # server gives up after 1 s, the client after 1 + 2 s
+    try:
+        with pytest.raises(OperationalError), engine.begin() as connection:
+            connection.execute(text("SELECT pg_sleep(3.5)"))
+        with engine.begin() as connection, long_database_waits(connection, limit_s=30):
+            assert connection.scalar(text("SELECT 1 FROM pg_sleep(3.5)")) == 1  # as building a vector index does
+        with pytest.raises(OperationalError), engine.begin() as connection:
+            connection.execute(text("SELECT pg_sleep(3.5)"))  # the limits are back for everyone else
+    finally:
+        engine.dispose()
+        install_wait_limit(max(Settings().db_connect_timeout_s, Settings().db_statement_timeout_s) + WAIT_MARGIN_S)
