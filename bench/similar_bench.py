@@ -2,16 +2,18 @@
 
 Creates a fresh database, migrates it, seeds analyses with synthetic signatures (random 64-bit hashes;
 1280-dimension float16 embeddings drawn around 500 cluster centres, as EfficientNet-Lite0 gives them),
-then loads the in-process index and times, each including the catch-up query the index makes first:
+then loads each index — in-process, and pgvector where the server has it (its first load copies every
+embedding into ``signature_vectors`` and builds the HNSW index) — and times, side by side, each
+including the catch-up query the index makes first:
 
 - a near-duplicate check (a stored hash with 4 bits flipped, and its embedding),
 - the top 12 similar photos from the index alone, and through the service (plus their rows and links),
 
-and prints the median and p95, the load time and the memory the index holds. The database is dropped
-at the end.
+and prints the median and p95, the load time, the memory each index holds, and pgvector's recall: how
+many of the exact top 12 (the in-process index's) HNSW returns. The database is dropped at the end.
 
 Usage:
-    .venv/bin/python bench/similar_bench.py [--rows 10000] [--runs 50] [--dim 1280]
+    .venv/bin/python -m bench.similar_bench [--rows 10000] [--runs 50] [--dim 1280] [--index memory pgvector]
 """
 
 from __future__ import annotations
@@ -27,11 +29,13 @@ from collections.abc import Callable
 import numpy as np
 import psycopg2
 from psycopg2.extras import execute_values
+from sqlalchemy import Engine, text
 
 from bench.history_bench import MODELS, SERVER_URL, scratch_database
 from picmetric_core.config import Settings
 from picmetric_core.service import PicMetricService
 from picmetric_core.similar.index import SimilarityIndex
+from picmetric_core.similar.pgvector import PgVectorIndex, nearest_query, pgvector_index
 from picmetric_core.store.database import create_database_engine, session_factory, upgrade_schema
 
 CLUSTERS = 500
@@ -56,8 +60,10 @@ def seed(database: str, rows: int, dim: int, seed: int = 7) -> tuple[list[str], 
                 cursor,
                 "INSERT INTO analyses (id, md5, created_at, source, content_type, byte_size, width, height, models,"
                 " timings_ms, original_key, detections_key, faces_key, thumbnail_key) VALUES %s",
-                [(i, md5s[i - 1], "upload", "image/jpeg", 100_000, 640, 480, MODELS, "{}", *_keys(md5s[i - 1]))
-                 for i in ids],
+                [
+                    (i, md5s[i - 1], "upload", "image/jpeg", 100_000, 640, 480, MODELS, "{}", *_keys(md5s[i - 1]))
+                    for i in ids
+                ],
                 template="(%s, %s, now(), %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
             )
             execute_values(
@@ -89,9 +95,44 @@ def timed(run: Callable[[], object], runs: int) -> tuple[float, float]:
 
 
 def flipped(value: int, bits: int, rng: np.random.Generator) -> int:
+    """``value`` (a signed 64-bit hash) with ``bits`` random bits flipped, signed again."""
+    value &= (1 << 64) - 1
     for bit in rng.choice(64, bits, replace=False):
         value ^= 1 << int(bit)
     return value - (1 << 64) if value >= 1 << 63 else value
+
+
+def uses_hnsw(engine: Engine, dim: int) -> bool:
+    with engine.connect() as connection:
+        query = text("EXPLAIN " + nearest_query(dim).text)
+        plan = connection.execute(query, {"own": 1, "model": "Lite0", "k": 13}).scalars()
+        return any("hnsw" in line for line in plan)
+
+
+def time_index(
+    index: SimilarityIndex,
+    service: PicMetricService,
+    md5s: list[str],
+    hashes: np.ndarray,
+    embeddings: np.ndarray,
+    runs: int,
+) -> dict[str, tuple[float, float]]:
+    rng = np.random.default_rng(2)
+
+    def near_duplicate_check() -> None:
+        row = int(rng.integers(len(md5s)))
+        found = index.near_duplicates(
+            flipped(int(hashes[row]), 4, rng), embeddings[row].astype("<f2").tobytes(), "Lite0"
+        )
+        assert md5s[row] in {d.md5 for d in found}
+
+    return {
+        "near-duplicate check": timed(near_duplicate_check, runs),
+        "top-12 similar (index)": timed(lambda: index.similar(md5s[int(rng.integers(len(md5s)))], 12), runs),
+        "top-12 similar (service: + rows, links)": timed(
+            lambda: service.similar(md5s[int(rng.integers(len(md5s)))], 12), runs
+        ),
+    }
 
 
 def main() -> None:
@@ -99,45 +140,60 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=10_000)
     parser.add_argument("--runs", type=int, default=50)
     parser.add_argument("--dim", type=int, default=1280)
+    parser.add_argument("--index", nargs="+", choices=["pgvector", "memory"], default=["pgvector", "memory"])
     args = parser.parse_args()
     rng = np.random.default_rng(1)
     with scratch_database() as database, tempfile.TemporaryDirectory() as data_dir:
-        settings = Settings(_env_file=None, data_dir=data_dir, database_url=f"{SERVER_URL}/{database}")
-        engine = create_database_engine(settings)
+        url = f"{SERVER_URL}/{database}"
+        engine = create_database_engine(Settings(_env_file=None, data_dir=data_dir, database_url=url))
         upgrade_schema(engine)
         started = time.perf_counter()
         md5s, hashes, embeddings = seed(database, args.rows, args.dim)
         print(f"seeded {args.rows:,} analyses with signatures in {time.perf_counter() - started:.1f} s")
 
-        rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        index = SimilarityIndex(session_factory(engine))
-        started = time.perf_counter()
-        index.refresh()
-        load_s = time.perf_counter() - started
-        rss_after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        print(
-            f"index: {len(index):,} photos loaded in {load_s:.1f} s; arrays {index.nbytes / 2**20:.0f} MiB "
-            f"(float32 embeddings); peak RSS +{(rss_after - rss_before) / 1024:.0f} MiB"
-        )
-
-        def near_duplicate_check() -> None:
-            row = int(rng.integers(len(md5s)))
-            found = index.near_duplicates(
-                flipped(int(hashes[row]), 4, rng), embeddings[row].astype("<f2").tobytes(), "Lite0"
+        indexes: dict[str, SimilarityIndex] = {}
+        for kind in args.index:  # pgvector first: peak RSS only grows, and it holds the least
+            rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+            index = pgvector_index(engine, session_factory(engine)) if kind == "pgvector" else None
+            if kind == "pgvector" and index is None:
+                print("pgvector: the server has no vector extension; skipped")
+                continue
+            index = SimilarityIndex(session_factory(engine)) if index is None else index
+            started = time.perf_counter()
+            index.refresh()
+            load_s = time.perf_counter() - started
+            rss_after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+            print(
+                f"{kind}: {len(index):,} photos loaded in {load_s:.1f} s; arrays {index.nbytes / 2**20:.1f} MiB; "
+                f"peak RSS +{(rss_after - rss_before) / 1024:.0f} MiB"
             )
-            assert md5s[row] in {d.md5 for d in found}
+            if isinstance(index, PgVectorIndex):
+                started = time.perf_counter()
+                index.build_indexes()
+                print(f"{kind}: HNSW index built in {time.perf_counter() - started:.1f} s (picmetric similar backfill)")
+                print(f"{kind}: the planner orders 'more like this' by the HNSW index: {uses_hnsw(engine, args.dim)}")
+            indexes[kind] = index
 
-        service = PicMetricService(settings, analyzer=None, engine=engine)
-        figures = {
-            "near-duplicate check": timed(near_duplicate_check, args.runs),
-            "top-12 similar (index)": timed(lambda: index.similar(md5s[int(rng.integers(len(md5s)))], 12), args.runs),
-            "top-12 similar (service: + rows, links)": timed(
-                lambda: service.similar(md5s[int(rng.integers(len(md5s)))], 12), args.runs
-            ),
-        }
-        for name, (median, p95) in figures.items():
-            print(f"{name:<42} median {median:7.2f} ms   p95 {p95:7.2f} ms   ({args.runs} runs, {args.rows:,} rows)")
-        service.close()
+        for kind, index in indexes.items():
+            backend = "auto" if kind == "pgvector" else "memory"
+            settings = Settings(_env_file=None, data_dir=data_dir, database_url=url, similar_index=backend)
+            service = PicMetricService(settings, analyzer=None, engine=engine)
+            service.similar(md5s[0], 12)  # its own index's first load
+            for name, (median, p95) in time_index(index, service, md5s, hashes, embeddings, args.runs).items():
+                print(f"{kind:<9} {name:<40} median {median:7.2f} ms   p95 {p95:7.2f} ms   ({args.runs} runs)")
+            service.close()
+
+        if len(indexes) == 2:
+            asked = [md5s[int(i)] for i in rng.integers(len(md5s), size=args.runs)]
+            exact = [{n.md5 for n in indexes["memory"].similar(md5, 12)} for md5 in asked]
+            found = [
+                len({n.md5 for n in indexes["pgvector"].similar(md5, 12)} & e)
+                for md5, e in zip(asked, exact, strict=True)
+            ]
+            print(
+                f"pgvector recall@12 against the exact top 12: mean {np.mean(found) / 12:.3f}, "
+                f"worst {min(found)}/12 ({len(asked)} photos)"
+            )
         engine.dispose()
 
 
