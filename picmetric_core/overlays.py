@@ -223,17 +223,18 @@ _PNG_PARAMS = [cv2.IMWRITE_PNG_COMPRESSION, 1, cv2.IMWRITE_PNG_STRATEGY, cv2.IMW
 
 
 def encode_png(rgb: np.ndarray) -> bytes:
-    ok, buffer = cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), _PNG_PARAMS)
-    if not ok:
-        raise ValueError("could not encode PNG")
-    return buffer.tobytes()
+    return _encode(rgb, ".png", _PNG_PARAMS)
 
 
 def encode_jpeg(rgb: np.ndarray, quality: int = 90) -> bytes:
     """For showing an overlay on a page: ~30× faster to encode and ~6× smaller than the PNG."""
-    ok, buffer = cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, quality])
+    return _encode(rgb, ".jpg", [cv2.IMWRITE_JPEG_QUALITY, quality])
+
+
+def _encode(rgb: np.ndarray, extension: str, params: list[int]) -> bytes:
+    ok, buffer = cv2.imencode(extension, cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), params)
     if not ok:
-        raise ValueError("could not encode JPEG")
+        raise ValueError(f"could not encode {extension[1:].upper()}")
     return buffer.tobytes()
 
 

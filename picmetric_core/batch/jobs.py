@@ -67,7 +67,6 @@ class BatchJob:
     finished_at: datetime | None
     images_per_s: float | None
     error: str | None
-    heartbeat_at: datetime | None = None
 
     @property
     def done(self) -> int:
@@ -234,7 +233,6 @@ class JobStore:
             finished_at=row.finished_at,
             images_per_s=row.images_per_s,
             error=error,
-            heartbeat_at=row.heartbeat_at,
         )
 
 

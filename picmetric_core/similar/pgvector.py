@@ -3,8 +3,8 @@
 The in-process index keeps a float32 matrix of every embedding: ~5 KB a photo in every process, and a
 full scan for each "more like this". Here the embeddings live in ``signature_vectors`` as ``halfvec``
 (the float16 values exactly as stored), with one HNSW index per classifier, and a process holds only
-the 64-bit hashes. Near-duplicates are still found by hash in-process; their few candidates' embeddings
-are read from the database to confirm them.
+the 64-bit hashes and each photo's signature id. Near-duplicates are still found by hash in-process; the
+server computes their candidates' similarities to confirm them.
 
 ``signature_vectors`` is derived from ``signatures``: before each question the index copies the rows it
 has not seen, and a signature replaced by the backfill takes its vector with it
@@ -87,18 +87,15 @@ class PgVectorIndex(SimilarityIndex):
         self._indexed: set[tuple[str, int]] = set()  # built, or too large to build inline (said once)
 
     def _nearest(self, position: int, md5: str, k: int) -> list[Neighbour] | None:
+        signature_id = int(self._table_row[position])
         with self._sessions.begin() as session:
             own = session.execute(
-                text(
-                    "SELECT v.signature_id, v.embedding_model, vector_dims(v.embedding) FROM signature_vectors v "
-                    "JOIN signatures s ON s.id = v.signature_id JOIN analyses a ON a.id = s.analysis_id "
-                    "WHERE a.md5 = :md5"
-                ),
-                {"md5": md5},
+                text("SELECT embedding_model, vector_dims(embedding) FROM signature_vectors WHERE signature_id = :id"),
+                {"id": signature_id},
             ).first()
-            if own is None:
+            if own is None:  # its copy failed; the next refresh tries again
                 return None
-            signature_id, model, dim = own
+            model, dim = own
             session.execute(text(f"SET LOCAL hnsw.ef_search = {max(EF_SEARCH, k + 1)}"))
             rows = session.execute(nearest_query(dim), {"own": signature_id, "model": model, "k": k + 1}).all()
         return [Neighbour(other, round(float(score), 4)) for other, score in rows if other != md5][:k]
@@ -198,8 +195,7 @@ class PgVectorIndex(SimilarityIndex):
 
     def _own_embedding(self, position: int, md5: str, model: str) -> bytes:
         with self._sessions() as session:
-            return session.execute(_EMBEDDINGS, {"md5s": [md5], "model": model}).one()[1]
-
+            return session.get_one(SignatureRow, int(self._table_row[position])).embedding
 
 
 def nearest_query(dim: int) -> TextClause:
@@ -217,12 +213,6 @@ def nearest_query(dim: int) -> TextClause:
         "JOIN signatures s ON s.id = v.signature_id JOIN analyses a ON a.id = s.analysis_id "
         f"WHERE v.embedding_model = :model ORDER BY {distance} LIMIT :k"
     )
-
-
-_EMBEDDINGS = text(
-    "SELECT a.md5, s.embedding FROM signatures s JOIN analyses a ON a.id = s.analysis_id "
-    "WHERE a.md5 IN :md5s AND s.embedding_model = :model"
-).bindparams(bindparam("md5s", expanding=True))
 
 
 def _insert_vectors(connection: Connection, rows: list[tuple[int, str, bytes]]) -> None:

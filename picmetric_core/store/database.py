@@ -107,8 +107,9 @@ _long_waits = threading.local()
 
 @contextmanager
 def long_database_waits(connection: Connection, limit_s: float) -> Iterator[None]:
-    """Inside, this thread's database waits may last ``limit_s``, and ``connection``'s transaction has no
-    statement timeout: for an administrator's long statement (building a vector index), never a request's.
+    """Inside, this thread's database waits, and ``connection``'s statements in this transaction, may
+    last ``limit_s`` instead of the usual limits: for a statement known to be long (building a vector
+    index), never for a request's ordinary work.
     """
     previous = getattr(_long_waits, "limit_s", None)
     _long_waits.limit_s = limit_s
