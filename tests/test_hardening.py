@@ -14,6 +14,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -31,7 +32,7 @@ from picmetric_core.intake.fetch import fetch_url
 from picmetric_core.intake.images import decode_image
 from picmetric_core.intake.names import clean_filename
 from picmetric_core.lifecycle import ModelLoader
-from picmetric_core.store.database import create_database_engine, database_errors
+from picmetric_core.store.database import create_database_engine, database_errors, request_budget_s
 from picmetric_core.store.objects import S3Store
 from tests.fixtures_services import make_settings, s3_settings
 from tests.tcp_proxy import TcpProxy
@@ -303,6 +304,30 @@ def test_a_silent_database_answers_503_and_recovers_when_it_speaks_again(tmp_pat
             assert client.get("/v1/analyses").status_code == 200
 
 
+def test_concurrent_reads_of_a_silent_database_each_answer_within_one_budget(tmp_path, pg_url):
+    """Reads queued behind the pool and a dead pooled connection still answer within the documented bound."""
+    address = urlsplit(pg_url)
+    with TcpProxy((address.hostname, address.port)) as proxy:
+        proxied = pg_url.replace(f"{address.hostname}:{address.port}", f"127.0.0.1:{proxy.port}")
+        settings = make_settings(tmp_path, database_url=proxied, db_statement_timeout_s=1.0, db_connect_timeout_s=1)
+        bound_s = request_budget_s(settings)
+        with app_client(settings) as client:
+            assert client.get("/v1/analyses").status_code == 200  # the pool now holds a live connection
+            proxy.black_hole()
+
+            def timed_read() -> tuple[int, float]:
+                started = time.monotonic()
+                status = client.get("/v1/analyses").status_code
+                return status, time.monotonic() - started
+
+            with ThreadPoolExecutor(max_workers=10) as pool:
+                answers = in_thread(lambda: list(pool.map(lambda _: timed_read(), range(10))))
+            proxy.restore()
+    assert [status for status, _ in answers] == [503] * 10
+    slowest = max(seconds for _, seconds in answers)
+    assert slowest <= bound_s + 1.0, f"slowest read answered after {slowest:.1f} s; the bound is {bound_s:.1f} s"
+
+
 def test_a_full_connection_pool_is_a_database_error_not_a_crash(tmp_path, pg_url):
     engine = create_database_engine(make_settings(tmp_path, database_url=pg_url, db_pool_timeout_s=0.2))
     held = [engine.connect() for _ in range(engine.pool.size() + engine.pool._max_overflow)]
@@ -393,6 +418,20 @@ def test_networks_that_fail_to_load_are_reported_without_paths(tmp_path, dog_jpg
         health = client.get("/healthz").json()
     assert_plain_error(response, 503, "yolov3.weights is truncated", secrets=(str(tmp_path),))
     assert health["networks"]["error"] == "yolov3.weights is truncated"
+
+
+@pytest.mark.slow
+def test_healthz_names_the_models_that_run_without_the_models_folder(tmp_path, analyzer, empty_models_dir):
+    """/healthz is open even with a token: nothing in it may say where files lie on the server."""
+    settings = make_settings(tmp_path, models_dir=empty_models_dir, api_token=TOKEN)
+    with app_client(settings, analyzer) as client:
+        client.app.state.runtime.loader.analyzer(wait_s=60)
+        health = client.get("/healthz")
+    assert health.status_code == 200
+    models = health.json()["networks"]["models"]
+    assert any("weights fetch" in model.get("note", "") for model in models)  # still says what to do
+    for secret in (str(empty_models_dir), str(tmp_path), "/tmp/"):
+        assert secret not in health.text, f"{secret!r} is in /healthz: {health.text}"
 
 
 # --- 8 and 9, through the real networks into Postgres ----------------------------------------------

@@ -35,6 +35,7 @@ from picmetric_core.config import Settings, get_settings
 from picmetric_core.errors import DatabaseUnavailable, PicMetricError, client_message
 from picmetric_core.intake.images import format_size
 from picmetric_core.lifecycle import ModelLoader
+from picmetric_core.store.database import database_budget, request_budget_s
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +92,22 @@ class BodyLimit:
             await JSONResponse({"error": self.message}, status_code=413)(scope, receive, send)
 
 
+class DatabaseBudget:
+    """Gives each request one budget for all its database waits (:func:`database_budget`), so a
+    silent database costs a request at most ``seconds`` however many waits it queues behind."""
+
+    def __init__(self, app: ASGIApp, seconds: float) -> None:
+        self.app = app
+        self.seconds = seconds
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        with database_budget(self.seconds):
+            await self.app(scope, receive, send)
+
+
 def create_app(settings: Settings | None = None, *, loader: ModelLoader | None = None) -> FastAPI:
     """The ASGI app: ``uvicorn picmetric_core.api:create_app --factory``.
 
@@ -114,6 +131,7 @@ def create_app(settings: Settings | None = None, *, loader: ModelLoader | None =
         lifespan=lifespan,
     )
     app.state.runtime = runtime
+    app.add_middleware(DatabaseBudget, seconds=request_budget_s(settings))
     app.add_middleware(BodyLimit, max_bytes=settings.max_image_bytes)
     app.add_middleware(TokenGate, token=settings.api_token)  # outside BodyLimit: no body is read without it
     if settings.cors_origins:

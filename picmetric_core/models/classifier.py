@@ -9,6 +9,7 @@ would keep them but squash the aspect ratio.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -22,6 +23,8 @@ from picmetric_core.errors import WeightsError
 from picmetric_core.models import efficientnet_lite, weights
 from picmetric_core.models.compiled import compiled_forward
 from picmetric_core.results import Classification, ModelInfo
+
+log = logging.getLogger(__name__)
 
 NUM_CLASSES = 1000
 
@@ -217,5 +220,7 @@ def load_classifier(models_dir: Path, shipped: str = DEFAULT_SHIPPED) -> KerasCl
     path = weights.locate(weights.RESNET50, models_dir)
     if path is not None:
         return load_resnet50(path)
-    note = f"ResNet50 weights not found in {models_dir}; run `picmetric weights fetch` on a machine with internet"
+    # The note reaches clients (/healthz, the Models panel): it names the setting, the log names the folder.
+    log.info("ResNet50 weights not found in %s; running the shipped %s", models_dir, shipped)
+    note = "ResNet50 weights not in the models folder; run `picmetric weights fetch` on a machine with internet"
     return load_efficientnet_lite(SHIPPED_CLASSIFIERS[shipped], note)

@@ -8,6 +8,7 @@ in numpy after it or, with ``device_nms``, on the device (:mod:`picmetric_core.m
 from __future__ import annotations
 
 import functools
+import logging
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -24,6 +25,8 @@ from picmetric_core.models.darknet import DarknetNet, YoloHead, load_darknet
 from picmetric_core.models.device_nms import FRAME_COLUMNS, select_detections
 from picmetric_core.nms import class_wise_nms
 from picmetric_core.results import Box, Detection, ModelInfo
+
+log = logging.getLogger(__name__)
 
 LETTERBOX_GRAY = 0.5  # darknet's letterbox fill
 # Guards NMS against pathological images (or untrained weights) where thousands of
@@ -324,7 +327,8 @@ def load_detector(models_dir: Path, device_nms: bool | None = None) -> YoloDetec
             f"no detector weights: {weights.YOLOV3.filename} is not in {models_dir} and the "
             f"{weights.YOLOV3_TINY.package} package (YOLOv3-tiny) is not installed"
         )
-    note = f"stand-in: {weights.YOLOV3.filename} not found in {models_dir}"
+    log.info("%s not found in %s; running YOLOv3-tiny", weights.YOLOV3.filename, models_dir)
+    note = f"stand-in: {weights.YOLOV3.filename} not in the models folder"
     return load_darknet_detector(
         weights.YOLOV3_TINY_CFG, tiny, "YOLOv3-tiny", full=False, note=note, device_nms=device_nms
     )

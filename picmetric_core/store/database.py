@@ -9,6 +9,8 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
+from contextvars import ContextVar
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +22,7 @@ from sqlalchemy import Connection, Engine, create_engine, event, make_url, text
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.pool import QueuePool
 
 from picmetric_core.config import Settings
 from picmetric_core.errors import DatabaseUnavailable
@@ -43,7 +46,8 @@ def create_database_engine(settings: Settings) -> Engine:
     ``db_connect_timeout_s``, each statement by ``db_statement_timeout_s`` (on the server), a free
     pooled connection by ``db_pool_timeout_s``, a dead peer is noticed by TCP keepalives, and a
     server that stops answering altogether (it still ACKs, so keepalives see nothing) by a client-side
-    wait limit (:func:`install_wait_limit`).
+    wait limit (:func:`install_wait_limit`). Inside :func:`database_budget` all of these waits
+    together end within the budget.
 
     Example:
         >>> engine = create_database_engine(Settings(database_url="sqlite://"))
@@ -75,6 +79,7 @@ def create_database_engine(settings: Settings) -> Engine:
         install_wait_limit(max(settings.db_connect_timeout_s, settings.db_statement_timeout_s) + WAIT_MARGIN_S)
     return create_engine(
         url,
+        poolclass=BudgetedPool,
         pool_pre_ping=True,
         pool_size=5,
         max_overflow=10,
@@ -85,6 +90,80 @@ def create_database_engine(settings: Settings) -> Engine:
 
 # The server's statement_timeout answers first; the client gives up this much later.
 WAIT_MARGIN_S = 2.0
+
+
+def request_budget_s(settings: Settings) -> float:
+    """The longest a request may spend waiting on the database, all its waits together (documented)."""
+    return settings.db_statement_timeout_s + WAIT_MARGIN_S
+
+
+@dataclass
+class _Budget:
+    seconds: float
+    spent: float = 0.0
+
+
+# A context variable, not a thread-local: ASGI middleware sets it and the endpoint's worker thread
+# (which runs in a copy of the request's context) draws on the same budget object.
+_budget: ContextVar[_Budget | None] = ContextVar("picmetric_database_budget", default=None)
+
+
+@contextmanager
+def database_budget(seconds: float) -> Iterator[None]:
+    """Inside, the time spent waiting on the database (for a free pooled connection, connecting, a
+    ping, each statement) adds up against one budget of ``seconds``; once spent, the next wait fails at once.
+
+    Without it each wait has its own limit, and a request that waits for a pooled connection, finds
+    it dead and reconnects, then runs its statement, can wait several limits in a row. Only waits
+    count: a long export's own work between its statements does not.
+
+    Example:
+        >>> with database_budget(2.0):
+        ...     budget_left(10.0)
+        2.0
+        >>> budget_left(10.0)
+        10.0
+    """
+    token = _budget.set(_Budget(seconds))
+    try:
+        yield
+    finally:
+        _budget.reset(token)
+
+
+def budget_left(limit_s: float) -> float:
+    """``limit_s``, or less when the current :func:`database_budget` has less left (never below 0)."""
+    budget = _budget.get()
+    if budget is None:
+        return limit_s
+    return max(0.0, min(limit_s, budget.seconds - budget.spent))
+
+
+@contextmanager
+def _charged_to_budget() -> Iterator[None]:
+    started = time.monotonic()
+    try:
+        yield
+    finally:
+        budget = _budget.get()
+        if budget is not None:
+            budget.spent += time.monotonic() - started
+
+
+class BudgetedPool(QueuePool):
+    """A ``QueuePool`` whose wait for a free connection ends with the request's database budget."""
+
+    @property  # type: ignore[override]
+    def _timeout(self) -> float:  # QueuePool reads it at every checkout
+        return budget_left(self._configured_timeout)
+
+    @_timeout.setter
+    def _timeout(self, value: float) -> None:
+        self._configured_timeout = value
+
+    def _do_get(self) -> Any:
+        with _charged_to_budget():
+            return super()._do_get()
 
 
 def install_wait_limit(limit_s: float) -> None:
@@ -126,7 +205,12 @@ def _wait_within(limit_s: float) -> Callable[[Any], None]:
     import psycopg2.extensions as ext
 
     def wait(connection: Any) -> None:
-        deadline = time.monotonic() + (getattr(_long_waits, "limit_s", None) or limit_s)
+        long_limit_s = getattr(_long_waits, "limit_s", None)
+        allowed_s = long_limit_s or budget_left(limit_s)
+        with _charged_to_budget():
+            _wait_until(connection, time.monotonic() + allowed_s, allowed_s)
+
+    def _wait_until(connection: Any, deadline: float, allowed_s: float) -> None:
         while True:
             state = connection.poll()
             if state == ext.POLL_OK:
@@ -134,7 +218,9 @@ def _wait_within(limit_s: float) -> Callable[[Any], None]:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 _shut_down(connection.fileno())
-                raise psycopg2.OperationalError(f"could not receive data from server: no answer within {limit_s:g} s")
+                raise psycopg2.OperationalError(
+                    f"could not receive data from server: no answer within {allowed_s:.3g} s"
+                )
             if state == ext.POLL_READ:
                 select.select([connection.fileno()], [], [], remaining)
             elif state == ext.POLL_WRITE:
