@@ -80,10 +80,12 @@ say "weights: fetching full ResNet50 / YOLOv3 if this machine has internet"
 case "$mode" in
   setup) say "done. Start the app with: bash bootstrap.sh app" ;;
   app)
-    say "serving the app on http://127.0.0.1:${PORT:-8501}"
+    # 127.0.0.1 unless HOST names another address, which needs PICMETRIC_APP_PASSWORD (picmetric_ui/serving.py);
     # Streamlit's upload limit follows PICMETRIC_MAX_BYTES (from the environment or .env).
-    exec "$venv/bin/streamlit" run streamlit_app.py --server.port "${PORT:-8501}" \
-      --server.maxUploadSize "$("$venv/bin/python" -m picmetric_ui.upload_limit)"
+    flags="$("$venv/bin/python" -m picmetric_ui.serving)" || exit 2
+    say "serving the app on http://${HOST:-127.0.0.1}:${PORT:-8501}"
+    # shellcheck disable=SC2086  # the flags are words without spaces
+    exec "$venv/bin/streamlit" run streamlit_app.py --server.port "${PORT:-8501}" $flags
     ;;
   api)
     say "serving the API on http://127.0.0.1:${PORT:-8000}"

@@ -8,10 +8,11 @@ from typing import Literal
 import streamlit as st
 from streamlit.delta_generator import DeltaGenerator
 
-from picmetric_ui import components, intake, plain, samples
+from picmetric_ui import components, intake, plain, resources, samples
 from picmetric_ui.intake import Item
 from picmetric_ui.page import page_setup
 from picmetric_ui.result import result_view
+from picmetric_ui.upload_limit import widget_limit_mb
 
 
 @dataclass(frozen=True)
@@ -24,7 +25,7 @@ class Job:
     payload: bytes | str  # an upload's bytes or a URL
 
 
-page_setup("Analyze", ":material/image_search:")
+page_setup("Analyze")
 with st.sidebar:
     components.preload_charts()
 
@@ -50,7 +51,11 @@ def add_jobs(jobs: list[Job], replace_kind: str | None = None) -> None:
 uploads_column, urls_column = st.columns([3, 2])
 with uploads_column:
     files = st.file_uploader(
-        "Images", accept_multiple_files=True, key="uploads", help="Drag and drop one or many images."
+        "Images",
+        accept_multiple_files=True,
+        key="uploads",
+        help="Drag and drop one or many images.",
+        max_upload_size=widget_limit_mb(resources.settings()),
     )
     st.caption(components.limits_text())
 with urls_column:

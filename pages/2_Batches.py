@@ -13,7 +13,7 @@ from picmetric_core.errors import PicMetricError
 from picmetric_ui import plain, resources
 from picmetric_ui.page import page_setup
 
-page_setup("Batches", ":material/dynamic_feed:")
+page_setup("Batches")
 REFRESH_S = 2.0
 
 

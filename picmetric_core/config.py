@@ -96,6 +96,9 @@ class Settings(BaseSettings):
     # YOLO's threshold and NMS compiled on the device after the network: "auto" = only on an accelerator.
     device_nms: Literal["auto", "on", "off"] = Field("auto", validation_alias=_env("PICMETRIC_DEVICE_NMS"))
 
+    # The app: off by default (it serves 127.0.0.1 only); set to let others in with a shared password.
+    app_password: SecretStr | None = Field(None, validation_alias=_env("PICMETRIC_APP_PASSWORD"))
+
     # API.
     api_token: SecretStr | None = Field(None, validation_alias=_env("PICMETRIC_API_TOKEN"))
     # NoDecode: a comma list in the environment is split by the validator, not parsed as JSON.
@@ -112,6 +115,11 @@ class Settings(BaseSettings):
     batch_allowed_sources: Annotated[list[str], NoDecode] = Field(
         default_factory=list, validation_alias=_env("PICMETRIC_BATCH_ALLOWED_SOURCES")
     )
+
+    @field_validator("app_password", mode="before")
+    @classmethod
+    def _blank_is_unset(cls, value: Any) -> Any:
+        return None if isinstance(value, str) and not value.strip() else value
 
     @field_validator("database_url")
     @classmethod

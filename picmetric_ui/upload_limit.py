@@ -1,8 +1,9 @@
 """Streamlit's upload limit follows the configured byte limit (``PICMETRIC_MAX_BYTES``).
 
 ``.streamlit/config.toml`` names no limit: ``bootstrap.sh app`` starts Streamlit with
-``--server.maxUploadSize`` from :func:`upload_limit_mb` (``python -m picmetric_ui.upload_limit`` prints it).
-Started any other way, the page states and enforces whichever of the two limits is smaller.
+``--server.maxUploadSize`` from :func:`upload_limit_mb` (``python -m picmetric_ui.serving`` prints it).
+Started any other way, the upload box states (:func:`widget_limit_mb`) and the page enforces
+whichever of the two limits is smaller.
 """
 
 from __future__ import annotations
@@ -24,6 +25,11 @@ def upload_limit_mb(settings: Settings) -> int:
 def effective_max_bytes(settings: Settings) -> int:
     """The largest upload the page accepts: the configured limit, unless Streamlit was started with less."""
     return min(settings.max_image_bytes, int(st.get_option("server.maxUploadSize")) * _MB)
+
+
+def widget_limit_mb(settings: Settings) -> int:
+    """The limit the upload box states and the browser applies, in Streamlit megabytes."""
+    return max(1, math.ceil(effective_max_bytes(settings) / _MB))
 
 
 if __name__ == "__main__":

@@ -319,6 +319,29 @@ def test_upload_limit_follows_the_configured_byte_limit(app_env):
         at = run(ANALYZE)
     get_settings.cache_clear()
     assert "Up to 5 MB" in texts(at.caption)
+    assert at.file_uploader(key="uploads").proto.max_upload_size_mb == 5  # what the box says and the browser applies
+
+
+@pytest.mark.parametrize("page", [ANALYZE, HISTORY])
+def test_with_a_password_set_a_page_shows_nothing_until_signed_in(app_env, page):
+    with pytest.MonkeyPatch.context() as patch:
+        _fresh_settings(patch, "PICMETRIC_APP_PASSWORD", "demo-day-secret")
+        at = run(page)
+        assert_no_exception(at)
+        assert [box.label for box in at.text_input] == ["Password"]
+        assert not at.file_uploader and not at.sidebar.children and not at.dataframe
+
+        at.text_input(key="sign-in-password").input("demo-day")
+        at.button[0].click().run()  # the form's submit button sends what was typed
+        assert "not right" in texts(at.error)
+        assert not at.file_uploader and [box.label for box in at.text_input] == ["Password"]
+
+        at.text_input(key="sign-in-password").input("demo-day-secret")
+        at.button[0].click().run()
+        assert_no_exception(at)
+        assert "Password" not in [box.label for box in at.text_input]
+        assert at.sidebar.children  # the pages menu and the Models panel
+    get_settings.cache_clear()
 
 
 def test_history_compares_two_analyses_side_by_side(app_env, dog_jpg, astronaut_png):

@@ -21,6 +21,7 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 from PIL import Image
@@ -245,8 +246,35 @@ def browser():
         yield browser
 
 
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1", "[::1]"})
+outside_requests: list[str] = []
+"""What a page asked of hosts other than this machine (aborted): a test fails when this is not empty."""
+
+
+def keep_on_loopback(context) -> None:
+    """Abort every request of ``context`` that would leave the machine, and remember it."""
+
+    def route(route) -> None:
+        if urlsplit(route.request.url).hostname in LOOPBACK_HOSTS:
+            route.continue_()
+        else:
+            outside_requests.append(route.request.url)
+            route.abort()
+
+    context.route("**/*", route)
+
+
+@pytest.fixture(autouse=True)
+def nothing_leaves_the_machine() -> Iterator[None]:
+    """The app must work offline and tell no outside host who uses it: fonts, icons, telemetry included."""
+    outside_requests.clear()
+    yield
+    assert not outside_requests, f"the page asked hosts outside this machine for: {outside_requests}"
+
+
 def new_page(browser, viewport: str = "desktop", theme: str = "light"):
     context = browser.new_context(viewport=VIEWPORTS[viewport], color_scheme=theme)
+    keep_on_loopback(context)
     page = context.new_page()
     page.set_default_timeout(60_000)
     return page
