@@ -9,10 +9,10 @@ every other way of starting.
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import sys
 
+from picmetric_core.addresses import is_loopback
 from picmetric_core.config import Settings, get_settings
 from picmetric_ui.upload_limit import upload_limit_mb
 
@@ -23,23 +23,12 @@ class ExposedWithoutSignIn(ValueError):
     """A network address was asked for, but nobody would have to sign in."""
 
 
-def is_loopback(address: str) -> bool:
-    """Whether only this machine can reach ``address``.
-
-    Example:
-        >>> is_loopback("127.0.0.1"), is_loopback("localhost"), is_loopback("::1"), is_loopback("0.0.0.0")
-        (True, True, True, False)
-    """
-    if address == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(address).is_loopback
-    except ValueError:
-        return False  # a host name other than localhost: it resolves to whatever the network says
-
-
 def server_flags(settings: Settings, address: str = DEFAULT_ADDRESS) -> list[str]:
     """The ``streamlit run`` flags for ``address`` and the configured upload limit.
+
+    Example:
+        >>> server_flags(Settings(_env_file=None, max_image_bytes=5 * 1024 * 1024))
+        ['--server.address', '127.0.0.1', '--server.maxUploadSize', '5']
 
     Raises:
         ExposedWithoutSignIn: ``address`` is reachable from the network and no password is set.

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import signal
 import subprocess
@@ -15,6 +14,7 @@ from pathlib import Path
 import pytest
 from pydantic import SecretStr
 
+from picmetric_core.addresses import is_loopback
 from picmetric_core.config import Settings
 from picmetric_ui.serving import ExposedWithoutSignIn, server_flags
 from tests.test_browser import free_port
@@ -26,12 +26,6 @@ def listening_addresses(pid: int) -> set[str]:
     """The addresses the process ``pid`` listens on for TCP (``ss`` reads the kernel's socket table)."""
     table = subprocess.run(["ss", "-ltnpH"], capture_output=True, text=True, check=True).stdout
     return {line.split()[3].rsplit(":", 1)[0].strip("[]") for line in table.splitlines() if f"pid={pid}," in line}
-
-
-def is_loopback(address: str) -> bool:
-    with suppress(ValueError):
-        return ipaddress.ip_address(address.removeprefix("::ffff:")).is_loopback
-    return False
 
 
 def test_a_network_address_needs_a_password():

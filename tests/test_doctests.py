@@ -8,6 +8,7 @@ import importlib
 import pytest
 
 PURE_MODULES = [
+    "picmetric_core.addresses",
     "picmetric_core.api.app",
     "picmetric_core.config",
     "picmetric_core.filters",
@@ -15,9 +16,12 @@ PURE_MODULES = [
     "picmetric_core.intake.images",
     "picmetric_core.models.pyramid_mosaic",
     "picmetric_core.nms",
+    "picmetric_core.store.database",
     "picmetric_core.store.history",
     "picmetric_core.store.objects",
     "picmetric_core.views",
+    "picmetric_ui.serving",
+    "picmetric_ui.sign_in",
 ]
 
 

@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
+from picmetric_core.addresses import is_loopback
 from picmetric_core.batch.jobs import BatchJob, Heartbeat, ItemRecord, JobStore
 from picmetric_core.batch.sources import check_items_allowed, list_items
 from picmetric_core.config import Settings
@@ -29,6 +30,12 @@ Progress = Callable[[int, int], None]
 
 class JobNotFound(PicMetricError):
     status = 404
+
+
+class LocalRayExposed(PicMetricError):
+    """The local Ray did not keep to the loopback address (a Ray release that resolves it differently)."""
+
+    status = 500
 
 
 @dataclass(frozen=True)
@@ -192,8 +199,12 @@ def _run_pipeline(
 def ray_connection(address: str | None, local_cpus: int | None = None) -> Iterator[None]:
     """Use the Ray this process is connected to already, else join ``address``/``RAY_ADDRESS``, else start one.
 
-    A local Ray listens on 127.0.0.1 only and keeps its files under ``/tmp/ray-picmetric-<uid>``;
-    it stops when the batch ends.
+    A local Ray listens on 127.0.0.1 only (every socket of its GCS server, raylet, agents, workers and
+    of this driver; ``tests/test_batch_loopback.py`` checks them) and keeps its files under
+    ``/tmp/ray-picmetric-<uid>``; it stops when the batch ends.
+
+    Raises:
+        LocalRayExposed: the local Ray would not run on the loopback address (it is stopped first).
     """
     import ray
 
@@ -204,15 +215,57 @@ def ray_connection(address: str | None, local_cpus: int | None = None) -> Iterat
     if address:
         ray.init(address=address, log_to_driver=False)
     else:
-        ray.init(
-            address="local",
-            _node_ip_address="127.0.0.1",
-            _temp_dir=f"/tmp/ray-picmetric-{os.getuid()}",
-            include_dashboard=False,
-            log_to_driver=False,
-            num_cpus=local_cpus,
-        )
+        with _ray_keeps_loopback():
+            ray.init(
+                address="local",
+                _node_ip_address="127.0.0.1",
+                _temp_dir=f"/tmp/ray-picmetric-{os.getuid()}",
+                include_dashboard=False,
+                dashboard_host="127.0.0.1",
+                log_to_driver=False,
+                num_cpus=local_cpus,
+            )
+        node_address = ray.util.get_node_ip_address()
+        if not is_loopback(node_address):
+            ray.shutdown()
+            log.error("the local Ray took the node address %s instead of 127.0.0.1; stopped it", node_address)
+            raise LocalRayExposed(
+                "The local Ray would have been reachable from the network, so it was stopped and the batch "
+                "did not run. Run the batch on a Ray cluster (--address or RAY_ADDRESS) instead."
+            )
     try:
         yield
     finally:
         ray.shutdown()
+
+
+# Ray's switch for "may this node be reached from other machines" (``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER``,
+# copied to ``ray._private.ray_constants.ENABLE_RAY_CLUSTER`` when ray is first imported; on by default
+# on Linux). While it is on, ``ray.init`` replaces a node address of 127.0.0.1 by the machine's network
+# address; the GCS server, the raylet, the core workers (driver, tasks, actors) then listen on every
+# interface and the runtime-env agent on the network address. They bind 127.0.0.1 only when the node
+# address is a loopback one, so the switch is turned off for the start of a local Ray:
+# - in this process, on the module constant, since ray may have been imported already (``ray.data``);
+# - in the environment, so that the processes the local Ray starts (they inherit it at their start:
+#   raylet, agents, workers) resolve "localhost" the same way.
+# Both are put back once ``ray.init`` returns: a later ``ray.init(address=…)`` to a cluster in this
+# process (the API runs jobs one after another) must see Ray's default.
+_RAY_CLUSTER_SWITCH = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+
+
+@contextmanager
+def _ray_keeps_loopback() -> Iterator[None]:
+    from ray._private import ray_constants
+
+    previous_env = os.environ.get(_RAY_CLUSTER_SWITCH)
+    previous = ray_constants.ENABLE_RAY_CLUSTER
+    os.environ[_RAY_CLUSTER_SWITCH] = "0"
+    ray_constants.ENABLE_RAY_CLUSTER = False
+    try:
+        yield
+    finally:
+        ray_constants.ENABLE_RAY_CLUSTER = previous
+        if previous_env is None:
+            os.environ.pop(_RAY_CLUSTER_SWITCH, None)
+        else:
+            os.environ[_RAY_CLUSTER_SWITCH] = previous_env
