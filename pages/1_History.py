@@ -14,17 +14,19 @@ from datetime import UTC, datetime, time, timedelta
 import streamlit as st
 
 from picmetric_core import exports
-from picmetric_core.errors import PicMetricError
+from picmetric_core.errors import FilterRejected, PicMetricError
 from picmetric_core.filters import DisplayThresholds, shown
+from picmetric_core.intake.names import MAX_FILENAME_CHARS
 from picmetric_core.labels import percent
 from picmetric_core.service import Submission
 from picmetric_core.store.history import HistoryQuery
+from picmetric_core.text_filters import MAX_FILTER_CHARS, check_filter_text
 from picmetric_ui import charts, components, history_data, plain, resources
 from picmetric_ui.page import page_setup
 from picmetric_ui.result import overlays_for, result_view, stored_rgb, summary_text
 from picmetric_ui.thumbnails import card_thumbnail
 
-page_setup("History", ":material/photo_library:")
+page_setup("History")
 
 PAGE_SIZE = 12
 GRID_COLUMNS = 4
@@ -32,6 +34,8 @@ MAX_COMPARE = 4
 MORE_LIKE_THIS = 12
 SIMILAR_CARD_PX = 170
 _MD5_START = re.compile(r"[0-9a-fA-F]{6,32}")
+_BATCH_ID = re.compile(r"[0-9]{1,10}")
+MAX_BATCH_ID = 2**31 - 1
 FILTER_DEFAULTS = {"label": None, "min_score": 0.25, "faces": "Any", "dates": (), "search": ""}
 GALLERY_STATE = "_gallery_state"  # the filters and page, kept while a detail or compare view is open
 COMPARE = "_compare"
@@ -112,6 +116,26 @@ def compare_view(md5s: list[str], thresholds: DisplayThresholds) -> None:
                 st.progress(top.score, text=f"{top.label} {percent(top.score)}")
 
 
+def usable_text(name: str, text: str, max_chars: int = MAX_FILTER_CHARS) -> str:
+    """``text`` if it is fit to filter by; else "" after a warning that says why it is ignored."""
+    try:
+        return check_filter_text(name, text, max_chars=max_chars)
+    except FilterRejected as error:
+        st.warning(f"{error} It is ignored.", icon=":material/warning:")
+        return ""
+
+
+def link_batch() -> int | None:
+    """The batch job id of the page's link (``?batch=``), or ``None`` (with a warning when it is not one)."""
+    text = st.query_params.get("batch") or ""
+    if not text:
+        return None
+    if _BATCH_ID.fullmatch(text) and 1 <= int(text) <= MAX_BATCH_ID:
+        return int(text)
+    st.warning("The link's batch is not a batch job id. It is ignored.", icon=":material/warning:")
+    return None
+
+
 def filters_ui(thresholds: DisplayThresholds) -> HistoryQuery:
     """The gallery's filters, read top to bottom as a query."""
     suggestions = [c.label for c in history_data.label_frequencies("detector", 50)]
@@ -139,6 +163,8 @@ def filters_ui(thresholds: DisplayThresholds) -> HistoryQuery:
     faces = faces_col.selectbox("Faces", ["Any", "With faces", "Without faces"], key="faces")
     dates = dates_col.date_input("Analysed between", key="dates", format="YYYY-MM-DD")
     search = search_col.text_input("File name or md5", key="search", placeholder="dog.jpg or 4f055f…").strip()
+    label = usable_text("label filter", label or "")
+    search = usable_text("file name or md5 filter", search, MAX_FILENAME_CHARS)
     since = until = None
     if isinstance(dates, tuple | list) and len(dates) >= 1:
         since = datetime.combine(dates[0], time(), tzinfo=UTC)
@@ -153,7 +179,7 @@ def filters_ui(thresholds: DisplayThresholds) -> HistoryQuery:
         until=until,
         filename=None if is_md5 or not search else search,
         md5=search.lower() if is_md5 else None,
-        batch=int(batch) if (batch := st.query_params.get("batch", "")).isdigit() else None,
+        batch=link_batch(),
         limit=PAGE_SIZE,
         page=st.session_state.get("page", 1),
     )
@@ -326,8 +352,9 @@ try:
     title, settings = st.columns([3, 1], vertical_alignment="bottom")
     with settings:
         thresholds = components.thresholds_panel()
-    md5 = (st.query_params.get("md5") or "").strip().lower()
-    compare = [m for m in (st.query_params.get("compare") or "").lower().split(",") if m]
+    md5 = usable_text("md5 in the link", (st.query_params.get("md5") or "").strip().lower())
+    compare_text = usable_text("compare list in the link", st.query_params.get("compare") or "")
+    compare = [m for m in compare_text.lower().split(",") if m]
     if md5:
         detail_view(md5, thresholds)
     elif compare:

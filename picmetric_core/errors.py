@@ -67,6 +67,15 @@ class UrlRefused(PicMetricError):
     status = 422
 
 
+class FilterRejected(PicMetricError, ValueError):
+    """Text given to filter or look up by that must not reach the database (see ``text_filters``).
+
+    A ``ValueError`` too, so that code refusing an invalid history query refuses it with the rest.
+    """
+
+    status = 422
+
+
 class FetchFailed(PicMetricError):
     """A URL we tried and could not fetch (timeout, HTTP error, wrong content type)."""
 

@@ -19,6 +19,7 @@ PURE_MODULES = [
     "picmetric_core.store.database",
     "picmetric_core.store.history",
     "picmetric_core.store.objects",
+    "picmetric_core.text_filters",
     "picmetric_core.views",
     "picmetric_ui.serving",
     "picmetric_ui.sign_in",

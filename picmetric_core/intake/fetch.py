@@ -52,6 +52,7 @@ from urllib3.util import parse_url
 from picmetric_core.config import Settings
 from picmetric_core.errors import FetchFailed, ImageTooLarge, NotAnImage, PicMetricError, ServerBusy, UrlRefused
 from picmetric_core.intake.images import NOT_AN_IMAGE_MESSAGE, format_size, sniff_format, too_many_bytes
+from picmetric_core.text_filters import check_url_text
 
 Resolver = Callable[[str, int], Sequence[str]]
 """``(host, port) -> IP addresses``; injectable so tests can play DNS without a network."""
@@ -109,6 +110,7 @@ def fetch_url(
         The bytes and where they finally came from.
 
     Raises:
+        FilterRejected: Control characters, a lone surrogate or bidi controls in the URL, or too long.
         UrlRefused: Not http(s), credentials in the URL, a non-public address, too many redirects.
         FetchFailed: Unknown host, connection failure, timeout, HTTP error status, a web page.
         ImageTooLarge: The body is over ``settings.max_image_bytes``.
@@ -120,6 +122,7 @@ def fetch_url(
         ...
         picmetric_core.errors.UrlRefused: Refused: only http and https addresses can be fetched, not file.
     """
+    check_url_text(url)
     with _Clock(settings) as clock:
         transport = _Transport(resolve or resolve_host, connect or socket.create_connection, ca_certs, clock.watch)
         current = url.strip()

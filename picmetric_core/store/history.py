@@ -16,9 +16,11 @@ from sqlalchemy import ColumnElement, exists, func, literal, literal_column, sel
 from sqlalchemy.orm import Session, selectinload
 
 from picmetric_core.filters import DEFAULT_THRESHOLDS
+from picmetric_core.intake.names import MAX_FILENAME_CHARS
 from picmetric_core.results import Analysis
 from picmetric_core.store.objects import ObjectKeys
 from picmetric_core.store.orm import AnalysisRow, BatchItemRow, ClassificationRow, DetectionRow, FaceRow
+from picmetric_core.text_filters import MAX_FILTER_CHARS, check_filter_text
 
 LabelKind = Literal["classifier", "detector"]
 T = TypeVar("T")
@@ -76,6 +78,11 @@ class HistoryQuery:
             ``page`` is ignored). Keyset pages stay correct while new analyses arrive.
         with_total: Also count every matching analysis (one more query).
 
+    Raises:
+        ValueError: For a value no query can take; text that is not fit to filter by (control
+            characters, a lone surrogate, bidi controls, too long) raises the ``ValueError``
+            :class:`~picmetric_core.errors.FilterRejected`, whose message a user can read.
+
     Example:
         >>> HistoryQuery(label="dog", min_score=0.5, has_faces=False).limit
         24
@@ -101,6 +108,15 @@ class HistoryQuery:
     with_total: bool = False
 
     def __post_init__(self) -> None:
+        for name, text, max_chars in (
+            ("label filter", self.label, MAX_FILTER_CHARS),
+            ("file name filter", self.filename, MAX_FILENAME_CHARS),
+            ("md5 filter", self.md5, 32),
+            ("similar_to filter", self.similar_to, 32),
+            ("cursor", self.cursor, MAX_FILTER_CHARS),
+        ):
+            if text is not None:
+                check_filter_text(name, text, max_chars=max_chars)
         if not 1 <= self.limit <= MAX_PAGE_SIZE:
             raise ValueError(f"limit must be between 1 and {MAX_PAGE_SIZE}, not {self.limit}")
         if self.page < 1:

@@ -15,23 +15,29 @@ from picmetric_core.api.schemas import ERRORS, READ_ERRORS, ErrorBody
 from picmetric_core.batch.jobs import BatchJob
 from picmetric_core.batch.service import MAX_SOURCES, BatchLauncher
 from picmetric_core.batch.sources import item_filename
+from picmetric_core.text_filters import check_filter_text
 
 writes = APIRouter(tags=["batches"])
 reads = APIRouter(tags=["batches"])
 _launcher_lock = threading.Lock()
+MAX_SOURCE_CHARS = 1000
 REFUSED = {403: {"model": ErrorBody, "description": "A source outside the allowed folders and buckets"}}
 
 
 class BatchRequest(BaseModel):
     """Folders, ``s3://bucket/prefix`` locations or list files inside ``PICMETRIC_BATCH_ALLOWED_SOURCES``."""
 
-    sources: list[Annotated[str, Field(min_length=1, max_length=1000)]] = Field(min_length=1, max_length=MAX_SOURCES)
+    sources: list[Annotated[str, Field(min_length=1, max_length=MAX_SOURCE_CHARS)]] = Field(
+        min_length=1, max_length=MAX_SOURCES
+    )
     limit: Annotated[int | None, Field(ge=1, le=10_000_000)] = None
 
 
 @writes.post("/v1/batches", status_code=202, responses={**REFUSED, **ERRORS}, summary="Start (or resume) a batch job")
 def start_batch(request: Request, runtime: RuntimeDep, body: BatchRequest) -> Response:
     """202 with the job; re-posting the sources of an unfinished job resumes it (``resumed: true``)."""
+    for source in body.sources:
+        check_filter_text("batch source", source.strip(), max_chars=MAX_SOURCE_CHARS)
     try:
         started = launcher(request, runtime).start(body.sources, body.limit)
     except ValueError as error:
