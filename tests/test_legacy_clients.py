@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
-from urllib.parse import urljoin
+from urllib.parse import urljoin, urlsplit
 
 import httpx
 import pytest
@@ -37,7 +37,7 @@ from picmetric_core.store.orm import DetectionRow
 from tests.conftest import darknet_photo
 from tests.fixtures_services import make_settings
 from tests.test_api import Server, start_server, stop_server
-from tests.test_browser import CHROMIUM, CHROMIUM_ARGS
+from tests.test_browser import CHROMIUM, CHROMIUM_ARGS, LOOPBACK_HOSTS
 from tests.test_db import make_analysis, make_row
 
 PRESIGN_EXPIRY_S = 2
@@ -119,6 +119,9 @@ def test_old_front_end_request_passes_a_real_preflight_from_another_origin(serve
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:
             page = browser.new_page()
+            # Watched, not routed: with request interception on, Chromium sends no CORS preflight.
+            asked: list[str] = []
+            page.on("request", lambda request: asked.append(request.url))
             page.goto(f"http://127.0.0.1:{front_end}/index.html")
             result = page.evaluate("api => dsSubmit(api)", server.url)
             # The same page from an origin nobody configured is refused by the browser.
@@ -132,6 +135,7 @@ def test_old_front_end_request_passes_a_real_preflight_from_another_origin(serve
     assert result["resnet"] and all(0 < float(score) <= 1 for score in result["resnet"].values())
     assert "dog" in result["yolov3"]
     assert refused == "TypeError"
+    assert all(urlsplit(url).hostname in LOOPBACK_HOSTS for url in asked), asked
     # The browser asked first: the `timeout` header is not a simple header.
     assert '"OPTIONS /do_data_science HTTP/1.1" 200' in server.log.read_text()
 
@@ -158,14 +162,21 @@ def test_old_shape_lists_objects_from_50_percent_with_short_fields(client, astro
 
 
 @pytest.mark.slow
-def test_kept_links_still_open_after_the_presigned_links_expired(client, seaweed, dog_jpg):
+def test_bodies_hand_out_kept_links_that_name_no_store_and_outlive_presigned_ones(client, seaweed, dog_jpg):
     body = client.post("/do_data_science", files={"file": ("dog.jpg", dog_jpg, "image/jpeg")}).json()
-    presigned = client.get(f"/v1/analyses/{body['hash']}").json()["urls"]["original"]
+    v1 = client.get(f"/v1/analyses/{body['hash']}")
+    links = v1.json()["urls"]
+    assert links["original"] == f"{str(client.base_url).rstrip('/')}/v1/analyses/{body['hash']}/original"
+    store_port = seaweed.endpoint_url.rsplit(":", 1)[1]
+    for detail in (store_port, seaweed.access_key, "picmetric-legacy-", "X-Amz-", "Signature="):
+        assert detail not in v1.text, f"{detail!r} is in a v1 body"
+    presigned = httpx.get(links["original"]).headers["location"]  # made fresh for this request
     assert httpx.get(presigned).content == dog_jpg
     time.sleep(PRESIGN_EXPIRY_S + 1.5)
     assert httpx.get(presigned).status_code == 403  # the store's own link has expired
-    kept = httpx.get(body["original"], follow_redirects=True)
-    assert kept.status_code == 200 and kept.content == dog_jpg
+    for kept_link in (links["original"], body["original"]):
+        kept = httpx.get(kept_link, follow_redirects=True)
+        assert kept.status_code == 200 and kept.content == dog_jpg
     overlay = httpx.get(body["yolov3_source"], follow_redirects=True)
     assert overlay.status_code == 200 and overlay.content.startswith(b"\x89PNG")
 

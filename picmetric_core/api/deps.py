@@ -6,7 +6,6 @@ import hmac
 import logging
 import re
 import threading
-from dataclasses import asdict
 from typing import Annotated, Any
 
 from fastapi import Depends, Query, Request
@@ -20,7 +19,7 @@ from picmetric_core.config import Settings
 from picmetric_core.filters import DEFAULT_THRESHOLDS, DisplayThresholds
 from picmetric_core.intake.fetch import FetchSlots
 from picmetric_core.lifecycle import ModelLoader
-from picmetric_core.service import PicMetricService, Submission
+from picmetric_core.service import PicMetricService
 from picmetric_core.views import to_json
 
 log = logging.getLogger(__name__)
@@ -141,13 +140,6 @@ def thresholds(
 
 
 ThresholdsDep = Annotated[DisplayThresholds, Depends(thresholds)]
-
-
-def object_urls(request: Request, submission: Submission) -> dict[str, str]:
-    """The store's links, or links to ``/objects/...`` on this server for a store without links."""
-    urls = asdict(submission.urls)
-    keys = asdict(submission.record.keys)
-    return {name: link or str(request.url_for("get_object", key=keys[name])) for name, link in urls.items()}
 
 
 def json_response(content: Any, *, status: int = 200, headers: dict[str, str] | None = None) -> Response:

@@ -10,7 +10,8 @@ from fastapi import APIRouter, File, Form, Path, Query, Request, UploadFile
 from fastapi.responses import Response
 from starlette.exceptions import HTTPException
 
-from picmetric_core.api.deps import RuntimeDep, ThresholdsDep, json_response, object_urls
+from picmetric_core.api.deps import RuntimeDep, ThresholdsDep, json_response
+from picmetric_core.api.routes.links import object_urls
 from picmetric_core.api.schemas import (
     ERRORS,
     READ_ERRORS,

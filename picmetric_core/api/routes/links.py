@@ -16,7 +16,7 @@ import base64
 import hashlib
 import hmac
 import re
-from typing import Annotated, Literal
+from typing import Annotated, Literal, get_args
 
 from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import RedirectResponse, Response
@@ -25,6 +25,7 @@ from starlette.exceptions import HTTPException
 from picmetric_core.api.deps import RuntimeDep
 from picmetric_core.api.schemas import ERRORS, ErrorBody
 from picmetric_core.config import Settings
+from picmetric_core.service import Submission
 from picmetric_core.store.objects import ObjectNotFound, content_type_of
 
 ObjectKind = Literal["original", "detections", "faces", "thumbnail"]
@@ -68,6 +69,17 @@ def stable_link(settings: Settings, request: Request, md5: str, kind: ObjectKind
     if settings.api_token is not None:
         link += f"?sig={link_signature(settings.api_token.get_secret_value(), md5, kind)}"
     return link
+
+
+def object_urls(request: Request, submission: Submission) -> dict[str, str]:
+    """The permanent link to each stored object of ``submission``: what v1 bodies hand out.
+
+    Never the store's own links: a presigned URL names the store's endpoint, bucket and access key
+    id, and expires. Those appear only in this route's redirect, made fresh for each request.
+    """
+    settings: Settings = request.app.state.runtime.settings
+    md5 = submission.analysis.md5
+    return {kind: stable_link(settings, request, md5, kind) for kind in get_args(ObjectKind)}
 
 
 @router.get(

@@ -8,8 +8,9 @@ from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import Response
 from starlette.exceptions import HTTPException
 
-from picmetric_core.api.deps import RuntimeDep, json_response, object_urls
+from picmetric_core.api.deps import RuntimeDep, json_response
 from picmetric_core.api.routes.analyses import MD5
+from picmetric_core.api.routes.links import object_urls
 from picmetric_core.api.schemas import READ_ERRORS, ErrorBody
 from picmetric_core.service import SimilarPhoto
 
