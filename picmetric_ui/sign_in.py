@@ -40,7 +40,7 @@ def require_sign_in(settings: Settings) -> None:
     if settings.app_password is None or st.session_state.get(SIGNED_IN_KEY):
         return
     st.title("PicMetric")
-    with st.form("sign-in"):
+    with st.container(width=480), st.form("sign-in"):
         given = st.text_input("Password", type="password", key="sign-in-password")
         submitted = st.form_submit_button("Sign in", type="primary", icon=":material/login:")
     if submitted:

@@ -76,7 +76,7 @@ def create_database_engine(settings: Settings) -> Engine:
             "keepalives_interval": 10,
             "keepalives_count": 3,
         }
-        install_wait_limit(max(settings.db_connect_timeout_s, settings.db_statement_timeout_s) + WAIT_MARGIN_S)
+        install_wait_limit(request_budget_s(settings))
     return create_engine(
         url,
         poolclass=BudgetedPool,
@@ -93,8 +93,9 @@ WAIT_MARGIN_S = 2.0
 
 
 def request_budget_s(settings: Settings) -> float:
-    """The longest a request may spend waiting on the database, all its waits together (documented)."""
-    return settings.db_statement_timeout_s + WAIT_MARGIN_S
+    """The longest a request may spend waiting on the database, all its waits together (documented):
+    as long as one wait may last."""
+    return max(settings.db_connect_timeout_s, settings.db_statement_timeout_s) + WAIT_MARGIN_S
 
 
 @dataclass
