@@ -6,7 +6,7 @@ from typing import Protocol
 
 import numpy as np
 
-from picmetric_core.results import Classification, Detection, Face, ModelInfo
+from picmetric_core.results import RAW_FACE_SCORE, Classification, Detection, Face, ModelInfo
 
 
 class Classifier(Protocol):
@@ -42,10 +42,12 @@ class Detector(Protocol):
 class FaceDetector(Protocol):
     info: ModelInfo
 
-    def detect_faces(self, rgb: np.ndarray, min_confidence: float = 0.5) -> list[Face]:
+    def detect_faces(self, rgb: np.ndarray, min_confidence: float = RAW_FACE_SCORE) -> list[Face]:
         """Every face in an HxWx3 uint8 RGB image with its five landmarks."""
         ...
 
-    def detect_faces_batch(self, images: list[np.ndarray], min_confidence: float = 0.5) -> list[list[Face]]:
+    def detect_faces_batch(
+        self, images: list[np.ndarray], min_confidence: float = RAW_FACE_SCORE
+    ) -> list[list[Face]]:
         """:meth:`detect_faces` for several images, one list per image, in order."""
         ...

@@ -12,7 +12,6 @@ from picmetric_core.models.base import FaceDetector
 from picmetric_core.results import LANDMARK_NAMES, RAW_FACE_SCORE, Box, Face, ModelInfo, Point
 
 # The package's O-Net threshold is 0.8; we keep candidates down to the raw cut-off.
-RAW_ONET_THRESHOLD = RAW_FACE_SCORE
 
 
 class MtcnnFaceDetector:
@@ -31,7 +30,7 @@ class MtcnnFaceDetector:
             full=True,
         )
 
-    def detect_faces(self, rgb: np.ndarray, min_confidence: float = RAW_ONET_THRESHOLD) -> list[Face]:
+    def detect_faces(self, rgb: np.ndarray, min_confidence: float = RAW_FACE_SCORE) -> list[Face]:
         """Faces in an HxWx3 uint8 RGB image, most confident first.
 
         Example:
@@ -44,13 +43,13 @@ class MtcnnFaceDetector:
         with self._lock:
             raw = self._mtcnn.detect_faces(
                 np.ascontiguousarray(rgb),
-                threshold_onet=min(min_confidence, RAW_ONET_THRESHOLD),
+                threshold_onet=min(min_confidence, RAW_FACE_SCORE),
             )
         faces = [_to_face(item) for item in raw if float(item["confidence"]) >= min_confidence]
         return sorted(faces, key=lambda f: f.score, reverse=True)
 
     def detect_faces_batch(
-        self, images: list[np.ndarray], min_confidence: float = RAW_ONET_THRESHOLD
+        self, images: list[np.ndarray], min_confidence: float = RAW_FACE_SCORE
     ) -> list[list[Face]]:
         """:meth:`detect_faces` on each image in turn (the package has no batched entry point)."""
         return [self.detect_faces(rgb, min_confidence) for rgb in images]

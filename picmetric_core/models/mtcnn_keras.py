@@ -32,7 +32,6 @@ PNET_WINDOW = 12
 PNET_STRIDE = 2
 THRESHOLD_PNET = 0.6
 THRESHOLD_RNET = 0.7
-RAW_ONET_THRESHOLD = RAW_FACE_SCORE
 NMS_PNET_SCALE = 0.5
 NMS_PNET_ALL = 0.7
 NMS_RNET = 0.7
@@ -310,7 +309,7 @@ class KerasMtcnn:
             note=f"keras backend: {keras.backend.backend()}",
         )
 
-    def detect_faces(self, rgb: np.ndarray, min_confidence: float = RAW_ONET_THRESHOLD) -> list[Face]:
+    def detect_faces(self, rgb: np.ndarray, min_confidence: float = RAW_FACE_SCORE) -> list[Face]:
         """Faces in an HxWx3 uint8 RGB image, most confident first.
 
         Args:
@@ -331,7 +330,7 @@ class KerasMtcnn:
         return self.detect_faces_batch([rgb], min_confidence)[0]
 
     def detect_faces_batch(
-        self, images: Sequence[np.ndarray], min_confidence: float = RAW_ONET_THRESHOLD
+        self, images: Sequence[np.ndarray], min_confidence: float = RAW_FACE_SCORE
     ) -> list[list[Face]]:
         """:meth:`detect_faces` for several images of any sizes, one list per image, in order.
 
@@ -346,7 +345,7 @@ class KerasMtcnn:
         """
         for rgb in images:
             _check_rgb(rgb)
-        threshold = min(min_confidence, RAW_ONET_THRESHOLD)
+        threshold = min(min_confidence, RAW_FACE_SCORE)
         with self._lock:
             rows = self._detect_rows(list(images), threshold)
         return [_faces(image_rows, min_confidence) for image_rows in rows]
