@@ -1,4 +1,4 @@
-"""Alembic environment: runs on the connection :func:`picmetric_core.db.upgrade_schema` hands over,
+"""Alembic environment: runs on the connection :func:`picmetric_core.store.database.upgrade_schema` hands over,
 or, from the ``alembic`` command line, on ``-x url=...`` or the configured ``DATABASE_URL``."""
 
 from __future__ import annotations
