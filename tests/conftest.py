@@ -86,8 +86,9 @@ def astronaut_png() -> bytes:
     return png_bytes(data.astronaut())
 
 
-NETWORK_FIXTURES = {"analyzer"}
-"""Fixtures that load the real networks: every test using one must be marked ``slow``."""
+NETWORK_FIXTURES = {"analyzer", "cluster"}
+"""Fixtures that load the real networks (the batch tests' Ray cluster does, in its actors): every test
+using one must be marked ``slow``."""
 
 
 def pytest_collection_modifyitems(config, items) -> None:

@@ -7,8 +7,6 @@ success: never a 500 (a 503 is documented, for a store or database that is down)
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 from pathlib import Path
 
 import pytest
@@ -21,32 +19,32 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from picmetric_core.api import create_app
+from picmetric_core.config import Settings
 from tests.fixtures_services import make_settings
 
 MAX_EXAMPLES = 60
 CONFORMANCE = [status_code_conformance, content_type_conformance, response_schema_conformance]
 
 
-# Built at import: schemathesis' pytest fixture loader does not work with this pytest, so the app's
-# folder is a temporary one, removed after the module.
-FOLDER = Path(tempfile.mkdtemp(prefix="picmetric-fuzz-"))
-APP = create_app(
-    make_settings(
-        FOLDER,
-        models_dir=FOLDER / "models",
-        url_connect_timeout_s=0.5,
-        url_read_timeout_s=1.0,
-        max_image_bytes=2_000_000,
+# The schema is read at import (schemathesis parametrizes from it) from an app that never runs: nothing
+# starts, opens or loads until a test calls the app, which the module's fixture builds in its own folder.
+schema = schemathesis.openapi.from_dict(create_app(Settings(_env_file=None, data_dir=Path("/nonexistent"))).openapi())
+
+
+@pytest.fixture(scope="module")
+def app(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("fuzz")
+    app = create_app(
+        make_settings(
+            folder,
+            models_dir=folder / "models",
+            url_connect_timeout_s=0.5,
+            url_read_timeout_s=1.0,
+            max_image_bytes=2_000_000,
+        )
     )
-)
-schema = schemathesis.openapi.from_asgi("/openapi.json", APP)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _remove_the_folder():
-    yield
-    APP.state.runtime.close()
-    shutil.rmtree(FOLDER, ignore_errors=True)
+    yield app
+    app.state.runtime.close()
 
 
 @schema.parametrize()
@@ -55,8 +53,8 @@ def _remove_the_folder():
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much, HealthCheck.function_scoped_fixture],
 )
-def test_no_request_makes_the_server_fail(case):
-    response = case.call()
+def test_no_request_makes_the_server_fail(case, app):
+    response = case.call(app=app)
     assert response.status_code < 500 or response.status_code == 503, (
         f"{case.method} {case.formatted_path} -> {response.status_code}: {response.text[:500]}"
     )

@@ -22,11 +22,11 @@ from sqlalchemy import select, update
 from picmetric_core.batch.jobs import HEARTBEAT_S, Heartbeat, JobStore, sources_key
 from picmetric_core.batch.runner import BatchOptions, BatchSummary, run_batch
 from picmetric_core.config import Settings
+from picmetric_core.history import HistoryQuery
 from picmetric_core.intake.images import NOT_AN_IMAGE_MESSAGE
 from picmetric_core.service import PicMetricService
 from picmetric_core.similar.variants import everything
 from picmetric_core.store.database import create_database_engine, upgrade_schema
-from picmetric_core.store.history import HistoryQuery
 from picmetric_core.store.orm import AnalysisRow, BatchJobRow, utc_now
 from tests.batch_support import empty_bucket, new_bucket, two_node_cluster, write_bad_files, write_variants
 from tests.fixtures_services import create_pg_database, drop_pg_database, make_settings, s3_settings
@@ -111,6 +111,7 @@ def rows_for(engine, md5s) -> Counter:
         return Counter(found)
 
 
+@pytest.mark.slow
 def test_a_folder_is_stored_once_per_distinct_image_with_one_error_record_per_bad_file(
     first_run, photo_folder, engine, seaweed, store_bucket, settings
 ):
@@ -132,11 +133,13 @@ def test_a_folder_is_stored_once_per_distinct_image_with_one_error_record_per_ba
     assert "limit" in reasons["poster.png"]
 
 
+@pytest.mark.slow
 def test_the_networks_ran_on_both_nodes(first_run):
     assert first_run.inferred >= 200
     assert len(first_run.nodes) == 2
 
 
+@pytest.mark.slow
 def test_history_filters_by_batch(first_run, photo_folder, settings):
     service = PicMetricService(settings, analyzer=None)  # reads only
     try:
@@ -150,6 +153,7 @@ def test_history_filters_by_batch(first_run, photo_folder, settings):
     assert look_alikes, "a batch-stored photo has no embedding"
 
 
+@pytest.mark.slow
 def test_a_second_run_over_the_same_folder_runs_no_inference(first_run, photo_folder, settings, engine):
     folder, photos, _ = photo_folder
     again = run_batch(settings, [str(folder)], BatchOptions(actors=(2, 2), batch_size=8))
@@ -159,6 +163,7 @@ def test_a_second_run_over_the_same_folder_runs_no_inference(first_run, photo_fo
     assert set(rows_for(engine, photos).values()) == {1}
 
 
+@pytest.mark.slow
 def test_an_s3_prefix_is_analysed(cluster, settings, seaweed, engine, tmp_path):
     client = seaweed.client()
     source = new_bucket(client)
@@ -180,6 +185,7 @@ def test_an_s3_prefix_is_analysed(cluster, settings, seaweed, engine, tmp_path):
         empty_bucket(client, source)
 
 
+@pytest.mark.slow
 def test_a_killed_driver_is_resumed_with_exact_totals(cluster, settings, engine, tmp_path):
     folder = tmp_path / "resume"
     photos = write_variants(folder, 48, seed=4, prefix="event")
@@ -212,6 +218,7 @@ def test_a_killed_driver_is_resumed_with_exact_totals(cluster, settings, engine,
     assert set(rows_for(engine, photos).values()) == {1} and len(rows_for(engine, photos)) == 48
 
 
+@pytest.mark.slow
 def test_the_command_shows_a_bar_and_a_summary_and_keeps_rays_log_lines_off_the_terminal(cluster, settings, tmp_path):
     folder = tmp_path / "cli"
     write_variants(folder, 3, seed=11, prefix="cli")
@@ -290,6 +297,7 @@ def test_a_job_reads_as_running_while_its_heartbeat_beats_and_interrupted_once_i
     assert jobs.get(job.id).status == "done"  # a finished job never reads as interrupted
 
 
+@pytest.mark.slow
 def test_near_duplicates_are_counted_in_the_jobs_summary(cluster, settings, engine, tmp_path):
     folder = tmp_path / "edits"
     folder.mkdir()
@@ -319,6 +327,7 @@ def _wait_until_finished(read_job, timeout_s: float = 300):
     pytest.fail("the batch job did not finish in time")
 
 
+@pytest.mark.slow
 def test_the_api_starts_a_job_on_an_allowed_folder_and_reports_it_to_the_end(cluster, settings, tmp_path):
     from fastapi.testclient import TestClient
 
@@ -346,9 +355,10 @@ def test_the_api_starts_a_job_on_an_allowed_folder_and_reports_it_to_the_end(clu
     assert job_id in [item["id"] for item in client.get("/v1/batches").json()["items"]]
     listed = client.get("/v1/analyses", params={"batch": job_id, "limit": 50}).json()["items"]
     assert {item["md5"] for item in listed} == set(photos)
-    app.state.batch_launcher.close()
+    app.state.runtime.close()
 
 
+@pytest.mark.slow
 def test_the_batches_page_starts_a_job_and_shows_it_finished(cluster, settings, engine, tmp_path, monkeypatch):
     from streamlit.testing.v1 import AppTest
 
@@ -397,6 +407,7 @@ def test_the_batches_page_starts_a_job_and_shows_it_finished(cluster, settings, 
         get_settings.cache_clear()
 
 
+@pytest.mark.slow
 def test_a_list_file_names_paths_and_urls_and_urls_keep_the_fetch_rules(cluster, settings, tmp_path):
     photos = write_variants(tmp_path / "listed", 3, seed=8, prefix="listed")
     listing = tmp_path / "to-analyse.txt"
