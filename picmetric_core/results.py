@@ -182,9 +182,16 @@ class Analysis:
         )
 
     def to_dict(self) -> dict[str, Any]:
+        """JSON-safe, without the signature: what views show."""
         data = asdict(self)
         del data["signature"]
         return data
+
+    def to_record(self) -> dict[str, Any]:
+        """:meth:`to_dict` with the signature: what the store keeps and batch stages carry, so an analysis
+        read back (:meth:`from_dict`) still finds its near-duplicates and look-alikes."""
+        signature = self.signature.to_dict() if self.signature is not None else None
+        return {**self.to_dict(), "signature": signature}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Analysis:
@@ -207,4 +214,5 @@ class Analysis:
             ),
             models=tuple(ModelInfo(**m) for m in data["models"]),
             timings_ms=dict(data.get("timings_ms", {})),
+            signature=Signature.from_dict(data["signature"]) if data.get("signature") is not None else None,
         )
