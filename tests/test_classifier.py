@@ -67,10 +67,12 @@ def test_offline_classifier_sees_a_cat(offline_classifier: KerasClassifier) -> N
     assert CATS & {r.label for r in results[:3]}
 
 
-# Independent reference: the same shipped .pth files run by PyTorch 2.13 (CPU) with a minimal
-# EfficientNet-Lite forward written against torch.nn.functional and torchvision-style Resize + CenterCrop
-# done by PIL, not by this project's code. Top-5 labels and their probabilities, rounded to 3 decimals;
-# the port's probabilities differed from PyTorch's by at most 1.1e-6 on eight test photos.
+# Independent reference, printed by bench/classifier_torch_reference.py (torch 2.13, CPU, in a venv of its
+# own; its docstring says how): the same shipped .pth files run by PyTorch with a minimal EfficientNet-Lite
+# forward written against torch.nn.functional and torchvision-style Resize + CenterCrop done by PIL, not by
+# this project's code. Top-5 labels and their probabilities, rounded to 3 decimals. On eight photos (its
+# --port mode) the port's probabilities differ from PyTorch's by at most 8.6e-7 given the same crop, and by
+# at most 3.6e-4 with each side's own crop (the two crops differ by a pixel level or two).
 TORCH_REFERENCE = {
     ("lite2", "chelsea"): {
         "Egyptian cat": 0.601,
