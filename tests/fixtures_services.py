@@ -29,9 +29,9 @@ from picmetric_core.config import Settings
 
 PG_ADMIN_DSN = os.environ.get("PICMETRIC_TEST_PG_ADMIN", "host=127.0.0.1 port=5432 user=postgres dbname=postgres")
 PG_START_HINT = (
-    "Postgres is not answering on 127.0.0.1:5432. Start it with "
-    "`pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start` "
-    "(ready when `pg_isready -h 127.0.0.1 -p 5432` succeeds), or point PICMETRIC_TEST_PG_ADMIN at one."
+    "Postgres is not answering on 127.0.0.1:5432. `bash bootstrap.sh test` installs and starts it "
+    "(`pg_lsclusters` lists the clusters; `pg_ctlcluster --skip-systemctl-redirect VERSION main start` starts one), "
+    "or point PICMETRIC_TEST_PG_ADMIN at one."
 )
 WEED_PORT_FLAGS = (
     "s3.port",

@@ -222,5 +222,5 @@ def load_classifier(models_dir: Path, shipped: str = DEFAULT_SHIPPED) -> KerasCl
         return load_resnet50(path)
     # The note reaches clients (/healthz, the Models panel): it names the setting, the log names the folder.
     log.info("ResNet50 weights not found in %s; running the shipped %s", models_dir, shipped)
-    note = "ResNet50 weights not in the models folder; run `picmetric weights fetch` on a machine with internet"
+    note = "ResNet50 weights not found in the models folder; run `picmetric weights fetch` on a machine with internet"
     return load_efficientnet_lite(SHIPPED_CLASSIFIERS[shipped], note)

@@ -328,7 +328,7 @@ def load_detector(models_dir: Path, device_nms: bool | None = None) -> YoloDetec
             f"{weights.YOLOV3_TINY.package} package (YOLOv3-tiny) is not installed"
         )
     log.info("%s not found in %s; running YOLOv3-tiny", weights.YOLOV3.filename, models_dir)
-    note = f"stand-in: {weights.YOLOV3.filename} not in the models folder"
+    note = f"stand-in: {weights.YOLOV3.filename} not found in the models folder"
     return load_darknet_detector(
         weights.YOLOV3_TINY_CFG, tiny, "YOLOv3-tiny", full=False, note=note, device_nms=device_nms
     )
