@@ -21,10 +21,10 @@ from pathlib import Path
 
 from picmetric_core import exports
 from picmetric_core.config import Settings
+from picmetric_core.history import HistoryQuery
 from picmetric_core.models.coco import COCO_CATEGORIES
 from picmetric_core.results import LANDMARK_NAMES, Analysis, Box, Classification, Detection, Face, ModelInfo, Point
 from picmetric_core.service import PicMetricService
-from picmetric_core.store.history import HistoryQuery
 from picmetric_core.store.objects import ObjectKeys
 from picmetric_core.store.orm import analysis_row
 

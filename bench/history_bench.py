@@ -30,10 +30,10 @@ from sqlalchemy import event
 from sqlalchemy.orm import Session
 
 from picmetric_core.config import Settings
+from picmetric_core.history import HistoryQuery
 from picmetric_core.results import LANDMARK_NAMES
 from picmetric_core.store import history
 from picmetric_core.store.database import create_database_engine, session_factory, upgrade_schema
-from picmetric_core.store.history import HistoryQuery
 
 DATA = Path(__file__).resolve().parents[1] / "picmetric_core" / "data"
 ADMIN_DSN = "host=127.0.0.1 port=5432 user=postgres dbname=postgres"

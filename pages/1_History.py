@@ -10,16 +10,17 @@ import logging
 import re
 from dataclasses import replace
 from datetime import UTC, datetime, time, timedelta
+from typing import Any
 
 import streamlit as st
 
 from picmetric_core import exports
 from picmetric_core.errors import FilterRejected, PicMetricError
 from picmetric_core.filters import DisplayThresholds, shown
+from picmetric_core.history import LABEL_MIN_SCORE, HistoryFilters, HistoryQuery
 from picmetric_core.intake.names import MAX_FILENAME_CHARS
 from picmetric_core.labels import percent
 from picmetric_core.service import Submission
-from picmetric_core.store.history import HistoryQuery
 from picmetric_core.text_filters import MAX_FILTER_CHARS, check_filter_text
 from picmetric_ui import charts, components, history_data, plain, resources
 from picmetric_ui.page import page_setup
@@ -34,9 +35,9 @@ MAX_COMPARE = 4
 MORE_LIKE_THIS = 12
 SIMILAR_CARD_PX = 170
 _MD5_START = re.compile(r"[0-9a-fA-F]{6,32}")
-_BATCH_ID = re.compile(r"[0-9]{1,10}")
-MAX_BATCH_ID = 2**31 - 1
-FILTER_DEFAULTS = {"label": None, "min_score": 0.25, "faces": "Any", "dates": (), "search": ""}
+FILTER_DEFAULTS = {"label": None, "min_score": LABEL_MIN_SCORE, "faces": "Any", "dates": (), "search": ""}
+LINK_FILTERS = {"batch": "a batch job id", "similar_to": "the md5 of a stored photo"}
+"""The filters a gallery link may carry (``?batch=7``, ``?similar_to=<md5>``) and what each must be."""
 GALLERY_STATE = "_gallery_state"  # the filters and page, kept while a detail or compare view is open
 COMPARE = "_compare"
 
@@ -125,15 +126,20 @@ def usable_text(name: str, text: str, max_chars: int = MAX_FILTER_CHARS) -> str:
         return ""
 
 
-def link_batch() -> int | None:
-    """The batch job id of the page's link (``?batch=``), or ``None`` (with a warning when it is not one)."""
-    text = st.query_params.get("batch") or ""
-    if not text:
-        return None
-    if _BATCH_ID.fullmatch(text) and 1 <= int(text) <= MAX_BATCH_ID:
-        return int(text)
-    st.warning("The link's batch is not a batch job id. It is ignored.", icon=":material/warning:")
-    return None
+def link_filters() -> dict[str, Any]:
+    """The filters of the page's link, each checked as the API checks it; one that fails is ignored with a warning."""
+    found: dict[str, Any] = {}
+    for name, what in LINK_FILTERS.items():
+        if not (text := st.query_params.get(name) or ""):
+            continue
+        try:
+            checked = HistoryFilters.model_validate({name: text})
+            checked.query()
+        except ValueError:  # pydantic's ValidationError and FilterRejected alike
+            st.warning(f"The link's {name} is not {what}. It is ignored.", icon=":material/warning:")
+            continue
+        found[name] = getattr(checked, name)
+    return found
 
 
 def filters_ui(thresholds: DisplayThresholds) -> HistoryQuery:
@@ -170,18 +176,18 @@ def filters_ui(thresholds: DisplayThresholds) -> HistoryQuery:
         since = datetime.combine(dates[0], time(), tzinfo=UTC)
         until = datetime.combine(dates[-1], time(), tzinfo=UTC) + timedelta(days=1)
     is_md5 = bool(_MD5_START.fullmatch(search))
-    return HistoryQuery(
+    filters = HistoryFilters(
         label=label or None,
-        min_score=min_score if label else 0.0,
+        min_score=min_score if label else None,
         has_faces={"Any": None, "With faces": True, "Without faces": False}[faces],
-        min_face_score=thresholds.min_face_score,
         since=since,
         until=until,
         filename=None if is_md5 or not search else search,
-        md5=search.lower() if is_md5 else None,
-        batch=link_batch(),
-        limit=PAGE_SIZE,
-        page=st.session_state.get("page", 1),
+        md5=search if is_md5 else None,
+        **link_filters(),
+    )
+    return filters.query(
+        min_face_score=thresholds.min_face_score, limit=PAGE_SIZE, page=st.session_state.get("page", 1)
     )
 
 

@@ -1,6 +1,6 @@
 """Exports of what a history filter shows: a CSV table, a COCO JSON dataset, a ZIP of the images.
 
-Every export holds the analyses a :class:`~picmetric_core.store.history.HistoryQuery` finds (all its
+Every export holds the analyses a :class:`~picmetric_core.history.HistoryQuery` finds (all its
 pages, newest first) as a viewer sees them at :class:`~picmetric_core.filters.DisplayThresholds`:
 objects above the detection threshold after NMS, faces above the face threshold, all stored classes.
 
@@ -23,12 +23,15 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, BinaryIO, Literal
 
+from pydantic import Field
+
 from picmetric_core.errors import PicMetricError
 from picmetric_core.filters import DEFAULT_THRESHOLDS, DisplayThresholds, shown
+from picmetric_core.history import MAX_PAGE_SIZE, HistoryFilters, HistoryQuery
 from picmetric_core.models.coco import COCO_CATEGORIES, COCO_IDS
 from picmetric_core.results import LANDMARK_NAMES, Analysis, Box
 from picmetric_core.service import PicMetricService
-from picmetric_core.store.history import MAX_PAGE_SIZE, AnalysisRecord, HistoryQuery
+from picmetric_core.store.history import AnalysisRecord
 from picmetric_core.store.objects import ObjectNotFound, ObjectStore
 
 ExportFormat = Literal["csv", "coco", "zip"]
@@ -43,6 +46,12 @@ CSV_COLUMNS = (
     "md5", "filename", "created_at", "width", "height", "kind", "rank", "label", "class_id", "score",
     "x1", "y1", "x2", "y2", *(f"{name}_{axis}" for name in LANDMARK_NAMES for axis in "xy"),
 )  # fmt: skip
+
+
+class ExportFilters(HistoryFilters):
+    """The history filters and the format: what ``GET /v1/analyses/export`` and ``picmetric export`` take."""
+
+    format: ExportFormat = Field("csv", description="CSV, COCO JSON or a ZIP of originals and overlays")
 
 
 class ExportTooLarge(PicMetricError):

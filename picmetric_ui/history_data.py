@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import streamlit as st
 
+from picmetric_core.history import HistoryPage, HistoryQuery, LabelKind
 from picmetric_core.service import Submission
-from picmetric_core.store.history import HistoryPage, HistoryQuery, LabelCount, LabelKind, TimeCount
+from picmetric_core.store.history import LabelCount, TimeCount
 from picmetric_ui import resources
 
 TTL_S = 30

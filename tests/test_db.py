@@ -14,6 +14,7 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 
 from picmetric_core.config import Settings
 from picmetric_core.errors import DatabaseUnavailable
+from picmetric_core.history import HistoryQuery
 from picmetric_core.results import LANDMARK_NAMES, Analysis, Box, Classification, Detection, Face, ModelInfo, Point
 from picmetric_core.store import history
 from picmetric_core.store.database import (
@@ -26,7 +27,7 @@ from picmetric_core.store.database import (
     session_factory,
     upgrade_schema,
 )
-from picmetric_core.store.history import HistoryQuery, LabelCount, TimeCount
+from picmetric_core.store.history import LabelCount, TimeCount
 from picmetric_core.store.objects import ObjectKeys
 from picmetric_core.store.orm import AnalysisRow, Base, analysis_row
 from tests.fixtures_services import make_settings

@@ -19,10 +19,10 @@ from picmetric_core import cli, exports
 from picmetric_core.api.app import create_app
 from picmetric_core.config import get_settings
 from picmetric_core.filters import DisplayThresholds, shown
+from picmetric_core.history import HistoryQuery
 from picmetric_core.intake.images import decode_for
 from picmetric_core.lifecycle import ModelLoader
 from picmetric_core.service import PicMetricService
-from picmetric_core.store.history import HistoryQuery
 from tests.conftest import darknet_photo
 from tests.fixtures_services import make_settings
 

@@ -32,8 +32,8 @@ from picmetric_core import cli
 from picmetric_core.api import create_app
 from picmetric_core.config import get_settings
 from picmetric_core.errors import FilterRejected, PicMetricError
+from picmetric_core.history import HistoryQuery
 from picmetric_core.lifecycle import ModelLoader
-from picmetric_core.store.history import HistoryQuery
 from picmetric_core.text_filters import check_filter_text, filter_text_problem
 from tests.fixtures_services import make_settings
 from tests.test_hardening import _NoNetworks, app_client, serving

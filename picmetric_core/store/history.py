@@ -1,33 +1,25 @@
-"""Questions about past analyses: pages of history with filters, label counts, counts over time.
+"""Questions about past analyses, in SQL: pages of history with filters, label counts, counts over time.
 
-Scores are compared with the raw results the networks keep (see :mod:`picmetric_core.filters`),
-so every filter takes the confidence a viewer asked for rather than what happened to be stored.
+What a question is (:class:`~picmetric_core.history.HistoryQuery`) and the page it answers live in
+:mod:`picmetric_core.history`; this module runs them. Scores are compared with the raw results the
+networks keep (see :mod:`picmetric_core.filters`), so every filter takes the confidence a viewer asked
+for rather than what happened to be stored.
 """
 
 from __future__ import annotations
 
-import base64
-import re
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
-from typing import Generic, Literal, TypeVar
+from typing import Literal
 
 from sqlalchemy import ColumnElement, exists, func, literal, literal_column, select, tuple_, union_all
 from sqlalchemy.orm import Session, selectinload
 
 from picmetric_core.filters import DEFAULT_THRESHOLDS
-from picmetric_core.intake.names import MAX_FILENAME_CHARS
+from picmetric_core.history import HistoryPage, HistoryQuery, LabelKind, decode_cursor, encode_cursor
 from picmetric_core.results import Analysis
 from picmetric_core.store.objects import ObjectKeys
 from picmetric_core.store.orm import AnalysisRow, BatchItemRow, ClassificationRow, DetectionRow, FaceRow
-from picmetric_core.text_filters import MAX_FILTER_CHARS, check_filter_text
-
-LabelKind = Literal["classifier", "detector"]
-T = TypeVar("T")
-
-MAX_PAGE_SIZE = 200
-_HEX = re.compile(r"[0-9a-f]{1,32}")
-_MD5 = re.compile(r"[0-9a-f]{32}")
 
 
 @dataclass(frozen=True)
@@ -55,109 +47,6 @@ class StoredAnalysis:
 
 
 @dataclass(frozen=True)
-class HistoryQuery:
-    """Which analyses to list, newest first, and which page of them.
-
-    Attributes:
-        label: A classifier (ImageNet) or detector (COCO) label, exactly as the networks name it.
-        label_kind: Look for ``label`` only in this network's results; ``None`` looks in both.
-        min_score: The lowest confidence at which ``label`` counts as found (used with ``label``).
-        has_faces: ``True`` for images with a face, ``False`` for images without.
-        min_faces, max_faces: Bounds on the number of faces.
-        min_face_score: The confidence from which a face counts (for the three face filters).
-        since, until: Analysed at or after ``since`` and before ``until`` (timezone-aware).
-        filename: Part of the file name, any case.
-        md5: The start of (or the whole) md5.
-        similar_to: The md5 of a stored photo: only the photos most like it in content (the service
-            resolves this into ``md5_in``; see ``PicMetricService.history``).
-        md5_in: Only these md5s (none when empty).
-        batch: Only images a batch job with this id stored or found already stored.
-        limit: Analyses per page.
-        page: Which page (from 1), when paging by offset.
-        cursor: ``HistoryPage.next_cursor`` of the page before, when paging by keyset (then
-            ``page`` is ignored). Keyset pages stay correct while new analyses arrive.
-        with_total: Also count every matching analysis (one more query).
-
-    Raises:
-        ValueError: For a value no query can take; text that is not fit to filter by (control
-            characters, a lone surrogate, bidi controls, too long) raises the ``ValueError``
-            :class:`~picmetric_core.errors.FilterRejected`, whose message a user can read.
-
-    Example:
-        >>> HistoryQuery(label="dog", min_score=0.5, has_faces=False).limit
-        24
-    """
-
-    label: str | None = None
-    label_kind: LabelKind | None = None
-    min_score: float = DEFAULT_THRESHOLDS.min_detection_score
-    has_faces: bool | None = None
-    min_faces: int | None = None
-    max_faces: int | None = None
-    min_face_score: float = DEFAULT_THRESHOLDS.min_face_score
-    since: datetime | None = None
-    until: datetime | None = None
-    filename: str | None = None
-    md5: str | None = None
-    similar_to: str | None = None
-    md5_in: tuple[str, ...] | None = None
-    batch: int | None = None
-    limit: int = 24
-    page: int = 1
-    cursor: str | None = None
-    with_total: bool = False
-
-    def __post_init__(self) -> None:
-        for name, text, max_chars in (
-            ("label filter", self.label, MAX_FILTER_CHARS),
-            ("file name filter", self.filename, MAX_FILENAME_CHARS),
-            ("md5 filter", self.md5, 32),
-            ("similar_to filter", self.similar_to, 32),
-            ("cursor", self.cursor, MAX_FILTER_CHARS),
-        ):
-            if text is not None:
-                check_filter_text(name, text, max_chars=max_chars)
-        if not 1 <= self.limit <= MAX_PAGE_SIZE:
-            raise ValueError(f"limit must be between 1 and {MAX_PAGE_SIZE}, not {self.limit}")
-        if self.page < 1:
-            raise ValueError(f"page must be 1 or more, not {self.page}")
-        if not 0.0 <= self.min_score <= 1.0 or not 0.0 <= self.min_face_score <= 1.0:
-            raise ValueError("scores are between 0 and 1")
-        for name in ("since", "until"):
-            moment = getattr(self, name)
-            if moment is not None and moment.tzinfo is None:
-                raise ValueError(f"{name} needs a timezone")
-        if self.md5 is not None and not _HEX.fullmatch(self.md5.lower()):
-            raise ValueError(f"not an md5 or the start of one: {self.md5!r}")
-        if self.similar_to is not None and not _MD5.fullmatch(self.similar_to):
-            raise ValueError(f"similar_to needs a whole md5 in lower case, not {self.similar_to!r}")
-        if self.cursor is not None:
-            _decode_cursor(self.cursor)
-
-
-@dataclass(frozen=True)
-class HistoryPage(Generic[T]):
-    """One page of history, newest first.
-
-    Attributes:
-        items: The analyses on this page.
-        next_cursor: Pass as ``HistoryQuery.cursor`` for the next page; ``None`` on the last page.
-        page, limit: The page number (offset paging) and the page size asked for.
-        total: How many analyses match in all, when ``with_total`` was asked for.
-    """
-
-    items: tuple[T, ...]
-    next_cursor: str | None
-    page: int
-    limit: int
-    total: int | None = None
-
-    @property
-    def has_more(self) -> bool:
-        return self.next_cursor is not None
-
-
-@dataclass(frozen=True)
 class LabelCount:
     label: str
     count: int  # analyses in which the label was found
@@ -180,7 +69,7 @@ def search(session: Session, query: HistoryQuery) -> HistoryPage[StoredAnalysis]
     conditions = _conditions(query)
     statement = select(AnalysisRow).where(*conditions)
     if query.cursor is not None:
-        created_at, row_id = _decode_cursor(query.cursor)
+        created_at, row_id = decode_cursor(query.cursor)
         # A row comparison, which Postgres reads straight off the (created_at, id) index.
         after = tuple_(literal(created_at, AnalysisRow.created_at.type), literal(row_id, AnalysisRow.id.type))
         statement = statement.where(tuple_(AnalysisRow.created_at, AnalysisRow.id) < after)
@@ -197,7 +86,7 @@ def search(session: Session, query: HistoryQuery) -> HistoryPage[StoredAnalysis]
     total = count(session, query) if query.with_total else None
     return HistoryPage(
         items=tuple(stored_analysis(row) for row in rows),
-        next_cursor=_encode_cursor(rows[-1]) if more else None,
+        next_cursor=encode_cursor(rows[-1].created_at, rows[-1].id) if more else None,
         page=query.page,
         limit=query.limit,
         total=total,
@@ -346,23 +235,6 @@ def _face_conditions(query: HistoryQuery) -> list[ColumnElement[bool]]:
     elif highest is not None:
         conditions.append(face_count <= highest)
     return conditions
-
-
-def _encode_cursor(row: AnalysisRow) -> str:
-    raw = f"{row.created_at.astimezone(UTC).isoformat()}|{row.id}"
-    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
-
-
-def _decode_cursor(cursor: str) -> tuple[datetime, int]:
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        moment, row_id = raw.split("|")
-        created_at = datetime.fromisoformat(moment)
-        if created_at.tzinfo is None:
-            raise ValueError
-        return created_at, int(row_id)
-    except ValueError as error:
-        raise ValueError(f"not a history cursor: {cursor!r}") from error
 
 
 def _as_date(value: date | datetime | str) -> date:
