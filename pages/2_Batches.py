@@ -7,7 +7,6 @@ import logging
 import streamlit as st
 
 from picmetric_core.batch.jobs import BatchJob
-from picmetric_core.batch.service import BatchLauncher
 from picmetric_core.batch.sources import item_filename
 from picmetric_core.errors import PicMetricError
 from picmetric_ui import plain, resources
@@ -15,16 +14,6 @@ from picmetric_ui.page import page_setup
 
 page_setup("Batches")
 REFRESH_S = 2.0
-
-
-@st.cache_resource(show_spinner=False)
-def _launcher(key: str) -> BatchLauncher:
-    return BatchLauncher(resources.settings(), resources.service().engine)
-
-
-def launcher() -> BatchLauncher:
-    """One launcher per server (jobs run one after another on its background thread)."""
-    return _launcher(resources.settings_key(resources.settings()))
 
 
 def start_form() -> None:
@@ -37,7 +26,7 @@ def start_form() -> None:
         source = st.text_input("Folder or s3://bucket/prefix", key="source", placeholder=allowed[0])
         limit = st.number_input("At most this many images (0: all)", min_value=0, value=0, step=100, key="limit")
         if st.form_submit_button("Start", type="primary") and source.strip():
-            started = launcher().start([source], int(limit) or None)
+            started = resources.launcher().start([source], int(limit) or None)
             st.session_state["job"] = started.job.id
             st.toast(f"{'Resumed' if started.resumed else 'Started'} job {started.job.id}")
 
@@ -58,11 +47,11 @@ def job_panel(job: BatchJob) -> None:
     if job.status == "interrupted":
         st.warning(job.error, icon=":material/pause_circle:")
         if st.button("Finish this job", key=f"finish-{job.id}", icon=":material/play_arrow:", type="primary"):
-            launcher().start(list(job.sources))
+            resources.launcher().start(list(job.sources))
             st.toast(f"Resumed job {job.id}")
     elif job.error:
         st.error(job.error, icon=":material/error:")
-    failures = launcher().jobs.failures(job.id)
+    failures = resources.launcher().jobs.failures(job.id)
     if failures:
         st.dataframe(
             [{"item": item_filename(f.item), "error": f.error} for f in failures], key="failures", hide_index=True
@@ -78,13 +67,13 @@ def job_panel(job: BatchJob) -> None:
 @st.fragment(run_every=REFRESH_S)
 def live_job() -> None:
     job_id = st.session_state.get("job")
-    job = launcher().get(job_id) if job_id else None
+    job = resources.launcher().get(job_id) if job_id else None
     if job is not None:
         job_panel(job)
 
 
 def recent_jobs() -> None:
-    jobs = launcher().jobs.recent(20)
+    jobs = resources.launcher().jobs.recent(20)
     if not jobs:
         st.caption("No batch jobs yet.")
         return

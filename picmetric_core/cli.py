@@ -7,11 +7,17 @@ import sys
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from types import UnionType
+from typing import Annotated, Any, Literal, TypeVar, Union, get_args, get_origin
+
+from pydantic import BaseModel, ValidationError
 
 from picmetric_core.config import Settings, get_settings
 from picmetric_core.errors import PicMetricError
 from picmetric_core.filters import shown
-from picmetric_core.intake.images import DecodedImage, decode_for
+from picmetric_core.intake import Incoming, Upload, intake, is_url
+from picmetric_core.intake.fetch import FetchSlots
+from picmetric_core.intake.images import DecodedImage
 from picmetric_core.models import weights
 from picmetric_core.results import Analysis
 from picmetric_core.similar.cli import add_similar_parser, similar_command
@@ -24,20 +30,18 @@ class InputResult:
     error: str | None = None
 
 
-def is_url(text: str) -> bool:
-    return "://" in text
+def read_input(source: str, settings: Settings, fetch_slots: FetchSlots | None = None) -> Incoming:
+    """A file or an http(s) URL (:func:`is_url`), read and decoded by :func:`intake`.
 
-
-def read_input(source: str, settings: Settings) -> DecodedImage:
-    """Bytes of a file or URL, decoded; raises :class:`PicMetricError` with a user-readable message."""
+    Raises:
+        PicMetricError: a user-readable message (no such file, a refused URL, not an image, ...).
+    """
     if is_url(source):
-        from picmetric_core.intake.fetch import fetch_url
-
-        return decode_for(settings, fetch_url(source, settings).data)
+        return intake(source, settings, fetch_slots=fetch_slots)
     path = Path(source)
     if not path.is_file():
         raise PicMetricError(f"no such file: {source}")
-    return decode_for(settings, path.read_bytes())
+    return intake(Upload(path.read_bytes(), source), settings)
 
 
 def summary_line(source: str, analysis: Analysis) -> str:
@@ -51,12 +55,13 @@ def summary_line(source: str, analysis: Analysis) -> str:
     )
 
 
-def write_outputs(out_dir: Path, source: str, image: DecodedImage, analysis: Analysis) -> None:
+def write_outputs(out_dir: Path, filename: str | None, image: DecodedImage, analysis: Analysis) -> None:
+    """The overlays and the JSON, named after the input's file name (the intake's) and the md5."""
     from picmetric_core.overlays import render_overlays
     from picmetric_core.views import full_view, to_json
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    stem = f"{Path(source.rstrip('/')).stem or 'image'}_{analysis.md5[:8]}"
+    stem = f"{Path(filename or 'image').stem or 'image'}_{analysis.md5[:8]}"
     overlays = render_overlays(image, analysis)
     (out_dir / f"{stem}_detections.png").write_bytes(overlays.detections_png)
     (out_dir / f"{stem}_faces.png").write_bytes(overlays.faces_png)
@@ -65,16 +70,18 @@ def write_outputs(out_dir: Path, source: str, image: DecodedImage, analysis: Ana
 
 def analyze_command(args: argparse.Namespace, settings: Settings) -> int:
     from picmetric_core.native_logs import native_stderr_to_log
+    from picmetric_core.runtime import shared_runtime
     from picmetric_core.service import analyze_unstored
 
+    fetch_slots = shared_runtime(settings).fetch_slots
     results: list[InputResult] = []
     for source in args.inputs:
         try:
-            image = read_input(source, settings)
+            incoming = read_input(source, settings, fetch_slots)
             with native_stderr_to_log():  # TensorFlow's start-up lines are not for the terminal
-                analysis = analyze_unstored(settings, image)
+                analysis = analyze_unstored(settings, incoming.image)
             if args.out:
-                write_outputs(Path(args.out), source, image, analysis)
+                write_outputs(Path(args.out), incoming.filename, incoming.image, analysis)
             results.append(InputResult(source, analysis=analysis))
             if not args.json:
                 print(summary_line(source, analysis))
@@ -129,26 +136,19 @@ def weights_fetch_command(settings: Settings) -> int:
     return 0
 
 
+M = TypeVar("M", bound=BaseModel)
+NEGATIVE_FLAGS = {"has_faces": "--no-faces"}
+"""The "no" flag of a yes/no field where it reads better than ``--no-<field>``."""
+
+
 def add_export_parser(commands: argparse._SubParsersAction) -> None:
-    """``picmetric export``: the History filters as flags, the thresholds, the format and the file."""
-    from picmetric_core.exports import EXPORT_FORMATS
+    """``picmetric export``: the History filters and the format as flags, the thresholds and the file."""
+    from picmetric_core.exports import ExportFilters
     from picmetric_core.filters import DEFAULT_THRESHOLDS
 
     export = commands.add_parser("export", help="export stored analyses as CSV, COCO JSON or a ZIP of images")
-    export.add_argument("--format", choices=EXPORT_FORMATS, default="csv")
     export.add_argument("--out", metavar="FILE", required=True, help="where to write the export")
-    export.add_argument("--label", help="an ImageNet or COCO label")
-    export.add_argument("--label-kind", choices=["classifier", "detector"])
-    export.add_argument("--min-score", type=float, default=DEFAULT_THRESHOLDS.min_detection_score)
-    faces = export.add_mutually_exclusive_group()
-    faces.add_argument("--has-faces", action="store_const", const=True, dest="has_faces")
-    faces.add_argument("--no-faces", action="store_const", const=False, dest="has_faces")
-    export.add_argument("--min-faces", type=int)
-    export.add_argument("--max-faces", type=int)
-    export.add_argument("--since", type=iso_datetime, help="ISO 8601, e.g. 2026-12-01T00:00:00+00:00")
-    export.add_argument("--until", type=iso_datetime, help="ISO 8601, e.g. 2026-12-03T00:00:00+00:00")
-    export.add_argument("--filename", help="part of the file name")
-    export.add_argument("--md5", help="an md5 or its start")
+    add_model_flags(export, ExportFilters)
     export.add_argument("--min-detection-score", type=float, default=DEFAULT_THRESHOLDS.min_detection_score)
     export.add_argument("--nms-iou", type=float, default=DEFAULT_THRESHOLDS.nms_iou)
     export.add_argument("--min-face-score", type=float, default=DEFAULT_THRESHOLDS.min_face_score)
@@ -160,28 +160,64 @@ def iso_datetime(text: str) -> datetime:
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
+def add_model_flags(parser: argparse.ArgumentParser, model: type[BaseModel]) -> None:
+    """A flag for each field of ``model`` (``--label-kind`` for ``label_kind``), with its description as help.
+
+    Flags default to ``None`` (the field's own default); :func:`model_from_flags` builds the model, which
+    checks the values, so no bound is written twice.
+    """
+    for name, field in model.model_fields.items():
+        flag = "--" + name.replace("_", "-")
+        kind = _flag_type(field.annotation)
+        if kind is bool:
+            yes_or_no = parser.add_mutually_exclusive_group()
+            for option, value in ((flag, True), (NEGATIVE_FLAGS.get(name, f"--no-{flag[2:]}"), False)):
+                answer = "yes" if value else "no"
+                yes_or_no.add_argument(
+                    option, action="store_const", const=value, dest=name, help=f"{field.description}: {answer}"
+                )
+        elif get_origin(kind) is Literal:
+            parser.add_argument(flag, choices=get_args(kind), dest=name, help=field.description)
+        else:
+            kind = iso_datetime if kind is datetime else kind
+            parser.add_argument(flag, type=kind, dest=name, help=field.description)
+
+
+def model_from_flags(model: type[M], args: argparse.Namespace) -> M:
+    """``model`` from the flags :func:`add_model_flags` made; ``ValidationError`` for a value out of bounds."""
+    return model(**{name: value for name in model.model_fields if (value := getattr(args, name)) is not None})
+
+
+def flag_problems(error: ValidationError) -> str:
+    """What is wrong with the flags, one clause a flag: ``--min-faces: Input should be ...``."""
+    return "; ".join(
+        f"--{str(problem['loc'][0]).replace('_', '-')}: {problem['msg']}" if problem["loc"] else problem["msg"]
+        for problem in error.errors()
+    )
+
+
+def _flag_type(annotation: Any) -> Any:
+    """What a flag parses: ``X`` of ``X | None`` and of ``Annotated[X, ...]``."""
+    if get_origin(annotation) in (Union, UnionType):
+        annotation = next(arg for arg in get_args(annotation) if arg is not type(None))
+    if get_origin(annotation) is Annotated:
+        annotation = get_args(annotation)[0]
+    return annotation
+
+
 def export_command(args: argparse.Namespace, settings: Settings) -> int:
     from picmetric_core import exports
     from picmetric_core.filters import DisplayThresholds
     from picmetric_core.lifecycle import ModelLoader
     from picmetric_core.service import PicMetricService
-    from picmetric_core.store.history import HistoryQuery
 
     try:
         thresholds = DisplayThresholds(args.min_detection_score, args.nms_iou, args.min_face_score)
-        query = HistoryQuery(
-            label=args.label,
-            label_kind=args.label_kind,
-            min_score=args.min_score,
-            has_faces=args.has_faces,
-            min_faces=args.min_faces,
-            max_faces=args.max_faces,
-            min_face_score=args.min_face_score,
-            since=args.since,
-            until=args.until,
-            filename=args.filename,
-            md5=args.md5.lower() if args.md5 else None,
-        )
+        filters = model_from_flags(exports.ExportFilters, args)
+        query = filters.query(min_face_score=args.min_face_score)
+    except ValidationError as error:
+        print(f"picmetric export: {flag_problems(error)}", file=sys.stderr)
+        return 2
     except ValueError as error:
         print(f"picmetric export: {error}", file=sys.stderr)
         return 2
@@ -194,7 +230,7 @@ def export_command(args: argparse.Namespace, settings: Settings) -> int:
     out = Path(args.out)
     try:
         with out.open("wb") as target:
-            exports.write_export(service, query, args.format, target, thresholds)
+            exports.write_export(service, query, filters.format, target, thresholds)
     except PicMetricError as error:
         out.unlink(missing_ok=True)
         print(f"picmetric export: {error}", file=sys.stderr)
@@ -204,7 +240,7 @@ def export_command(args: argparse.Namespace, settings: Settings) -> int:
         return 1
     finally:
         service.close()
-    print(f"wrote {out} ({out.stat().st_size:,} bytes, {args.format})")
+    print(f"wrote {out} ({out.stat().st_size:,} bytes, {filters.format})")
     return 0
 
 

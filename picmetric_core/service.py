@@ -29,7 +29,9 @@ from sqlalchemy.exc import IntegrityError
 from picmetric_core.config import Settings
 from picmetric_core.errors import StoreUnavailable
 from picmetric_core.filters import DEFAULT_THRESHOLDS
+from picmetric_core.history import HistoryPage, HistoryQuery, LabelKind
 from picmetric_core.intake.images import DecodedImage, thumbnail_jpeg
+from picmetric_core.intake.incoming import Incoming
 from picmetric_core.intake.names import clean_filename
 from picmetric_core.pipeline import StageCallback
 from picmetric_core.results import Analysis
@@ -39,7 +41,7 @@ from picmetric_core.similar.phash import perceptual_hash
 from picmetric_core.similar.signature import signature_of
 from picmetric_core.store import history
 from picmetric_core.store.database import create_database_engine, database_errors, session_factory, upgrade_schema
-from picmetric_core.store.history import AnalysisRecord, HistoryPage, HistoryQuery, LabelCount, LabelKind, TimeCount
+from picmetric_core.store.history import AnalysisRecord, LabelCount, TimeCount
 from picmetric_core.store.objects import ObjectKeys, ObjectNotFound, ObjectStore, analysis_key, open_store
 from picmetric_core.store.orm import analysis_row, utc_now
 from picmetric_core.views import to_json
@@ -173,6 +175,16 @@ class PicMetricService:
         """
         return self._store(image, self.analyzer.analyze, source, filename, source_url, on_stage)
 
+    def submit_incoming(self, incoming: Incoming, *, on_stage: StageCallback | None = None) -> Submission:
+        """:meth:`submit` an image from :func:`~picmetric_core.intake.intake`, with its name and source."""
+        return self.submit(
+            incoming.image,
+            source=incoming.source,
+            filename=incoming.filename,
+            source_url=incoming.source_url,
+            on_stage=on_stage,
+        )
+
     def store_analysis(
         self,
         image: DecodedImage,
@@ -304,6 +316,19 @@ class PicMetricService:
             thumbnail=self.store.url(keys.thumbnail),
         )
 
+    def read_object(self, key: str) -> bytes:
+        """The bytes of one stored object (an original, overlay, thumbnail) by its key.
+
+        Raises:
+            ObjectNotFound: no object has this key.
+            StoreUnavailable: the store could not be reached.
+        """
+        return self.store.get(key)
+
+    def object_link(self, key: str) -> str | None:
+        """A link to one stored object: presigned (expiring) or public on S3, ``None`` for a local store."""
+        return self.store.url(key)
+
     def _resolved(self, query: HistoryQuery) -> HistoryQuery:
         """``query`` with its "similar to" filter turned into the md5s of the most similar photos."""
         if query.similar_to is None:
@@ -417,7 +442,7 @@ def _ignore_stage(_stage: str) -> None:
 
 
 def _analysis_json(analysis: Analysis) -> bytes:
-    return to_json(analysis.to_dict()).encode()
+    return to_json(analysis.to_record()).encode()
 
 
 def analyze_unstored(settings: Settings, image: DecodedImage, on_stage: StageCallback | None = None) -> Analysis:

@@ -1,6 +1,8 @@
-"""Images in: an upload's bytes or a URL, through the shared service, into an :class:`Item` for the page.
+"""Images in: an upload's bytes or a URL, through :func:`~picmetric_core.intake.intake` and the shared
+service, into an :class:`Item` for the page.
 
-Every failure becomes a message on its own item, so the rest of a batch still completes.
+URL fetches hold one of the server's fetch slots, as the API's do. Every failure becomes a message on
+its own item, so the rest of a batch still completes.
 """
 
 from __future__ import annotations
@@ -9,13 +11,11 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
 
 import numpy as np
 
 from picmetric_core.errors import PicMetricError
-from picmetric_core.intake.fetch import fetch_url
-from picmetric_core.intake.images import decode_for
+from picmetric_core.intake import Incoming, SourceKind, Upload, intake
 from picmetric_core.service import Submission
 from picmetric_ui import history_data, resources
 
@@ -43,7 +43,7 @@ class Item:
     """One image of a batch as the page shows it: a result with its pixels, or a message."""
 
     name: str
-    source: Literal["upload", "url"]
+    source: SourceKind
     submission: Submission | None = None
     rgb: np.ndarray | None = None
     error: str | None = None
@@ -56,37 +56,33 @@ class Item:
 
 def analyze_upload(name: str, data: bytes, report: Report = lambda _: None) -> Item:
     """Decode and submit an uploaded file."""
-    return _guarded(name, "upload", lambda: _submit(name, data, "upload", None, report))
+
+    def run() -> tuple[Submission, np.ndarray]:
+        report(f"Reading {name}")
+        return _submit(name, intake(Upload(data, name), resources.settings()), report)
+
+    return _guarded(name, "upload", run)
 
 
 def analyze_url(url: str, report: Report = lambda _: None) -> Item:
-    """Fetch (with every safety check of :func:`fetch_url`), decode and submit the image at ``url``."""
+    """Fetch (with every safety check of :func:`~picmetric_core.intake.fetch.fetch_url`, within the server's
+    cap on fetches at once), decode and submit the image at ``url``."""
 
     def run() -> tuple[Submission, np.ndarray]:
         report(f"Fetching {url}")
-        fetched = fetch_url(url, resources.settings())
-        filename = fetched.final_url.rsplit("/", 1)[-1].split("?", 1)[0] or None
-        return _submit(filename or url, fetched.data, "url", url, report)
+        incoming = intake(url, resources.settings(), fetch_slots=resources.runtime().fetch_slots)
+        return _submit(incoming.filename or url, incoming, report)
 
     return _guarded(url, "url", run)
 
 
-def _submit(
-    name: str, data: bytes, source: Literal["upload", "url"], source_url: str | None, report: Report
-) -> tuple[Submission, np.ndarray]:
-    report(f"Reading {name}")
-    image = decode_for(resources.settings(), data)
+def _submit(name: str, incoming: Incoming, report: Report) -> tuple[Submission, np.ndarray]:
+    image = incoming.image
     service = resources.service()
     if not resources.warmup().done.is_set():
         report("Waiting for the models to finish loading…")
     report(f"{name}: {image.width}×{image.height}")
-    submission = service.submit(
-        image,
-        source=source,
-        filename=name,
-        source_url=source_url,
-        on_stage=lambda stage: report(_stage_line(name, stage)),
-    )
+    submission = service.submit_incoming(incoming, on_stage=lambda stage: report(_stage_line(name, stage)))
     if submission.seen_before:
         report(f"{name}: seen before, showing the stored result")
     else:
@@ -104,7 +100,7 @@ def _stage_line(name: str, stage: str) -> str:
     return f"{name}: {text}" if stage.endswith(" done") else f"{name}: {text}…"
 
 
-def _guarded(name: str, source: Literal["upload", "url"], run: Callable[[], tuple[Submission, np.ndarray]]) -> Item:
+def _guarded(name: str, source: SourceKind, run: Callable[[], tuple[Submission, np.ndarray]]) -> Item:
     started = time.perf_counter()
     try:
         submission, rgb = run()

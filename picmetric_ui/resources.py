@@ -1,19 +1,26 @@
-"""Objects built once per server and shared by every session: settings, the service, the warm-up.
+"""What one server shares between sessions: its :class:`~picmetric_core.runtime.Runtime` (settings, the
+service, the model loader, the batch launcher, the URL fetch slots).
 
-``st.cache_resource`` values are shared by all sessions and threads; each one here is thread-safe.
-The networks load through the same :class:`~picmetric_core.lifecycle.ModelLoader` as the API's.
+The runtime comes from :func:`~picmetric_core.runtime.shared_runtime`, one per process and settings,
+shared by every session and thread; each of its objects is thread-safe. The networks load through
+the same :class:`~picmetric_core.lifecycle.ModelLoader` as the API's.
 """
 
 from __future__ import annotations
 
 import sys
+from typing import TYPE_CHECKING
 
-import streamlit as st
 from streamlit.runtime.scriptrunner import script_runner
 
 from picmetric_core.config import Settings, get_settings
 from picmetric_core.lifecycle import ModelLoader
+from picmetric_core.runtime import Runtime, shared_runtime
+from picmetric_core.runtime import settings_key as settings_key
 from picmetric_core.service import PicMetricService
+
+if TYPE_CHECKING:
+    from picmetric_core.batch.service import BatchLauncher
 
 
 def _clean_modules_but_keras() -> None:
@@ -36,14 +43,14 @@ def settings() -> Settings:
     return get_settings()
 
 
-def settings_key(current: Settings) -> str:
-    """A cache key that changes when the data, database, store or models configuration does."""
-    return current.model_dump_json()
+def _loader(current: Settings) -> ModelLoader:
+    # The app warms the networks up once loaded, so the first photo does not pay for compiling them.
+    return ModelLoader(current, warm_up=True)
 
 
-@st.cache_resource(show_spinner=False)
-def _loader(key: str) -> ModelLoader:
-    return ModelLoader(settings(), warm_up=True)
+def runtime() -> Runtime:
+    """The server's runtime for the current settings (a new one when they change)."""
+    return shared_runtime(settings(), loader_factory=_loader)
 
 
 def warmup() -> ModelLoader:
@@ -51,15 +58,14 @@ def warmup() -> ModelLoader:
 
     Pages read ``done`` (an event), ``ready``, ``error`` and ``seconds`` from it.
     """
-    return _loader(settings_key(settings())).start()
-
-
-@st.cache_resource(show_spinner=False)
-def _service(key: str) -> PicMetricService:
-    # The loader is the service's analyzer: history pages never wait for the networks.
-    return PicMetricService(settings(), _loader(key))
+    return runtime().loader.start()
 
 
 def service() -> PicMetricService:
     """The shared service (raises ``DatabaseUnavailable`` or ``StoreUnavailable`` if it cannot start)."""
-    return _service(settings_key(settings()))
+    return runtime().service()
+
+
+def launcher() -> BatchLauncher:
+    """The server's one batch launcher (jobs run one after another on its background thread)."""
+    return runtime().launcher()

@@ -80,7 +80,7 @@ def stored_rgb(submission: Submission) -> np.ndarray:
     cache: dict[str, np.ndarray] = st.session_state.setdefault(_DECODED_CACHE, {})
     md5 = submission.record.md5
     if md5 not in cache:
-        data = resources.service().store.get(submission.record.keys.original)
+        data = resources.service().read_object(submission.record.keys.original)
         cache[md5] = decode_for(resources.settings(), data).rgb
     return cache[md5]
 

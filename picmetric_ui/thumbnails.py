@@ -24,7 +24,7 @@ def _jpeg(image: Image.Image) -> bytes:
 
 @st.cache_data(ttl=600, max_entries=512, show_spinner=False)
 def _card(settings_key: str, key: str) -> bytes:
-    stored = Image.open(io.BytesIO(resources.service().store.get(key))).convert("RGB")
+    stored = Image.open(io.BytesIO(resources.service().read_object(key))).convert("RGB")
     return _jpeg(ImageOps.pad(stored, CARD_SIZE, color=_BACKDROP))
 
 

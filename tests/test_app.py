@@ -12,8 +12,8 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from picmetric_core.config import get_settings
+from picmetric_core.history import HistoryQuery
 from picmetric_core.intake.images import NOT_AN_IMAGE_MESSAGE
-from picmetric_core.store.history import HistoryQuery
 from picmetric_ui.samples import SAMPLES
 from tests.conftest import png_bytes
 

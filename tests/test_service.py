@@ -13,10 +13,10 @@ from sqlalchemy import create_engine, event, func, select
 from sqlalchemy.exc import OperationalError
 
 from picmetric_core.errors import DatabaseUnavailable, StoreUnavailable
+from picmetric_core.history import HistoryQuery
 from picmetric_core.intake.images import DecodedImage, decode_image
 from picmetric_core.results import Analysis
 from picmetric_core.service import PicMetricService
-from picmetric_core.store.history import HistoryQuery
 from picmetric_core.store.objects import ObjectKeys, RetryPolicy, S3Store, analysis_key
 from picmetric_core.store.orm import AnalysisRow, DetectionRow, FaceRow
 from tests.fixtures_services import drop_pg_database, make_settings, s3_settings
@@ -255,6 +255,8 @@ def test_database_failure_after_upload_is_retried_without_running_again(
     assert not retried.seen_before
     assert counting.calls == 1 and recording.puts == written  # reused: no network, no upload
     assert len(retried.analysis.faces) >= 1
+    # The reused analysis kept its embedding: "more like this" works for it without a backfill.
+    assert service.similar(astronaut.md5) is not None
     assert rows_in(fresh_pg_url) == {
         "analyses": 1,
         "detections": len(retried.analysis.detections),

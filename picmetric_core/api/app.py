@@ -29,12 +29,13 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from picmetric_core.api.deps import Runtime, TokenGate, token_dependencies
+from picmetric_core.api.deps import TokenGate, token_dependencies
 from picmetric_core.api.routes import analyses, batches, exports, legacy, links, similar
 from picmetric_core.config import Settings, get_settings
 from picmetric_core.errors import DatabaseUnavailable, PicMetricError, client_message
 from picmetric_core.intake.images import format_size
 from picmetric_core.lifecycle import ModelLoader
+from picmetric_core.runtime import Runtime
 from picmetric_core.store.database import database_budget, request_budget_s
 
 log = logging.getLogger(__name__)
@@ -116,7 +117,7 @@ def create_app(settings: Settings | None = None, *, loader: ModelLoader | None =
         loader: The networks; a :class:`ModelLoader` for ``settings`` by default.
     """
     settings = settings or get_settings()
-    runtime = Runtime(settings, loader or ModelLoader(settings))
+    runtime = Runtime(settings, loader)  # its own, not the shared one: each app may bring its own loader
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:

@@ -1,11 +1,10 @@
-"""What routes need, read from the app's state: the runtime, the thresholds asked for, the token check."""
+"""What routes need, read from the app's state: the runtime (:mod:`picmetric_core.runtime`), the thresholds
+asked for, the token check."""
 
 from __future__ import annotations
 
 import hmac
-import logging
 import re
-import threading
 from typing import Annotated, Any
 
 from fastapi import Depends, Query, Request
@@ -16,48 +15,13 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from picmetric_core.config import Settings
-from picmetric_core.filters import DEFAULT_THRESHOLDS, DisplayThresholds
-from picmetric_core.intake.fetch import FetchSlots
-from picmetric_core.lifecycle import ModelLoader
-from picmetric_core.service import PicMetricService
+from picmetric_core.filters import DEFAULT_THRESHOLDS, SLIDER_RANGES, DisplayThresholds
+from picmetric_core.runtime import Runtime
 from picmetric_core.views import to_json
-
-log = logging.getLogger(__name__)
-
-
-class Runtime:
-    """What the app holds for its lifetime: the settings, the model loader and one service."""
-
-    def __init__(self, settings: Settings, loader: ModelLoader) -> None:
-        self.settings = settings
-        self.loader = loader
-        self.fetch_slots = FetchSlots(settings.url_max_concurrent)
-        self._service: PicMetricService | None = None
-        self._service_lock = threading.Lock()
-
-    def service(self) -> PicMetricService:
-        """The service, created on first use (again after a failure, e.g. a database that was down)."""
-        with self._service_lock:
-            if self._service is None:
-                self._service = PicMetricService(self.settings, self.loader)
-            return self._service
-
-    def warm_up(self) -> None:
-        """Open the database and store (logging a failure: requests retry it) and start loading the networks."""
-        self.loader.start()
-        try:
-            self.service()
-        except Exception:
-            log.exception("the service could not start yet; requests will retry")
-
-    def close(self) -> None:
-        with self._service_lock:
-            if self._service is not None:
-                self._service.close()
-                self._service = None
 
 
 def get_runtime(request: Request) -> Runtime:
+    """The app's runtime (``create_app`` makes one per app)."""
     return request.app.state.runtime
 
 
@@ -131,11 +95,18 @@ def token_dependencies(settings: Settings) -> list[Any]:
     return [Depends(require_token)] if settings.api_token is not None else []
 
 
+def _in_slider(name: str) -> Any:
+    """A threshold's query parameter, bounded by the app's slider for it (:data:`SLIDER_RANGES`)."""
+    bounds = SLIDER_RANGES[name]
+    return Query(ge=bounds.low, le=bounds.high, description=f"From {bounds.low} to {bounds.high}")
+
+
 def thresholds(
-    min_detection_score: Annotated[float, Query(ge=0, le=1)] = DEFAULT_THRESHOLDS.min_detection_score,
-    nms_iou: Annotated[float, Query(ge=0, le=1)] = DEFAULT_THRESHOLDS.nms_iou,
-    min_face_score: Annotated[float, Query(ge=0, le=1)] = DEFAULT_THRESHOLDS.min_face_score,
+    min_detection_score: Annotated[float, _in_slider("min_detection_score")] = DEFAULT_THRESHOLDS.min_detection_score,
+    nms_iou: Annotated[float, _in_slider("nms_iou")] = DEFAULT_THRESHOLDS.nms_iou,
+    min_face_score: Annotated[float, _in_slider("min_face_score")] = DEFAULT_THRESHOLDS.min_face_score,
 ) -> DisplayThresholds:
+    """The display thresholds asked for, within the ranges the app's sliders offer."""
     return DisplayThresholds(min_detection_score, nms_iou, min_face_score)
 
 

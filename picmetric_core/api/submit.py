@@ -1,16 +1,14 @@
-"""An upload or a URL from a request, read within the limits and handed to the service."""
+"""An upload or a URL from a request, read within the limits (through :func:`intake`) and handed to the service."""
 
 from __future__ import annotations
 
-from pathlib import PurePosixPath
-from urllib.parse import urlsplit
-
 from fastapi import UploadFile
 
-from picmetric_core.api.deps import Runtime
 from picmetric_core.config import Settings
 from picmetric_core.errors import ImageTooLarge
-from picmetric_core.intake.images import decode_for, format_size
+from picmetric_core.intake import Upload, intake
+from picmetric_core.intake.images import format_size
+from picmetric_core.runtime import Runtime
 from picmetric_core.service import Submission
 
 
@@ -22,15 +20,10 @@ def read_upload(file: UploadFile, settings: Settings) -> bytes:
 
 
 def submit_upload(runtime: Runtime, file: UploadFile) -> Submission:
-    image = decode_for(runtime.settings, read_upload(file, runtime.settings))
-    return runtime.service().submit(image, source="upload", filename=file.filename or None)
+    incoming = intake(Upload(read_upload(file, runtime.settings), file.filename), runtime.settings)
+    return runtime.service().submit_incoming(incoming)
 
 
 def submit_url(runtime: Runtime, url: str) -> Submission:
-    from picmetric_core.intake.fetch import fetch_url
-
-    with runtime.fetch_slots.slot():
-        fetched = fetch_url(url, runtime.settings)
-    image = decode_for(runtime.settings, fetched.data)
-    name = PurePosixPath(urlsplit(fetched.final_url).path).name or None
-    return runtime.service().submit(image, source="url", filename=name, source_url=fetched.url)
+    incoming = intake(url, runtime.settings, fetch_slots=runtime.fetch_slots)
+    return runtime.service().submit_incoming(incoming)

@@ -15,7 +15,9 @@ from typing import Any
 
 from picmetric_core.config import Settings
 from picmetric_core.errors import PicMetricError
+from picmetric_core.intake import Received, Upload, is_url, receive, source_filename
 from picmetric_core.intake.images import UPLOAD_EXTENSIONS, too_many_bytes
+from picmetric_core.intake.names import MAX_FILENAME_CHARS
 
 S3_SCHEME = "s3://"
 IMAGE_SUFFIXES = frozenset(f".{extension}" for extension in UPLOAD_EXTENSIONS)
@@ -31,10 +33,6 @@ class SourceNotAllowed(PicMetricError):
     """A source outside the folders and buckets a client may name."""
 
     status = 403
-
-
-def is_url(item: str) -> bool:
-    return item.startswith(("http://", "https://"))
 
 
 def list_items(sources: Sequence[str], settings: Settings) -> list[str]:
@@ -54,31 +52,30 @@ def list_items(sources: Sequence[str], settings: Settings) -> list[str]:
     return list(items)
 
 
-def read_item(item: str, settings: Settings) -> bytes:
-    """The bytes of one item, refusing anything over ``settings.max_image_bytes`` before reading it.
+def read_item(item: str, settings: Settings) -> Received:
+    """The bytes of one item and the name it is stored under (:mod:`picmetric_core.intake`'s rules: a URL
+    is named after redirects), refusing anything over ``settings.max_image_bytes`` before reading it.
 
     Raises:
         PicMetricError: a message fit for the user (missing file, refused URL, too large, S3 error).
     """
     if is_url(item):
-        from picmetric_core.intake.fetch import fetch_url
-
-        return fetch_url(item, settings).data
+        return receive(item, settings)  # one fetch at a time per worker: no fetch slot to take
     if item.startswith(S3_SCHEME):
-        return _read_s3(item, settings)
+        return receive(Upload(_read_s3(item, settings), item), settings)
     path = Path(item)
     try:
         size = path.stat().st_size
         if size > settings.max_image_bytes:
             raise too_many_bytes(size, settings.max_image_bytes)
-        return path.read_bytes()
+        return receive(Upload(path.read_bytes(), item), settings)
     except OSError as error:
         raise SourceError(f"Could not read {path.name}: {error.strerror or 'unreadable'}.") from None
 
 
 def item_filename(item: str) -> str:
-    """The file name an item is stored under in History."""
-    return PurePosixPath(item.split("?", 1)[0].rstrip("/")).name or item[:255]
+    """An item as job views and messages name it: its file name (:func:`source_filename`), else the item."""
+    return source_filename(item) or item[:MAX_FILENAME_CHARS]
 
 
 def check_allowed(sources: Sequence[str], allowed: Sequence[str]) -> None:

@@ -10,10 +10,9 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import threading
 from dataclasses import replace
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -21,6 +20,12 @@ from picmetric_core.config import Settings
 from picmetric_core.errors import DatabaseUnavailable, PicMetricError, StoreUnavailable
 from picmetric_core.intake.images import DecodedImage, decode_for
 from picmetric_core.results import Analysis, Signature
+
+if TYPE_CHECKING:
+    from picmetric_core.batch.jobs import JobStore
+    from picmetric_core.lifecycle import ModelLoader
+    from picmetric_core.runtime import Runtime
+    from picmetric_core.service import PicMetricService
 
 log = logging.getLogger(__name__)
 
@@ -50,23 +55,27 @@ def read_block(block: Block, *, settings: Settings, job_started: datetime) -> Bl
     items = [str(item) for item in block["item"]]
     data: list[bytes] = []
     md5s: list[str] = []
+    names: list[str] = []  # what History names each item (a URL's after redirects)
     errors: list[str] = []  # "" for none: Ray Data turns a None in a string column into NaN
     for item in items:
         try:
-            content = read_item(item, settings)
-            data.append(content)
-            md5s.append(hashlib.md5(content).hexdigest())
+            received = read_item(item, settings)
+            data.append(received.data)
+            md5s.append(hashlib.md5(received.data).hexdigest())
+            names.append(received.filename or "")
             errors.append("")
         except NOT_THE_ITEMS_FAULT:
             raise
         except PicMetricError as error:
             data.append(b"")
             md5s.append("")
+            names.append("")
             errors.append(str(error))
         except Exception:
             log.exception("reading %s failed", item)
             data.append(b"")
             md5s.append("")
+            names.append("")
             errors.append(UNEXPECTED)
     stored = _jobs(settings).stored_since(md5 for md5 in md5s if md5)
     statuses = []
@@ -82,6 +91,7 @@ def read_block(block: Block, *, settings: Settings, job_started: datetime) -> Bl
         "item": items,
         "md5": md5s,
         "data": _objects(data),
+        "filename": names,
         "status": statuses,
         "error": errors,
         "node": [here] * len(items),
@@ -149,7 +159,7 @@ def store_block(block: Block, *, settings: Settings, job_id: int) -> Block:
     Only small columns leave this stage: the driver sees item, md5, status, error, node, inferred.
     """
     from picmetric_core.batch.jobs import ItemRecord
-    from picmetric_core.batch.sources import is_url, item_filename
+    from picmetric_core.intake import is_url
 
     service = _service(settings)
     statuses = [str(status) for status in block["status"]]
@@ -168,7 +178,7 @@ def store_block(block: Block, *, settings: Settings, job_id: int) -> Block:
                 _decoded(block, index),
                 analysis,
                 source="url" if is_url(item) else "upload",
-                filename=item_filename(item),
+                filename=str(block["filename"][index]) or None,
                 source_url=item if is_url(item) else None,
             )
             statuses[index] = "seen" if submission.seen_before else "new"
@@ -224,31 +234,29 @@ def _plain(value: Any) -> Any:
 class _NoNetworks:
     """The store stage's analyzer: analyses always come from the actor pool."""
 
+    models = ()
+
     def analyze(self, image: DecodedImage, on_stage: Any = None) -> Analysis:
         raise RuntimeError("the store stage never runs the networks")
 
 
-# One service (and its database engine) per worker process and settings: Ray reuses worker
-# processes across blocks, and opening a service upgrades the schema.
-_services: dict[str, Any] = {}
-_services_lock = threading.Lock()
+def _no_networks(settings: Settings) -> ModelLoader:
+    from picmetric_core.lifecycle import ModelLoader
+
+    return ModelLoader(settings, load=lambda _settings: _NoNetworks())
 
 
-def _service(settings: Settings):
-    from picmetric_core.service import PicMetricService
+def _runtime(settings: Settings) -> Runtime:
+    """The worker process's runtime (one service and database engine per process and settings: Ray reuses
+    worker processes across blocks, and opening a service upgrades the schema)."""
+    from picmetric_core.runtime import shared_runtime
 
-    key = _settings_key(settings)
-    with _services_lock:
-        if key not in _services:
-            _services[key] = PicMetricService(settings, _NoNetworks())
-        return _services[key]
+    return shared_runtime(settings, loader_factory=_no_networks)
 
 
-def _jobs(settings: Settings):
-    from picmetric_core.batch.jobs import JobStore
-
-    return JobStore(_service(settings).engine)
+def _service(settings: Settings) -> PicMetricService:
+    return _runtime(settings).service()
 
 
-def _settings_key(settings: Settings) -> str:
-    return f"{settings.resolved_database_url}|{settings.s3_bucket}|{settings.resolved_store_dir}"
+def _jobs(settings: Settings) -> JobStore:
+    return _runtime(settings).jobs()

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import re
-from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from fastapi import APIRouter, File, Form, Path, Query, Request, UploadFile
 from fastapi.responses import Response
@@ -21,10 +20,10 @@ from picmetric_core.api.schemas import (
     HealthBody,
 )
 from picmetric_core.api.submit import submit_upload, submit_url
-from picmetric_core.filters import DEFAULT_THRESHOLDS, DisplayThresholds
+from picmetric_core.filters import DisplayThresholds
 from picmetric_core.formats import ORIGINAL_EXTENSIONS
+from picmetric_core.history import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, HistoryFilters
 from picmetric_core.service import Submission
-from picmetric_core.store.history import MAX_PAGE_SIZE, HistoryQuery
 from picmetric_core.store.objects import ObjectNotFound, content_type_of
 from picmetric_core.views import submission_document
 
@@ -70,46 +69,17 @@ def list_analyses(
     request: Request,
     runtime: RuntimeDep,
     shown: ThresholdsDep,
-    label: Annotated[str | None, Query(max_length=200, description="An ImageNet or COCO label")] = None,
-    label_kind: Literal["classifier", "detector"] | None = None,
-    min_score: Annotated[
-        float | None,
-        Query(ge=0, le=1, description="Confidence from which a label counts (default 0.25 with a label, else 0)"),
-    ] = None,
-    has_faces: bool | None = None,
-    min_faces: Annotated[int | None, Query(ge=0, le=10_000)] = None,
-    max_faces: Annotated[int | None, Query(ge=0, le=10_000)] = None,
-    min_face_score: Annotated[float, Query(ge=0, le=1)] = DEFAULT_THRESHOLDS.min_face_score,
-    since: Annotated[datetime | None, Query(description="ISO 8601 with a timezone")] = None,
-    until: Annotated[datetime | None, Query(description="ISO 8601 with a timezone")] = None,
-    filename: Annotated[str | None, Query(max_length=255, description="Part of the file name")] = None,
-    md5: Annotated[str | None, Query(pattern=r"^[0-9a-fA-F]{1,32}$", description="An md5 or its start")] = None,
-    similar_to: Annotated[str | None, Query(pattern=MD5, description="Only the photos most like this one")] = None,
-    batch: Annotated[int | None, Query(ge=1, le=2**31 - 1, description="Only images of this batch job")] = None,
-    limit: Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE)] = 24,
+    filters: Annotated[HistoryFilters, Query()],
+    limit: Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE)] = DEFAULT_PAGE_SIZE,
     page: Annotated[int, Query(ge=1, le=1_000_000)] = 1,
     cursor: Annotated[str | None, Query(max_length=200, description="`next_cursor` of the page before")] = None,
     with_total: bool = False,
 ) -> Response:
+    """The analyses the filters find, a page at a time; ``min_face_score`` (a display threshold) also counts
+    faces for the face filters."""
     try:
-        query = HistoryQuery(
-            label=label,
-            label_kind=label_kind,
-            min_score=_label_score(min_score, label, label_kind),
-            has_faces=has_faces,
-            min_faces=min_faces,
-            max_faces=max_faces,
-            min_face_score=min_face_score,
-            since=since,
-            until=until,
-            filename=filename,
-            md5=md5.lower() if md5 else None,
-            similar_to=similar_to.lower() if similar_to else None,
-            batch=batch,
-            limit=limit,
-            page=page,
-            cursor=cursor,
-            with_total=with_total,
+        query = filters.query(
+            min_face_score=shown.min_face_score, limit=limit, page=page, cursor=cursor, with_total=with_total
         )
     except ValueError as error:
         raise HTTPException(422, str(error)) from None
@@ -146,7 +116,7 @@ def get_object(runtime: RuntimeDep, key: str) -> Response:
     if not OBJECT_KEY.fullmatch(key):
         raise HTTPException(404, "No such object.")
     try:
-        data = runtime.service().store.get(key)
+        data = runtime.service().read_object(key)
     except ObjectNotFound:
         raise HTTPException(404, "No such object.") from None
     headers = {"Cache-Control": "public, max-age=31536000, immutable", "X-Content-Type-Options": "nosniff"}
@@ -161,13 +131,6 @@ def get_object(runtime: RuntimeDep, key: str) -> Response:
 )
 def healthz(runtime: RuntimeDep) -> dict[str, Any]:
     return {"status": "ok", "version": API_VERSION, "networks": runtime.loader.describe()}
-
-
-def _label_score(min_score: float | None, label: str | None, label_kind: str | None) -> float:
-    """The history's ``min_score``: as given, else the default for a label search and 0 (list everything) without."""
-    if min_score is not None:
-        return min_score
-    return DEFAULT_THRESHOLDS.min_detection_score if label is not None or label_kind is not None else 0.0
 
 
 def _full(request: Request, submission: Submission, thresholds: DisplayThresholds) -> dict[str, Any]:

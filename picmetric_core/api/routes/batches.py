@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import threading
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Path, Query, Request
+from fastapi import APIRouter, Path, Query
 from fastapi.responses import Response
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException
@@ -13,13 +12,12 @@ from starlette.exceptions import HTTPException
 from picmetric_core.api.deps import RuntimeDep, json_response
 from picmetric_core.api.schemas import ERRORS, READ_ERRORS, ErrorBody
 from picmetric_core.batch.jobs import BatchJob
-from picmetric_core.batch.service import MAX_SOURCES, BatchLauncher
+from picmetric_core.batch.service import MAX_SOURCES
 from picmetric_core.batch.sources import item_filename
 from picmetric_core.text_filters import check_filter_text
 
 writes = APIRouter(tags=["batches"])
 reads = APIRouter(tags=["batches"])
-_launcher_lock = threading.Lock()
 MAX_SOURCE_CHARS = 1000
 REFUSED = {403: {"model": ErrorBody, "description": "A source outside the allowed folders and buckets"}}
 
@@ -34,12 +32,12 @@ class BatchRequest(BaseModel):
 
 
 @writes.post("/v1/batches", status_code=202, responses={**REFUSED, **ERRORS}, summary="Start (or resume) a batch job")
-def start_batch(request: Request, runtime: RuntimeDep, body: BatchRequest) -> Response:
+def start_batch(runtime: RuntimeDep, body: BatchRequest) -> Response:
     """202 with the job; re-posting the sources of an unfinished job resumes it (``resumed: true``)."""
     for source in body.sources:
         check_filter_text("batch source", source.strip(), max_chars=MAX_SOURCE_CHARS)
     try:
-        started = launcher(request, runtime).start(body.sources, body.limit)
+        started = runtime.launcher().start(body.sources, body.limit)
     except ValueError as error:
         raise HTTPException(422, str(error)) from None
     view = job_view(started.job) | {"resumed": started.resumed}
@@ -47,8 +45,8 @@ def start_batch(request: Request, runtime: RuntimeDep, body: BatchRequest) -> Re
 
 
 @reads.get("/v1/batches", responses=READ_ERRORS, summary="Batch jobs, newest first")
-def list_batches(request: Request, runtime: RuntimeDep, limit: Annotated[int, Query(ge=1, le=200)] = 50) -> Response:
-    return json_response({"items": [job_view(job) for job in launcher(request, runtime).jobs.recent(limit)]})
+def list_batches(runtime: RuntimeDep, limit: Annotated[int, Query(ge=1, le=200)] = 50) -> Response:
+    return json_response({"items": [job_view(job) for job in runtime.launcher().jobs.recent(limit)]})
 
 
 @reads.get(
@@ -56,8 +54,8 @@ def list_batches(request: Request, runtime: RuntimeDep, limit: Annotated[int, Qu
     responses={404: {"model": ErrorBody, "description": "No such job"}, **READ_ERRORS},
     summary="One batch job: status, counts and failed items",
 )
-def get_batch(request: Request, runtime: RuntimeDep, job_id: Annotated[int, Path(ge=1, le=2**31 - 1)]) -> Response:
-    jobs = launcher(request, runtime).jobs
+def get_batch(runtime: RuntimeDep, job_id: Annotated[int, Path(ge=1, le=2**31 - 1)]) -> Response:
+    jobs = runtime.launcher().jobs
     job = jobs.get(job_id)
     if job is None:
         raise HTTPException(404, f"There is no batch job {job_id}.")
@@ -83,12 +81,3 @@ def job_view(job: BatchJob) -> dict[str, Any]:
         "error": job.error,
         "history": f"/v1/analyses?batch={job.id}",
     }
-
-
-def launcher(request: Request, runtime: RuntimeDep) -> BatchLauncher:
-    """The app's one launcher, made on first use (it needs the service's database engine)."""
-    state = request.app.state
-    with _launcher_lock:
-        if getattr(state, "batch_launcher", None) is None:
-            state.batch_launcher = BatchLauncher(runtime.settings, runtime.service().engine)
-        return state.batch_launcher

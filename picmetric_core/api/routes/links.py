@@ -105,12 +105,11 @@ def get_stored_object(
     if submission is None:
         raise HTTPException(404, f"No analysis of an image with md5 {md5}.")
     key = getattr(submission.record.keys, kind)
-    store = runtime.service().store
-    fresh = store.url(key)
+    fresh = runtime.service().object_link(key)
     if fresh is not None:
         return RedirectResponse(fresh, status_code=307, headers={"Cache-Control": "no-store"})
     try:
-        data = store.get(key)
+        data = runtime.service().read_object(key)
     except ObjectNotFound:
         raise HTTPException(404, "No such object.") from None
     headers = {"Cache-Control": "public, max-age=31536000, immutable", "X-Content-Type-Options": "nosniff"}
