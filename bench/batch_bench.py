@@ -100,7 +100,8 @@ def on_ray(
     folder: Path, models_dir: Path, batch_size: int, actors: int, workdir: Path
 ) -> tuple[float, float, float, str]:
     """Seconds of the pipeline (actor loads included) and of the whole run (Ray start too), steady img/s, memory."""
-    from picmetric_core.batch.runner import BatchOptions, run_batch
+    from picmetric_core.batch.jobs import BatchOptions
+    from picmetric_core.batch.runner import run_batch
 
     settings = settings_in(workdir / f"ray-{actors}", models_dir)
     with PeakMemory() as memory:

@@ -20,7 +20,7 @@ from picmetric_core.filters import DisplayThresholds, shown
 from picmetric_core.history import LABEL_MIN_SCORE, HistoryFilters, HistoryQuery
 from picmetric_core.intake.names import MAX_FILENAME_CHARS
 from picmetric_core.labels import percent
-from picmetric_core.service import Submission
+from picmetric_core.submission import Submission
 from picmetric_core.text_filters import MAX_FILTER_CHARS, check_filter_text
 from picmetric_ui import charts, components, history_data, plain, resources
 from picmetric_ui.page import page_setup

@@ -20,7 +20,7 @@ import logging
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any, Literal, Protocol
 
 from sqlalchemy import Engine
@@ -41,9 +41,10 @@ from picmetric_core.similar.phash import perceptual_hash
 from picmetric_core.similar.signature import signature_of
 from picmetric_core.store import history
 from picmetric_core.store.database import create_database_engine, database_errors, session_factory, upgrade_schema
-from picmetric_core.store.history import AnalysisRecord, LabelCount, TimeCount
+from picmetric_core.store.history import LabelCount, TimeCount
 from picmetric_core.store.objects import ObjectKeys, ObjectNotFound, ObjectStore, analysis_key, open_store
 from picmetric_core.store.orm import analysis_row, utc_now
+from picmetric_core.submission import ObjectUrls, SimilarPhoto, Submission
 from picmetric_core.views import to_json
 
 log = logging.getLogger(__name__)
@@ -63,44 +64,6 @@ class RenderedOverlays(Protocol):
 
 
 RenderOverlays = Callable[[DecodedImage, Analysis], RenderedOverlays]
-
-
-@dataclass(frozen=True)
-class ObjectUrls:
-    """Links to an image's objects: presigned (expiring) or public S3 URLs, ``None`` for a local store."""
-
-    original: str | None
-    detections: str | None
-    faces: str | None
-    thumbnail: str | None
-
-
-@dataclass(frozen=True)
-class Submission:
-    """A stored analysis with links to its objects.
-
-    Attributes:
-        record: Where the image came from and where its objects are.
-        analysis: What the networks found.
-        seen_before: ``True`` when the image was already stored and no network ran for this call.
-        urls: Links to the original, both overlays and the thumbnail.
-        near_duplicates: Stored photos that are the same picture (resized, re-encoded, a little cropped
-            or recoloured), closest first; found when an image is analysed.
-    """
-
-    record: AnalysisRecord
-    analysis: Analysis
-    seen_before: bool
-    urls: ObjectUrls
-    near_duplicates: tuple[NearDuplicate, ...] = ()
-
-
-@dataclass(frozen=True)
-class SimilarPhoto:
-    """A stored photo like the one asked about; ``similarity`` is a cosine similarity (1: the same content)."""
-
-    submission: Submission
-    similarity: float
 
 
 class PicMetricService:

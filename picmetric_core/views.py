@@ -16,8 +16,8 @@ from picmetric_core.filters import DEFAULT_THRESHOLDS, DisplayThresholds, shown
 from picmetric_core.results import Analysis
 
 if TYPE_CHECKING:
-    from picmetric_core.service import Submission
     from picmetric_core.store.history import AnalysisRecord
+    from picmetric_core.submission import Submission
 
 LEGACY_RESNET_TOP = 3
 # The old API listed objects from 50 % (ImageAI's default); v1 and the UI show more.

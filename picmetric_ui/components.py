@@ -12,7 +12,7 @@ from picmetric_core.errors import without_paths
 from picmetric_core.filters import SLIDER_RANGES, DisplayThresholds
 from picmetric_core.intake.images import SUPPORTED_FORMATS, format_size
 from picmetric_core.pipeline import get_analyzer
-from picmetric_core.service import Submission
+from picmetric_core.submission import Submission
 from picmetric_ui import plain, resources
 from picmetric_ui.upload_limit import effective_max_bytes
 

@@ -8,8 +8,8 @@ from __future__ import annotations
 import streamlit as st
 
 from picmetric_core.history import HistoryPage, HistoryQuery, LabelKind
-from picmetric_core.service import Submission
 from picmetric_core.store.history import LabelCount, TimeCount
+from picmetric_core.submission import Submission
 from picmetric_ui import resources
 
 TTL_S = 30

@@ -16,7 +16,7 @@ import numpy as np
 
 from picmetric_core.errors import PicMetricError
 from picmetric_core.intake import Incoming, SourceKind, Upload, intake
-from picmetric_core.service import Submission
+from picmetric_core.submission import Submission
 from picmetric_ui import history_data, resources
 
 log = logging.getLogger(__name__)

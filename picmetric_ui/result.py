@@ -22,7 +22,7 @@ from picmetric_core.intake.images import decode_for
 from picmetric_core.labels import percent
 from picmetric_core.overlays import LANDMARK_LEGEND, draw_overlays, encode_jpeg, encode_png
 from picmetric_core.results import LANDMARK_NAMES, Analysis
-from picmetric_core.service import Submission
+from picmetric_core.submission import Submission
 from picmetric_core.views import legacy_submission_document, submission_document, to_json
 from picmetric_ui import charts, resources
 

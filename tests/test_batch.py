@@ -19,8 +19,8 @@ from PIL import Image
 from skimage import data
 from sqlalchemy import select, update
 
-from picmetric_core.batch.jobs import HEARTBEAT_S, Heartbeat, JobStore, sources_key
-from picmetric_core.batch.runner import BatchOptions, BatchSummary, run_batch
+from picmetric_core.batch.jobs import HEARTBEAT_S, BatchOptions, Heartbeat, JobStore, sources_key
+from picmetric_core.batch.runner import BatchSummary, run_batch
 from picmetric_core.config import Settings
 from picmetric_core.history import HistoryQuery
 from picmetric_core.intake.images import NOT_AN_IMAGE_MESSAGE

@@ -14,7 +14,7 @@ from picmetric_core.api.app import create_app
 from picmetric_core.history import HistoryQuery
 from picmetric_core.intake.images import decode_for
 from picmetric_core.lifecycle import ModelLoader
-from picmetric_core.service import PicMetricService, Submission
+from picmetric_core.service import PicMetricService
 from picmetric_core.similar import pgvector
 from picmetric_core.similar.backfill import backfill
 from picmetric_core.similar.index import SimilarityIndex
@@ -22,6 +22,7 @@ from picmetric_core.similar.signature import embedding_vector
 from picmetric_core.similar.variants import VARIANTS, everything
 from picmetric_core.store.database import session_factory
 from picmetric_core.store.orm import AnalysisRow, SignatureRow
+from picmetric_core.submission import Submission
 from tests.conftest import darknet_photo, jpeg_bytes
 from tests.fixtures_services import create_pg_database, drop_pg_database, make_settings
 

@@ -9,7 +9,7 @@ from picmetric_core.errors import ImageTooLarge
 from picmetric_core.intake import Upload, intake
 from picmetric_core.intake.images import format_size
 from picmetric_core.runtime import Runtime
-from picmetric_core.service import Submission
+from picmetric_core.submission import Submission
 
 
 def read_upload(file: UploadFile, settings: Settings) -> bytes:

@@ -32,7 +32,8 @@ def register(commands: Any) -> None:
 def batch_command(args: argparse.Namespace, settings: Settings) -> int:
     from tqdm import tqdm
 
-    from picmetric_core.batch.runner import BatchOptions, run_batch
+    from picmetric_core.batch.jobs import BatchOptions
+    from picmetric_core.batch.runner import run_batch
     from picmetric_core.errors import PicMetricError
     from picmetric_core.native_logs import native_stderr_to_log
 

@@ -301,3 +301,43 @@ def _one_new_item_per_image(session, job_id: int) -> None:
 
 def _record(row: BatchItemRow) -> ItemRecord:
     return ItemRecord(item=row.item, md5=row.md5, status=row.status, error=row.error, node=row.node)  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True)
+class BatchOptions:
+    """How to run a batch.
+
+    Attributes:
+        limit: At most this many items (the first ones, in listing order).
+        batch_size: Images per block and per ``analyze_many`` call.
+        actors: The actor pool's (min, max) size; each actor holds one copy of the networks.
+        gpus_per_actor: GPUs each actor asks for (0 on CPU machines).
+        actor_cpus: Logical CPUs each actor reserves. Keep it below a node's CPUs, or the read and
+            decode tasks get none and the pipeline waits forever.
+        task_cpus: Logical CPUs each read, decode and store task reserves.
+        address: A Ray cluster to join (``ray://…``, ``host:port`` or ``auto``); ``None``: ``RAY_ADDRESS``,
+            else a local Ray on 127.0.0.1.
+        resume: The id of a job to finish.
+        dry_run: List the items and say what would run, without starting a job.
+        allowed_sources: When set (jobs started from the API or the page), every listed item must be
+            inside one of these folders or ``s3://bucket/prefix`` locations.
+    """
+
+    limit: int | None = None
+    batch_size: int = 8
+    actors: tuple[int, int] = (1, 1)
+    gpus_per_actor: float = 0.0
+    actor_cpus: float = 1.0
+    task_cpus: float = 0.5
+    address: str | None = None
+    resume: int | None = None
+    dry_run: bool = False
+    allowed_sources: tuple[str, ...] | None = None
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1:
+            raise ValueError("batch size must be at least 1")
+        if not 1 <= self.actors[0] <= self.actors[1]:
+            raise ValueError("actors must be MIN,MAX with 1 <= MIN <= MAX")
+        if self.limit is not None and self.limit < 1:
+            raise ValueError("limit must be at least 1")

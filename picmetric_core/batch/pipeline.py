@@ -5,13 +5,12 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from picmetric_core.batch import stages
-from picmetric_core.batch.jobs import BatchJob
+from picmetric_core.batch.jobs import BatchJob, BatchOptions
 from picmetric_core.config import Settings
 
 if TYPE_CHECKING:
     import ray.data
 
-    from picmetric_core.batch.runner import BatchOptions
 
 
 def build_dataset(settings: Settings, job: BatchJob, items: list[str], options: BatchOptions) -> ray.data.Dataset:

@@ -16,8 +16,8 @@ from dataclasses import dataclass, replace
 
 from sqlalchemy import Engine
 
-from picmetric_core.batch.jobs import BatchJob, Heartbeat, JobStore
-from picmetric_core.batch.runner import BatchOptions, run_batch
+from picmetric_core.batch.jobs import BatchJob, BatchOptions, Heartbeat, JobStore
+from picmetric_core.batch.runner import run_batch
 from picmetric_core.batch.sources import SourceNotAllowed, check_allowed, check_items_allowed, list_items
 from picmetric_core.config import Settings
 

@@ -23,8 +23,8 @@ from picmetric_core.api.submit import submit_upload, submit_url
 from picmetric_core.filters import DisplayThresholds
 from picmetric_core.formats import ORIGINAL_EXTENSIONS
 from picmetric_core.history import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, HistoryFilters
-from picmetric_core.service import Submission
 from picmetric_core.store.objects import ObjectNotFound, content_type_of
+from picmetric_core.submission import Submission
 from picmetric_core.views import submission_document
 
 API_VERSION = "1.0.0"

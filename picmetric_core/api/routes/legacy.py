@@ -11,7 +11,7 @@ from picmetric_core.api.deps import Runtime, RuntimeDep, json_response
 from picmetric_core.api.routes.links import stable_link
 from picmetric_core.api.schemas import ERRORS, LegacyResponse
 from picmetric_core.api.submit import submit_upload, submit_url
-from picmetric_core.service import Submission
+from picmetric_core.submission import Submission
 from picmetric_core.views import legacy_submission_document
 
 writes = APIRouter(tags=["legacy"])

@@ -25,8 +25,8 @@ from starlette.exceptions import HTTPException
 from picmetric_core.api.deps import RuntimeDep
 from picmetric_core.api.schemas import ERRORS, ErrorBody
 from picmetric_core.config import Settings
-from picmetric_core.service import Submission
 from picmetric_core.store.objects import ObjectNotFound, content_type_of
+from picmetric_core.submission import Submission
 
 ObjectKind = Literal["original", "detections", "faces", "thumbnail"]
 MD5 = r"^[0-9a-fA-F]{32}$"

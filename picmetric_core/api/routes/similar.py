@@ -12,7 +12,7 @@ from picmetric_core.api.deps import RuntimeDep, json_response
 from picmetric_core.api.routes.analyses import MD5
 from picmetric_core.api.routes.links import object_urls
 from picmetric_core.api.schemas import READ_ERRORS, ErrorBody
-from picmetric_core.service import SimilarPhoto
+from picmetric_core.submission import SimilarPhoto
 
 MAX_SIMILAR = 48
 
