@@ -208,8 +208,7 @@ def _flag_type(annotation: Any) -> Any:
 def export_command(args: argparse.Namespace, settings: Settings) -> int:
     from picmetric_core import exports
     from picmetric_core.filters import DisplayThresholds
-    from picmetric_core.lifecycle import ModelLoader
-    from picmetric_core.service import PicMetricService
+    from picmetric_core.runtime import shared_runtime
 
     try:
         thresholds = DisplayThresholds(args.min_detection_score, args.nms_iou, args.min_face_score)
@@ -221,9 +220,9 @@ def export_command(args: argparse.Namespace, settings: Settings) -> int:
     except ValueError as error:
         print(f"picmetric export: {error}", file=sys.stderr)
         return 2
+    runtime = shared_runtime(settings)  # its loader never starts: an export runs no network
     try:
-        # The loader never starts: an export reads stored results and runs no network.
-        service = PicMetricService(settings, ModelLoader(settings))
+        service = runtime.service()
     except PicMetricError as error:
         print(f"picmetric export: {error}", file=sys.stderr)
         return 1
@@ -239,7 +238,7 @@ def export_command(args: argparse.Namespace, settings: Settings) -> int:
         print(f"picmetric export: could not write {out}: {error.strerror}", file=sys.stderr)
         return 1
     finally:
-        service.close()
+        runtime.close()
     print(f"wrote {out} ({out.stat().st_size:,} bytes, {filters.format})")
     return 0
 

@@ -20,7 +20,6 @@ from picmetric_core.batch.jobs import BatchJob, BatchOptions, Heartbeat, ItemRec
 from picmetric_core.batch.sources import check_items_allowed, list_items
 from picmetric_core.config import Settings
 from picmetric_core.errors import PicMetricError
-from picmetric_core.store.database import create_database_engine, upgrade_schema
 
 log = logging.getLogger(__name__)
 
@@ -64,55 +63,60 @@ class BatchSummary:
 
 
 def run_batch(
-    settings: Settings, sources: Sequence[str], options: BatchOptions, progress: Progress | None = None
+    settings: Settings,
+    sources: Sequence[str],
+    options: BatchOptions,
+    progress: Progress | None = None,
+    *,
+    jobs: JobStore | None = None,
 ) -> BatchSummary:
     """Analyse every item of ``sources`` not done yet, and store it like the app does.
 
     Re-running the same sources resumes their newest unfinished job; ``options.resume`` names one.
+    ``jobs``: where jobs are recorded (a server's launcher passes its own); by default the process's
+    runtime's (:func:`~picmetric_core.runtime.shared_runtime`), so the database has one owner.
 
     Raises:
         SourceError: a source cannot be listed.
         JobNotFound: ``options.resume`` names no job.
     """
     started = time.perf_counter()
-    engine = create_database_engine(settings)
-    try:
-        upgrade_schema(engine)
-        jobs = JobStore(engine)
-        job = _job_to_resume(jobs, sources, options)
-        items = list_items(job.sources if job else sources, settings)
-        limit = job.total if job else options.limit
-        items = items[:limit] if limit else items
-        if options.allowed_sources is not None:
-            check_items_allowed(items, options.allowed_sources)
-        if options.dry_run:
-            done = jobs.done_items(job.id) if job else set()
-            todo = tuple(item for item in items if item not in done)
-            return BatchSummary(job, 0, 0, time.perf_counter() - started, None, dry_run_items=todo)
-        if job is None:
-            job = jobs.start(sources, len(items))
-        else:
-            jobs.reopen(job.id)
-        done = jobs.done_items(job.id)
-        todo = [item for item in items if item not in done]
-        log.info("batch job %s: %d items, %d left", job.id, len(items), len(todo))
-        with Heartbeat(jobs) as heartbeat:
-            heartbeat.add(job.id)
-            try:
-                ran, inferred, nodes, pipeline_s = _run_pipeline(settings, job, todo, options, progress, len(done))
-            except BaseException as error:  # KeyboardInterrupt too: the job must not stay "running"
-                plain = isinstance(error, PicMetricError)
-                reason = str(error) if plain else "the pipeline stopped; see the driver's log"
-                log.exception("batch job %s failed", job.id)
-                jobs.finish(job.id, "failed", None, reason)
-                raise
-        speed = ran / pipeline_s if ran and pipeline_s > 0 else None
-        final = jobs.finish(job.id, "done", speed)
-        return BatchSummary(
-            final, ran, inferred, time.perf_counter() - started, speed, nodes, tuple(jobs.failures(job.id))
-        )
-    finally:
-        engine.dispose()
+    if jobs is None:
+        from picmetric_core.runtime import shared_runtime
+
+        jobs = shared_runtime(settings).jobs()
+    job = _job_to_resume(jobs, sources, options)
+    items = list_items(job.sources if job else sources, settings)
+    limit = job.total if job else options.limit
+    items = items[:limit] if limit else items
+    if options.allowed_sources is not None:
+        check_items_allowed(items, options.allowed_sources)
+    if options.dry_run:
+        done = jobs.done_items(job.id) if job else set()
+        todo = tuple(item for item in items if item not in done)
+        return BatchSummary(job, 0, 0, time.perf_counter() - started, None, dry_run_items=todo)
+    if job is None:
+        job = jobs.start(sources, len(items))
+    else:
+        jobs.reopen(job.id)
+    done = jobs.done_items(job.id)
+    todo = [item for item in items if item not in done]
+    log.info("batch job %s: %d items, %d left", job.id, len(items), len(todo))
+    with Heartbeat(jobs) as heartbeat:
+        heartbeat.add(job.id)
+        try:
+            ran, inferred, nodes, pipeline_s = _run_pipeline(settings, job, todo, options, progress, len(done))
+        except BaseException as error:  # KeyboardInterrupt too: the job must not stay "running"
+            plain = isinstance(error, PicMetricError)
+            reason = str(error) if plain else "the pipeline stopped; see the driver's log"
+            log.exception("batch job %s failed", job.id)
+            jobs.finish(job.id, "failed", None, reason)
+            raise
+    speed = ran / pipeline_s if ran and pipeline_s > 0 else None
+    final = jobs.finish(job.id, "done", speed)
+    return BatchSummary(
+        final, ran, inferred, time.perf_counter() - started, speed, nodes, tuple(jobs.failures(job.id))
+    )
 
 
 def _job_to_resume(jobs: JobStore, sources: Sequence[str], options: BatchOptions) -> BatchJob | None:

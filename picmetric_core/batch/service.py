@@ -82,7 +82,7 @@ class BatchLauncher:
 
     def _run(self, job_id: int) -> None:
         try:
-            run_batch(self.settings, [], replace(self.options, resume=job_id))
+            run_batch(self.settings, [], replace(self.options, resume=job_id), jobs=self.jobs)
         except Exception:
             log.exception("batch job %s stopped", job_id)
         finally:

@@ -23,13 +23,14 @@ def add_similar_parser(commands: argparse._SubParsersAction) -> None:
 def similar_command(args: argparse.Namespace, settings: Settings) -> int:
     """Run ``picmetric similar backfill``; an interrupted run is resumed by running it again."""
     from picmetric_core.models.classifier import load_classifier
+    from picmetric_core.runtime import shared_runtime
     from picmetric_core.similar.pgvector import pgvector_index
-    from picmetric_core.store.database import create_database_engine, session_factory, upgrade_schema
-    from picmetric_core.store.objects import open_store
+    from picmetric_core.store.database import session_factory
 
-    engine = create_database_engine(settings)
+    runtime = shared_runtime(settings)
     try:
-        upgrade_schema(engine)
+        service = runtime.service()
+        engine = service.engine
         classifier = load_classifier(settings.resolved_models_dir, settings.classifier)
 
         def progress(indexed: int, failed: int) -> None:
@@ -37,7 +38,7 @@ def similar_command(args: argparse.Namespace, settings: Settings) -> int:
 
         report = backfill(
             session_factory(engine),
-            open_store(settings),
+            service.store,
             classifier,
             settings,
             batch_size=args.batch,
@@ -50,6 +51,6 @@ def similar_command(args: argparse.Namespace, settings: Settings) -> int:
             for model, dim in vectors.build_indexes():
                 print(f"pgvector: built the index of {model} ({dim} dimensions)")
     finally:
-        engine.dispose()
+        runtime.close()
     print(f"done: {report.indexed} indexed, {report.failed} unreadable, {report.remaining} still without a signature")
     return 1 if report.failed else 0
