@@ -360,6 +360,43 @@ def test_history_compares_two_analyses_side_by_side(app_env, dog_jpg, astronaut_
     assert len(at.get("progress")) >= 4  # each one's top classes
 
 
+def test_a_camera_shot_is_analysed_and_kept_in_history(app_env, person_jpg):
+    at = run(ANALYZE)
+    at.toggle(key="camera_on").set_value(True).run()
+    at.camera_input(key="camera").set_value(("camera.jpg", person_jpg, "image/jpeg")).run()
+    assert_no_exception(at)
+    assert "camera.jpg" in plain_texts(at)
+    assert "person" in texts(at.markdown)  # the one-line summary names what YOLO found
+    history = run(HISTORY)
+    assert "camera.jpg" in plain_texts(history)
+
+
+def test_history_compares_four_analyses_side_by_side(app_env, dog_jpg, person_jpg, astronaut_png):
+    from skimage import data
+
+    upload(
+        run(ANALYZE),
+        ("dog.jpg", dog_jpg, "image/jpeg"),
+        ("person.jpg", person_jpg, "image/jpeg"),
+        ("astronaut.png", astronaut_png, "image/png"),
+        ("coffee.png", png_bytes(data.coffee()), "image/png"),
+    )
+    at = run(HISTORY)
+    picks = [c for c in at.checkbox if c.key and c.key.startswith("compare-")][:4]
+    assert len(picks) == 4
+    for pick in picks:
+        pick.check().run()
+    next(b for b in at.button if b.label == "Compare side by side").click().run()
+    assert_no_exception(at)
+    assert at.title[0].value == "Compare"
+    shown = at.query_params["compare"]
+    assert sorted((shown[0] if isinstance(shown, list) else shown).split(",")) == sorted(
+        p.key.removeprefix("compare-") for p in picks
+    )
+    assert len(at.get("image")) >= 4
+    assert len(at.get("progress")) >= 8  # each one's top classes
+
+
 def test_history_paging_resets_when_any_filter_changes(app_env):
     at = run(HISTORY)
     at.session_state["page"] = 2
