@@ -100,7 +100,7 @@ class Analyzer:
                 faces=tuple(outcomes["faces"][0]),
                 models=self.models,
                 timings_ms={name: round(ms, 2) for name, ms in timings.items()},
-                signature=signature_of(rgb, features, self.classifier.info.name),
+                signature=signature_of(rgb, features, self.classifier.info.name, phash=image.phash),
             )
         )
 
@@ -163,7 +163,9 @@ class Analyzer:
                     faces=tuple(outcome["faces"][0][i]),
                     models=self.models,
                     timings_ms=timings,
-                    signature=signature_of(image.rgb, outcome["classifier"][0][i][1], self.classifier.info.name),
+                    signature=signature_of(
+                        image.rgb, outcome["classifier"][0][i][1], self.classifier.info.name, phash=image.phash
+                    ),
                 )
             )
             for i, image in enumerate(chunk)

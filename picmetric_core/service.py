@@ -37,7 +37,6 @@ from picmetric_core.pipeline import StageCallback
 from picmetric_core.results import Analysis
 from picmetric_core.similar.index import NearDuplicate, SimilarityIndex
 from picmetric_core.similar.pgvector import PgVectorIndex, pgvector_index
-from picmetric_core.similar.phash import perceptual_hash
 from picmetric_core.similar.signature import signature_of
 from picmetric_core.store import history
 from picmetric_core.store.database import create_database_engine, database_errors, session_factory, upgrade_schema
@@ -194,7 +193,7 @@ class PicMetricService:
             report = on_stage or _ignore_stage
             analysis = self._store_objects(image, keys, analyze, report)
             if analysis.signature is None:  # left by an earlier try: the hash now, the embedding by backfill
-                analysis = replace(analysis, signature=signature_of(image.rgb, None, None))
+                analysis = replace(analysis, signature=signature_of(image.rgb, None, None, phash=image.phash))
             near = self._near_duplicates_of_new(analysis)
             report("saving")
             submission = self._insert(
@@ -318,7 +317,7 @@ class PicMetricService:
     def _near_duplicate_instead(self, image: DecodedImage) -> Submission | None:
         """The stored analysis of a near-duplicate of ``image`` (by its hash alone: no network runs)."""
         with database_errors(self.engine):
-            found = self._similarity.near_duplicates(perceptual_hash(image.rgb), exclude=image.md5)
+            found = self._similarity.near_duplicates(image.phash, exclude=image.md5)
         earlier = self._stored(found[0].md5) if found else None
         if earlier is None:
             return None

@@ -164,6 +164,29 @@ def test_a_setting_skips_near_duplicates_without_running_the_networks(settings, 
 
 
 @pytest.mark.slow
+def test_with_skipping_on_a_new_photo_is_hashed_once(settings, analyzer, monkeypatch):
+    from picmetric_core.similar import phash, signature
+
+    calls: list[int] = []
+    real = phash.perceptual_hash
+
+    def counted(rgb):
+        calls.append(1)
+        return real(rgb)
+
+    monkeypatch.setattr(phash, "perceptual_hash", counted)
+    monkeypatch.setattr(signature, "perceptual_hash", counted)
+    skipping = PicMetricService(settings.model_copy(update={"skip_near_duplicates": True}), analyzer)
+    try:
+        fresh = decode_for(settings, jpeg_bytes(np.random.default_rng(7).integers(0, 256, (96, 128, 3), np.uint8)))
+        result = skipping.submit(fresh, filename="noise.jpg")
+    finally:
+        skipping.close()
+    assert not result.seen_before  # nothing like it was stored: the networks ran
+    assert len(calls) == 1  # the check before the networks and the stored signature share one hash
+
+
+@pytest.mark.slow
 def test_api_reports_near_duplicates_and_similar_photos(service, settings, analyzer, photos, originals, cats):
     app = create_app(settings, loader=ModelLoader(settings, load=lambda _settings: analyzer))
     with TestClient(app) as client:

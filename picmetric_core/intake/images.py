@@ -17,6 +17,7 @@ import hashlib
 import io
 import math
 from dataclasses import dataclass
+from functools import cached_property
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -68,6 +69,13 @@ class DecodedImage:
     @property
     def height(self) -> int:
         return self.original_size[1] if self.original_size else int(self.rgb.shape[0])
+
+    @cached_property
+    def phash(self) -> int:
+        """The 64-bit perceptual hash of ``rgb``, computed once (near-duplicate checks and the signature)."""
+        from picmetric_core.similar.phash import perceptual_hash
+
+        return perceptual_hash(self.rgb)
 
     @property
     def scale(self) -> float:

@@ -28,8 +28,12 @@ def embedding_vector(embedding: bytes) -> np.ndarray:
     return np.frombuffer(embedding, EMBEDDING_DTYPE).astype(np.float32)
 
 
-def signature_of(rgb: np.ndarray, features: np.ndarray | None, model_name: str | None) -> Signature:
-    """The pHash of ``rgb`` and, when the classifier gave ``features``, its compact embedding."""
+def signature_of(
+    rgb: np.ndarray, features: np.ndarray | None, model_name: str | None, *, phash: int | None = None
+) -> Signature:
+    """The pHash of ``rgb`` (``phash`` when it is known already) and, when the classifier gave
+    ``features``, its compact embedding."""
+    phash = perceptual_hash(rgb) if phash is None else phash
     if features is None:
-        return Signature(phash=perceptual_hash(rgb))
-    return Signature(phash=perceptual_hash(rgb), embedding=compact_embedding(features), embedding_model=model_name)
+        return Signature(phash=phash)
+    return Signature(phash=phash, embedding=compact_embedding(features), embedding_model=model_name)
