@@ -1,4 +1,5 @@
-"""PicMetric — History: every analysis, searchable, with a shareable detail view and side-by-side compare.
+"""PicMetric — History: every analysis, searchable, with a shareable detail view and side-by-side compare;
+one analysis or the compare picks can be deleted, after a confirmation that says what goes.
 
 Links: ``?md5=…`` opens one analysis, ``?compare=md5,md5,…`` two to four side by side; both may carry the
 thresholds they were viewed at (``&conf=…&iou=…&faceconf=…``).
@@ -22,7 +23,7 @@ from picmetric_core.intake.names import MAX_FILENAME_CHARS
 from picmetric_core.labels import percent
 from picmetric_core.submission import Submission
 from picmetric_core.text_filters import MAX_FILTER_CHARS, check_filter_text
-from picmetric_ui import charts, components, history_data, plain, resources
+from picmetric_ui import charts, components, history_data, plain, resources, thumbnails
 from picmetric_ui.page import page_setup
 from picmetric_ui.result import overlays_for, result_view, stored_rgb, summary_text
 from picmetric_ui.thumbnails import card_thumbnail
@@ -36,10 +37,14 @@ MORE_LIKE_THIS = 12
 SIMILAR_CARD_PX = 170
 _MD5_START = re.compile(r"[0-9a-fA-F]{6,32}")
 FILTER_DEFAULTS = {"label": None, "min_score": LABEL_MIN_SCORE, "faces": "Any", "dates": (), "search": ""}
+# The filters a gallery link may carry (``?batch=7``, ``?similar_to=<md5>``) and what each must be. (A comment:
+# Streamlit would draw a bare string on the page.)
 LINK_FILTERS = {"batch": "a batch job id", "similar_to": "the md5 of a stored photo"}
-"""The filters a gallery link may carry (``?batch=7``, ``?similar_to=<md5>``) and what each must be."""
 GALLERY_STATE = "_gallery_state"  # the filters and page, kept while a detail or compare view is open
 COMPARE = "_compare"
+CONFIRMING = "_confirming_delete"  # the md5s a delete confirmation is open for
+DELETED = "_deleted"  # what the last delete removed, said once in the gallery
+SESSION_RENDERINGS = ("_decoded_cache", "_overlay_cache")  # this session's decoded photos and overlays
 
 for name, default in FILTER_DEFAULTS.items():
     st.session_state.setdefault(name, default)
@@ -86,6 +91,7 @@ def detail_view(md5: str, thresholds: DisplayThresholds) -> None:
         f"{record.content_type} · md5 {record.md5}",
         muted=True,
     )
+    delete_button([md5], "Delete", key="delete-detail")
     with st.container(key="detail-result"):
         result_view(submission, stored_rgb(submission), thresholds, key="detail")
     more_like_this(md5, thresholds)
@@ -101,6 +107,7 @@ def compare_view(md5s: list[str], thresholds: DisplayThresholds) -> None:
     if len(found) < 2:
         st.warning("Pick two to four analyses in the gallery to compare them.", icon=":material/compare:")
         return
+    delete_button([s.record.md5 for s in found], f"Delete these {len(found)}", key="delete-compared")
     for column, submission in zip(st.columns(len(found)), found, strict=True):
         with column, st.container(border=True):
             record, analysis = submission.record, submission.analysis
@@ -115,6 +122,96 @@ def compare_view(md5s: list[str], thresholds: DisplayThresholds) -> None:
             st.markdown(f":material/insights: {summary_text(analysis, visible)}")
             for top in analysis.classifications[:3]:
                 st.progress(top.score, text=f"{top.label} {percent(top.score)}")
+
+
+def delete_button(md5s: list[str], label: str, key: str, into: Any = st) -> None:
+    """Opens the delete confirmation for ``md5s`` (it stays open across reruns until confirmed or dismissed)."""
+    into.button(
+        label,
+        icon=":material/delete:",
+        key=key,
+        on_click=ask_to_delete,
+        args=(list(md5s),),
+        width="stretch" if into is not st else "content",
+    )
+
+
+def ask_to_delete(md5s: list[str]) -> None:
+    st.session_state[CONFIRMING] = md5s
+
+
+def cancel_delete() -> None:
+    st.session_state.pop(CONFIRMING, None)
+
+
+@st.dialog("Delete for good?", on_dismiss=cancel_delete)
+def confirm_delete(submissions: list[Submission], thresholds: DisplayThresholds) -> None:
+    """Says what goes (the photos by name, their images and results), then deletes them when confirmed."""
+    photos = "this photo" if len(submissions) == 1 else f"these {len(submissions)} photos"
+    st.markdown(f"Deleting {photos} removes from the store and the database:")
+    with st.container(border=True):
+        for submission in submissions:
+            record, analysis = submission.record, submission.analysis
+            plain.line(record.filename or record.md5, bold=True)
+            plain.line(f"{summary_text(analysis, shown(analysis, thresholds))} · md5 {record.md5}", muted=True)
+    faces = sum(len(s.analysis.faces) for s in submissions)
+    located = f"the {faces} face{'s' if faces != 1 else ''} located" if faces else "faces"
+    originals = "the original photo and its thumbnail" if len(submissions) == 1 else "the originals and thumbnails"
+    st.markdown(
+        f"- {originals}\n"
+        "- the objects and faces overlays\n"
+        f"- the results: classes, objects and {located}, with what “more like this” knows of them"
+    )
+    st.caption("Links to what goes stop working, everywhere. This cannot be undone.")
+    delete, cancel = st.columns(2)
+    if delete.button("Delete", type="primary", icon=":material/delete:", key="delete-confirm", width="stretch"):
+        try:
+            result = resources.service().delete([s.record.md5 for s in submissions])
+        except PicMetricError as error:
+            st.error(str(error), icon=":material/error:")
+            return
+        cancel_delete()
+        forget(result.deleted)
+        names = [s.record.filename or s.record.md5 for s in submissions if s.record.md5 in result.deleted]
+        st.session_state[DELETED] = names
+        back_to_gallery()
+        st.rerun()
+    if cancel.button("Cancel", key="delete-cancel", width="stretch"):
+        cancel_delete()
+        st.rerun()
+
+
+def delete_confirmation(thresholds: DisplayThresholds) -> None:
+    """The confirmation a delete button opened, drawn over whichever view is shown."""
+    md5s = st.session_state.get(CONFIRMING)
+    if not md5s:
+        return
+    found = [s for s in (resources.service().get(md5) for md5 in md5s) if s is not None]
+    if found:
+        confirm_delete(found, thresholds)
+    else:  # deleted elsewhere meanwhile
+        cancel_delete()
+
+
+def forget(md5s: tuple[str, ...]) -> None:
+    """After a delete: no cached read, thumbnail, decoded photo or overlay of this session shows them again."""
+    history_data.clear()
+    thumbnails.clear()
+    for md5 in md5s:
+        if md5 in chosen:
+            chosen.remove(md5)
+    for name in SESSION_RENDERINGS:
+        st.session_state.pop(name, None)
+
+
+def deleted_notice() -> None:
+    """Says once, back in the gallery, what the last delete removed."""
+    names = st.session_state.pop(DELETED, None)
+    if names:
+        what = f"{names[0]} and everything kept for it"
+        if len(names) > 1:
+            what = f"{len(names)} photos and everything kept for them"
+        st.success(f"Deleted {what}.", icon=":material/delete:")
 
 
 def usable_text(name: str, text: str, max_chars: int = MAX_FILTER_CHARS) -> str:
@@ -227,7 +324,7 @@ def thumbnail_card(submission: Submission, thresholds: DisplayThresholds) -> Non
 def compare_bar() -> None:
     if not chosen:
         return
-    text, action, clear = st.columns([4, 2, 1], vertical_alignment="center")
+    text, action, delete, clear = st.columns([4, 2, 1, 1], vertical_alignment="center")
     text.caption(f"{len(chosen)} of up to {MAX_COMPARE} picked to compare")
     action.button(
         "Compare side by side",
@@ -237,6 +334,7 @@ def compare_bar() -> None:
         kwargs={"compare": ",".join(chosen)},
         width="stretch",
     )
+    delete_button(chosen, "Delete", key="delete-picked", into=delete)
     clear.button("Clear", on_click=chosen.clear, width="stretch")
 
 
@@ -347,6 +445,7 @@ def gallery_view(thresholds: DisplayThresholds) -> None:
         if query.page != 1:
             st.session_state["page"] = 1
             st.rerun()
+    deleted_notice()
     export_buttons(query, thresholds)
     compare_bar()
     gallery(query, thresholds)
@@ -368,6 +467,7 @@ try:
     else:
         title.title("History")
         gallery_view(thresholds)
+    delete_confirmation(thresholds)
 except PicMetricError as error:
     st.error(str(error), icon=":material/error:")
 except Exception:

@@ -255,8 +255,10 @@ def build_parser() -> argparse.ArgumentParser:
     add_export_parser(commands)
     add_similar_parser(commands)
     from picmetric_core.batch.cli import register as register_batch
+    from picmetric_core.delete_cli import register as register_delete
 
     register_batch(commands)
+    register_delete(commands)
     return parser
 
 

@@ -111,12 +111,16 @@ class Settings(BaseSettings):
     # behind a proxy that sets that header itself (a client could otherwise choose its links' host).
     trust_forwarded_host: bool = Field(False, validation_alias=_env("PICMETRIC_TRUST_FORWARDED_HOST"))
 
+    # Retention: `picmetric delete --retention` (run by a cron job or systemd timer) deletes analyses older than
+    # this many days; unset, nothing is deleted on its own (docs/persistence.md, "Deleting").
+    retention_days: int | None = Field(None, ge=1, validation_alias=_env("PICMETRIC_RETENTION_DAYS"))
+
     # Batch jobs: the folders and s3://bucket/prefix locations the API and the Batches page may name.
     batch_allowed_sources: Annotated[list[str], NoDecode] = Field(
         default_factory=list, validation_alias=_env("PICMETRIC_BATCH_ALLOWED_SOURCES")
     )
 
-    @field_validator("app_password", mode="before")
+    @field_validator("app_password", "retention_days", mode="before")
     @classmethod
     def _blank_is_unset(cls, value: Any) -> Any:
         return None if isinstance(value, str) and not value.strip() else value

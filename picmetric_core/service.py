@@ -11,14 +11,19 @@ Write order ("nothing lost"):
 A store failure stops before any row is written. A database failure after step 2 leaves complete
 objects behind, and the next try of the same image reuses them, the analysis included. So a row
 never points at a missing object, and the networks run once per image.
+
+Deleting goes the other way round (rows, then objects: :mod:`picmetric_core.store.deletions`). Storing
+and deleting one md5 hold the same lock in every process (:mod:`picmetric_core.store.locks`), and an
+upload first removes what an unfinished delete of the same photo left, so neither sees half of the other.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import re
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import replace
 from typing import Any, Literal, Protocol
@@ -38,9 +43,11 @@ from picmetric_core.results import Analysis
 from picmetric_core.similar.index import NearDuplicate, SimilarityIndex
 from picmetric_core.similar.pgvector import PgVectorIndex, pgvector_index
 from picmetric_core.similar.signature import signature_of
-from picmetric_core.store import history
+from picmetric_core.store import deletions, history
 from picmetric_core.store.database import create_database_engine, database_errors, session_factory, upgrade_schema
+from picmetric_core.store.deletions import DeleteResult, PendingObjects
 from picmetric_core.store.history import LabelCount, TimeCount
+from picmetric_core.store.locks import Md5Locks
 from picmetric_core.store.objects import ObjectKeys, ObjectNotFound, ObjectStore, analysis_key, open_store
 from picmetric_core.store.orm import analysis_row, utc_now
 from picmetric_core.submission import ObjectUrls, SimilarPhoto, Submission
@@ -51,6 +58,9 @@ log = logging.getLogger(__name__)
 SOURCES = ("upload", "url")
 # How many of the most similar photos the History filter "similar to <md5>" lists.
 SIMILAR_FILTER_SIZE = 48
+# Analyses deleted in one transaction, under one lock: their objects (5 each) fit one S3 DeleteObjects.
+DELETE_CHUNK = 200
+_MD5 = re.compile(r"[0-9a-f]{32}")
 
 
 class Analyzer(Protocol):
@@ -94,6 +104,7 @@ class PicMetricService:
         self._render = render
         self._sessions = session_factory(self.engine)
         self._locks = _KeyedLocks()
+        self._md5_locks = Md5Locks(self.engine, self._locks)
         upgrade_schema(self.engine)
         self._similarity = self._similarity_index()
 
@@ -183,7 +194,7 @@ class PicMetricService:
         known = self._stored(image.md5)
         if known is not None:
             return self._with_near_duplicates(known)
-        with self._locks.holding(image.md5):
+        with self._md5_locks.holding((image.md5,)):
             known = self._stored(image.md5)  # another thread may have finished it while we waited
             if known is not None:
                 return self._with_near_duplicates(known)
@@ -191,6 +202,7 @@ class PicMetricService:
                 return earlier
             keys = ObjectKeys.for_image(image.md5, image.content_type)
             report = on_stage or _ignore_stage
+            self._finish_deletes_of(image.md5)  # what a delete left is not an earlier try to reuse
             analysis = self._store_objects(image, keys, analyze, report)
             if analysis.signature is None:  # left by an earlier try: the hash now, the embedding by backfill
                 analysis = replace(analysis, signature=signature_of(image.rgb, None, None, phash=image.phash))
@@ -209,6 +221,105 @@ class PicMetricService:
     def get(self, md5: str) -> Submission | None:
         """The stored analysis of the image with this md5, or ``None`` when it was never submitted."""
         return self._stored(md5)
+
+    def is_stored(self, md5: str) -> bool:
+        """Whether an analysis of the image with this md5 is stored (one light query)."""
+        with database_errors(self.engine), self._sessions() as session:
+            return bool(deletions.stored_among(session, [md5.lower()]))
+
+    def delete(self, md5s: Iterable[str], *, dry_run: bool = False) -> DeleteResult:
+        """Delete the analyses of these images and everything kept for them; ``missing``: never stored.
+
+        Rows first (the analysis, its classes, objects, faces, signature and vector; batch items are
+        unlinked), then the objects (original, thumbnail, overlays, stored JSON). Objects whose delete
+        failed stay ``pending`` and are removed by the next delete; nothing shows them meanwhile.
+        Every process's similarity index forgets the photos before its next answer.
+
+        Raises:
+            ValueError: a text that is not an md5.
+            StoreUnavailable, DatabaseUnavailable: one of them is down; nothing was deleted.
+        """
+        wanted = list(dict.fromkeys(_checked_md5(md5) for md5 in md5s))
+        with database_errors(self.engine), self._sessions() as session:
+            stored = deletions.stored_among(session, wanted)
+        found = [md5 for md5 in wanted if md5 in stored]
+        missing = tuple(md5 for md5 in wanted if md5 not in stored)
+        if dry_run:
+            return DeleteResult(deleted=tuple(found), missing=missing, dry_run=True)
+        return replace(self._delete(found), missing=missing)
+
+    def delete_matching(self, query: HistoryQuery, *, dry_run: bool = False) -> DeleteResult:
+        """:meth:`delete` every analysis ``query``'s filters find (all pages), oldest first."""
+        query = self._resolved(query)
+        with database_errors(self.engine), self._sessions() as session:
+            md5s = history.matching_md5s(session, query)
+        if dry_run:
+            return DeleteResult(deleted=tuple(md5s), dry_run=True)
+        return self._delete(md5s)
+
+    def pending_deletes(self) -> tuple[PendingObjects, ...]:
+        """Objects of deleted analyses still in the store (it failed during their delete), oldest first."""
+        with database_errors(self.engine), self._sessions() as session:
+            return tuple(deletions.pending(session))
+
+    def retry_deletes(self) -> tuple[PendingObjects, ...]:
+        """Remove the objects earlier deletes left in the store; returns what is still there.
+
+        Raises:
+            StoreUnavailable: the store is still down (what is pending stays pending).
+        """
+        left = self.pending_deletes()
+        for start in range(0, len(left), DELETE_CHUNK):
+            chunk = left[start : start + DELETE_CHUNK]
+            with self._md5_locks.holding(item.md5 for item in chunk):
+                # Again under the lock: an upload of the same photo may have finished one meanwhile.
+                ids = {item.deletion_id for item in chunk}
+                with database_errors(self.engine), self._sessions() as session:
+                    found = deletions.pending(session, md5s=[item.md5 for item in chunk])
+                self._remove_objects([item for item in found if item.deletion_id in ids])
+        return self.pending_deletes()
+
+    def _delete(self, md5s: list[str]) -> DeleteResult:
+        self.retry_deletes()
+        if not md5s:
+            return DeleteResult(pending=self.pending_deletes())
+        self.store.exists(analysis_key(md5s[0]))  # a store that is down fails here, before any row goes
+        deleted: list[str] = []
+        store_down: StoreUnavailable | None = None
+        for start in range(0, len(md5s), DELETE_CHUNK):
+            with self._md5_locks.holding(md5s[start : start + DELETE_CHUNK]):
+                with database_errors(self.engine), self._sessions.begin() as session:
+                    removed = deletions.delete_rows(session, md5s[start : start + DELETE_CHUNK])
+                deleted += [item.md5 for item in removed]
+                if store_down is None:
+                    try:
+                        self._remove_objects(removed)
+                    except StoreUnavailable as error:  # the rows are gone: their objects wait for the next delete
+                        store_down = error
+        if store_down is not None:
+            log.warning("deleted %d analyses; their objects wait for the store: %s", len(deleted), store_down)
+        log.info("deleted %d analyses", len(deleted))
+        return DeleteResult(deleted=tuple(deleted), pending=self.pending_deletes())
+
+    def _remove_objects(self, items: list[PendingObjects]) -> None:
+        """Delete the objects of ``items`` (their md5s locked) and record it; what failed stays pending."""
+        if not items:
+            return
+        left = deletions.remove_objects(self.store, items)
+        with database_errors(self.engine), self._sessions.begin() as session:
+            deletions.record_removed(session, left)
+
+    def _finish_deletes_of(self, md5: str) -> None:
+        """Remove the objects a failed delete of ``md5`` left (its lock held), before it is stored again."""
+        with database_errors(self.engine), self._sessions() as session:
+            left = deletions.pending(session, md5s=[md5])
+        if not left:
+            return
+        log.info("removing the objects an earlier delete of %s left, before storing it again", md5)
+        self._remove_objects(left)
+        with database_errors(self.engine), self._sessions() as session:
+            if deletions.pending(session, md5s=[md5]):
+                raise StoreUnavailable("The image store could not delete this image's earlier copy; try again.")
 
     def near_duplicates(self, md5: str) -> list[NearDuplicate] | None:
         """Stored photos that are the same picture as the stored photo ``md5``, closest first.
@@ -401,6 +512,13 @@ class PicMetricService:
 
 def _ignore_stage(_stage: str) -> None:
     pass
+
+
+def _checked_md5(text: str) -> str:
+    md5 = text.strip().lower()
+    if not _MD5.fullmatch(md5):
+        raise ValueError(f"not an md5: {text!r}")
+    return md5
 
 
 def _analysis_json(analysis: Analysis) -> bytes:

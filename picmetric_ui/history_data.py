@@ -1,4 +1,5 @@
-"""The History page's reads, cached for a short while and cleared as soon as a new analysis is stored.
+"""The History page's reads, cached for a short while and cleared as soon as a new analysis is stored or
+analyses are deleted.
 
 Every function takes the settings key, so a change of database or store never serves another one's rows.
 """
@@ -56,6 +57,6 @@ def counts_over_time() -> list[TimeCount]:
 
 
 def clear() -> None:
-    """Forget every cached read (called after a new analysis is stored)."""
+    """Forget every cached read (called after a new analysis is stored, and after a delete)."""
     for cached in (_history, _count, _label_frequencies, _counts_over_time):
         cached.clear()

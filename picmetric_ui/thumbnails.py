@@ -28,6 +28,11 @@ def _card(settings_key: str, key: str) -> bytes:
     return _jpeg(ImageOps.pad(stored, CARD_SIZE, color=_BACKDROP))
 
 
+def clear() -> None:
+    """Forget every cached card (called after analyses are deleted)."""
+    _card.clear()
+
+
 def card_thumbnail(key: str | None) -> bytes:
     """The stored thumbnail at ``key``, letterboxed to 4:3; a blank card when it cannot be read (logged)."""
     if key is not None:

@@ -139,7 +139,7 @@ def create_app(settings: Settings | None = None, *, loader: ModelLoader | None =
         app.add_middleware(
             CORSMiddleware,
             allow_origins=settings.cors_origins,
-            allow_methods=["GET", "POST"],
+            allow_methods=["GET", "POST", "DELETE"],
             # Any request header: the old front end's axios sends its own (`timeout`), which forces a preflight.
             allow_headers=["*"],
             expose_headers=["X-PicMetric-Seen-Before"],

@@ -7,6 +7,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from picmetric_core.history import HistoryFilters
+
 
 class ErrorBody(BaseModel):
     """Every error: a message fit for a person."""
@@ -166,6 +168,35 @@ class AnalysisPageBody(V1Body):
     page: int
     limit: int
     total: int | None = Field(description="How many match in all, with `with_total=true`")
+
+
+class DeleteRequest(HistoryFilters):
+    """Which analyses ``POST /v1/analyses/delete`` deletes: the History filters (at least one), or ``all``.
+
+    A field this body does not know is refused (a misspelt filter must not widen a delete).
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    all: bool = Field(False, description="Without any filter: delete every analysis (required then)")
+    dry_run: bool = Field(False, description="Delete nothing: only say which analyses would be deleted")
+
+    @property
+    def filtered(self) -> bool:
+        """Whether any History filter is set."""
+        return any(getattr(self, name) is not None for name in HistoryFilters.model_fields)
+
+
+class DeletedBody(V1Body):
+    """What a delete did."""
+
+    deleted: int = Field(description="How many analyses were deleted (with dry_run: would be)")
+    md5s: list[str] = Field(description="Their md5s, oldest first")
+    dry_run: bool
+    pending_objects: int = Field(
+        description="Objects still in the store because it failed (of this or an earlier delete); the next delete "
+        "removes them. Nothing shows them meanwhile."
+    )
 
 
 class NetworksBody(V1Body):

@@ -1,7 +1,8 @@
 """The in-process similarity index: every stored signature in numpy arrays, caught up from the database.
 
 Before each question the index reads the signature rows added since it last looked (ids only grow), so
-analyses stored by this process, another API worker or the backfill are all found.
+analyses stored by this process, another API worker or the backfill are all found; and the ``deletions``
+written since, so photos deleted by any process are forgotten without a restart.
 
 Near-duplicates are decided in two steps, both measured on 21 photos (skimage's and darknet's) and six
 edits of each (docs/similar.md): the pHash finds candidates within ``CANDIDATE_BITS`` (edits of one photo
@@ -25,6 +26,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from picmetric_core.similar.phash import hamming_to_many
 from picmetric_core.similar.signature import compact_embedding, embedding_vector
+from picmetric_core.store.deletions import deleted_signatures_since, last_deletion_id
 from picmetric_core.store.orm import AnalysisRow, SignatureRow
 
 CANDIDATE_BITS = 22
@@ -74,6 +76,20 @@ class _Embeddings:
     def scores(self, vector: np.ndarray) -> np.ndarray:
         return self.matrix[: len(self.md5s)] @ vector
 
+    def remove(self, md5: str) -> tuple[str, int] | None:
+        """Drop ``md5``'s row; the last row moves into its place: returns that row's md5 and new row, if any."""
+        row = self.row_of.pop(md5)
+        last = len(self.md5s) - 1
+        moved = None
+        if row != last:
+            moved = self.md5s[last]
+            self.matrix[row] = self.matrix[last]
+            self.md5s[row] = moved
+            self.row_of[moved] = row
+        self.md5s.pop()
+        self.matrix[last] = 0
+        return (moved, row) if moved is not None else None
+
 
 class SimilarityIndex:
     """Hashes and embeddings of every stored analysis. Thread-safe.
@@ -88,9 +104,11 @@ class SimilarityIndex:
         self._sessions = sessions
         self._lock = threading.Lock()
         self._last_id = 0
+        self._last_deletion_id: int | None = None  # None: before the first load
         self._md5s: list[str] = []
         self._row_of: dict[str, int] = {}
         self._hashes = np.zeros(_INITIAL_CAPACITY, np.int64)
+        self._signature_ids = np.zeros(_INITIAL_CAPACITY, np.int64)
         # Per photo: which embedding table holds it (-1: none) and its row there.
         self._table_of = np.full(_INITIAL_CAPACITY, -1, np.int16)
         self._table_row = np.zeros(_INITIAL_CAPACITY, np.int64)
@@ -103,15 +121,18 @@ class SimilarityIndex:
     @property
     def nbytes(self) -> int:
         """Memory held by the arrays (not counting the md5 strings)."""
-        per_photo = self._hashes.nbytes + self._table_of.nbytes + self._table_row.nbytes
+        per_photo = self._hashes.nbytes + self._table_of.nbytes + self._table_row.nbytes + self._signature_ids.nbytes
         return per_photo + sum(table.matrix.nbytes for table in self._tables)
 
     def refresh(self) -> int:
-        """Read the signatures stored since the last call, a few thousand rows at a time; returns how many."""
-        statement = self._new_rows().where(SignatureRow.id > self._last_id).order_by(SignatureRow.id)
-        statement = statement.execution_options(yield_per=_LOAD_BATCH)
+        """Read the signatures stored since the last call, a few thousand rows at a time, and forget the
+        deleted ones; returns how many were added."""
         added = 0
         with self._lock, self._sessions() as session:
+            if self._last_deletion_id is None:  # before the signatures: a later deletion is read next time
+                self._last_deletion_id = last_deletion_id(session)
+            statement = self._new_rows().where(SignatureRow.id > self._last_id).order_by(SignatureRow.id)
+            statement = statement.execution_options(yield_per=_LOAD_BATCH)
             # The first load sizes every array once, for all the rows (no copies while growing).
             expected = (session.scalar(select(func.count(SignatureRow.id))) or 0) if not self._md5s else 0
             for rows in session.execute(statement).partitions():
@@ -122,7 +143,42 @@ class SimilarityIndex:
                 self._added_partition(session, last=False)
                 added += len(rows)
             self._added_partition(session, last=True)
+            self._forget_deleted(session)
         return added
+
+    def _forget_deleted(self, session: Session) -> None:
+        """Drop the photos whose signatures were deleted since the last call (under the lock)."""
+        assert self._last_deletion_id is not None
+        deleted = deleted_signatures_since(session, self._last_deletion_id)
+        if not deleted:
+            return
+        self._last_deletion_id = deleted[-1][0]
+        gone = np.array([signature_id for _, signature_id in deleted if signature_id is not None], np.int64)
+        positions = np.flatnonzero(np.isin(self._signature_ids[: len(self._md5s)], gone))
+        for position in sorted(positions.tolist(), reverse=True):  # from the end: no moved photo is one to drop
+            self._remove_at(position)
+
+    def _remove_at(self, position: int) -> None:
+        """Forget the photo at ``position``; the last photo moves into its place."""
+        md5 = self._md5s[position]
+        if self._table_of[position] >= 0:
+            self._drop_embedding(int(self._table_of[position]), md5)
+        last = len(self._md5s) - 1
+        if position != last:
+            moved = self._md5s[last]
+            self._md5s[position] = moved
+            self._row_of[moved] = position
+            for array in (self._hashes, self._table_of, self._table_row, self._signature_ids):
+                array[position] = array[last]
+        self._md5s.pop()
+        del self._row_of[md5]
+        self._table_of[last] = -1
+
+    def _drop_embedding(self, table_id: int, md5: str) -> None:
+        moved = self._tables[table_id].remove(md5)
+        if moved is not None:
+            moved_md5, row = moved
+            self._table_row[self._row_of[moved_md5]] = row
 
     def _new_rows(self) -> Select:
         """Signature id, md5, hash, embedding and its model, for :meth:`refresh` to filter and stream."""
@@ -168,13 +224,15 @@ class SimilarityIndex:
                 return self._unlocked_near_duplicates(phash, md5)
             model = next(name for name, i in self._table_ids.items() if i == table_id)
             embedding = self._own_embedding(position, md5, model)
+        if embedding is None:  # deleted since the refresh
+            return None
         return self.near_duplicates(phash, embedding, model, exclude=md5)
 
     def _candidate_scores(self, positions: np.ndarray, table_id: int, model: str, vector: np.ndarray) -> np.ndarray:
         """Cosine similarities of ``vector`` to the embeddings of the photos at ``positions`` (all of ``model``)."""
         return self._tables[table_id].matrix[self._table_row[positions]] @ vector
 
-    def _own_embedding(self, position: int, md5: str, model: str) -> bytes:
+    def _own_embedding(self, position: int, md5: str, model: str) -> bytes | None:
         return compact_embedding(self._tables[int(self._table_of[position])].matrix[self._table_row[position]])
 
     def _added_partition(self, session: Session, last: bool) -> None:
@@ -217,6 +275,7 @@ class SimilarityIndex:
         if rows > len(self._hashes):
             size = max(rows, _grown(len(self._hashes)))
             self._hashes = np.resize(self._hashes, size)
+            self._signature_ids = np.resize(self._signature_ids, size)
             self._table_of = np.concatenate([self._table_of, np.full(size - len(self._table_of), -1, np.int16)])
             self._table_row = np.resize(self._table_row, size)
 
@@ -229,6 +288,7 @@ class SimilarityIndex:
             self._row_of[md5] = position
             self._md5s.append(md5)
         self._hashes[position] = phash
+        self._signature_ids[position] = row_id
         if model is not None:
             self._keep_embedding(position, row_id, md5, embedding, model, expected)
 

@@ -7,8 +7,8 @@ the 64-bit hashes and each photo's signature id. Near-duplicates are still found
 server computes their candidates' similarities to confirm them.
 
 ``signature_vectors`` is derived from ``signatures``: before each question the index copies the rows it
-has not seen, and a signature replaced by the backfill takes its vector with it
-(``ON DELETE CASCADE``). It is created at run time, not by a migration, because the extension may be
+has not seen, and a signature replaced by the backfill or deleted with its analysis takes its vector with
+it (``ON DELETE CASCADE``). It is created at run time, not by a migration, because the extension may be
 installed after the schema was upgraded; without the extension (or the right to create it) nothing is
 created and the in-process index serves (:func:`pgvector_index`).
 """
@@ -193,9 +193,13 @@ class PgVectorIndex(SimilarityIndex):
             found = dict(session.execute(query, parameters).tuples().all())
         return np.array([found.get(signature_id, -1.0) for signature_id in signature_ids], np.float64)
 
-    def _own_embedding(self, position: int, md5: str, model: str) -> bytes:
+    def _own_embedding(self, position: int, md5: str, model: str) -> bytes | None:
         with self._sessions() as session:
-            return session.get_one(SignatureRow, int(self._table_row[position])).embedding
+            row = session.get(SignatureRow, int(self._table_row[position]))
+        return row.embedding if row is not None else None  # None: deleted since the last refresh
+
+    def _drop_embedding(self, table_id: int, md5: str) -> None:
+        pass  # its vector went with its signature (ON DELETE CASCADE)
 
 
 def nearest_query(dim: int) -> TextClause:
@@ -216,7 +220,8 @@ def nearest_query(dim: int) -> TextClause:
 
 
 def _insert_vectors(connection: Connection, rows: list[tuple[int, str, bytes]]) -> None:
-    """Insert ``(signature id, model, float16 bytes)`` rows that are not there yet, 500 to a statement.
+    """Insert ``(signature id, model, float16 bytes)`` rows that are not there yet (nor their signatures
+    deleted), 500 to a statement.
 
     Vectors travel as text with five significant digits, which gives back every float16 exactly (a
     binary COPY would be faster, but psycopg2 refuses it under the wait callback that bounds every
@@ -228,7 +233,8 @@ def _insert_vectors(connection: Connection, rows: list[tuple[int, str, bytes]]) 
             cursor,
             "INSERT INTO signature_vectors (signature_id, embedding_model, embedding) "
             "SELECT v.id, v.model, v.embedding::halfvec FROM (VALUES %s) AS v (id, model, embedding) "
-            "JOIN signatures s ON s.id = v.id ON CONFLICT DO NOTHING",
+            # Locked against a delete that commits meanwhile: a signature deleted since is skipped, not a failure.
+            "JOIN signatures s ON s.id = v.id FOR KEY SHARE OF s ON CONFLICT DO NOTHING",
             values,
             page_size=500,
         )

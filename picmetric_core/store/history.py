@@ -98,6 +98,12 @@ def count(session: Session, query: HistoryQuery) -> int:
     return session.scalar(select(func.count()).select_from(AnalysisRow).where(*_conditions(query))) or 0
 
 
+def matching_md5s(session: Session, query: HistoryQuery) -> list[str]:
+    """The md5 of every analysis matching ``query``'s filters (its paging is ignored), oldest first."""
+    statement = select(AnalysisRow.md5).where(*_conditions(query))
+    return list(session.scalars(statement.order_by(AnalysisRow.created_at, AnalysisRow.id)))
+
+
 def get_by_md5(session: Session, md5: str) -> StoredAnalysis | None:
     """The stored analysis of the image with this md5, or ``None``."""
     row = session.scalars(select(AnalysisRow).where(AnalysisRow.md5 == md5.lower()).options(*_children())).first()

@@ -11,7 +11,8 @@ import os
 import random
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
@@ -90,6 +91,14 @@ class ObjectStore(Protocol):
 
     def delete(self, key: str) -> None: ...
 
+    def delete_many(self, keys: Sequence[str]) -> list[str]:
+        """Delete every key (one that is not there counts as deleted); returns the keys that are still there.
+
+        Raises:
+            StoreUnavailable: the store could not be reached (nothing is known to be deleted).
+        """
+        ...
+
     def describe(self) -> str:
         """Where the objects are, for messages (never contains secrets)."""
         ...
@@ -136,6 +145,23 @@ class LocalStore:
     def delete(self, key: str) -> None:
         self._path(key).unlink(missing_ok=True)
 
+    def delete_many(self, keys: Sequence[str]) -> list[str]:
+        if keys and not self.root.is_dir():
+            raise StoreUnavailable(f"The image folder {self.root} is not there.")
+        failed = []
+        for key in keys:
+            path = self._path(key)
+            try:
+                path.unlink(missing_ok=True)
+            except OSError as error:
+                log.warning("could not delete %s from %s: %s", key, self.root, error.strerror)
+                failed.append(key)
+                continue
+            # The image's folder goes with its last object: its name is the md5.
+            with suppress(OSError):
+                path.parent.rmdir()
+        return failed
+
     def describe(self) -> str:
         return f"folder {self.root}"
 
@@ -144,6 +170,7 @@ class LocalStore:
 TRANSIENT_CODES = frozenset(
     ["500", "502", "503", "504", "InternalError", "ServiceUnavailable", "SlowDown", "RequestTimeout", "Throttling"]
 )
+S3_DELETE_BATCH = 1000  # keys in one DeleteObjects request, at most
 CREDENTIAL_CODES = frozenset(["403", "Forbidden", "AccessDenied", "SignatureDoesNotMatch", "InvalidAccessKeyId"])
 
 
@@ -264,6 +291,20 @@ class S3Store:
 
     def delete(self, key: str) -> None:
         self._call("delete", key, lambda: self.client.delete_object(Bucket=self.bucket, Key=key))
+
+    def delete_many(self, keys: Sequence[str]) -> list[str]:
+        """One ``DeleteObjects`` request per 1,000 keys (S3's limit)."""
+        failed: list[str] = []
+        for start in range(0, len(keys), S3_DELETE_BATCH):
+            batch = list(keys[start : start + S3_DELETE_BATCH])
+            delete = {"Objects": [{"Key": key} for key in batch], "Quiet": True}
+            response = self._call(
+                "delete", batch[0], lambda delete=delete: self.client.delete_objects(Bucket=self.bucket, Delete=delete)
+            )
+            for error in response.get("Errors", []):
+                log.warning("S3 could not delete %s: %s", error.get("Key"), error.get("Code"))
+                failed.append(error.get("Key", ""))
+        return failed
 
     def _call(self, action: str, key: str, operation: Callable[[], T]) -> T:
         from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError, ParamValidationError

@@ -315,4 +315,28 @@ class BatchItemRow(Base):
         UniqueConstraint("job_id", "item", name="uq_batch_items_job_id_item"),
         # History's batch filter: "analyses whose md5 this job stored or saw".
         Index("ix_batch_items_job_id_md5", "job_id", "md5"),
+        # A delete unlinks the items of its md5s, in every job.
+        Index("ix_batch_items_md5", "md5"),
     )
+
+
+class DeletionRow(Base):
+    """One deleted analysis, written in the transaction that deletes its rows.
+
+    Every process's in-process similarity index reads the rows with an id above the last it read and
+    forgets ``signature_id`` (ids only grow, and rows are written in id order). ``md5`` and
+    ``object_keys`` are kept only while objects of the photo are still in the store: a delete whose
+    store failed is finished by the next delete command (or the next upload of the same photo), and
+    then both are cleared, so nothing here names the photo once it is gone.
+    """
+
+    __tablename__ = "deletions"
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
+    deleted_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utc_now)
+    signature_id: Mapped[int | None] = mapped_column(BigInteger)
+    md5: Mapped[str | None] = mapped_column(Md5)
+    object_keys: Mapped[list[str] | None] = mapped_column(JSON(none_as_null=True))
+    objects_deleted_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+
+    __table_args__ = (Index("ix_deletions_md5", "md5"),)

@@ -1,4 +1,4 @@
-"""The v1 endpoints: analyse an image, list and read past analyses, serve stored objects, health."""
+"""The v1 endpoints: analyse an image, list, read and delete past analyses, serve stored objects, health."""
 
 from __future__ import annotations
 
@@ -16,6 +16,8 @@ from picmetric_core.api.schemas import (
     READ_ERRORS,
     AnalysisBody,
     AnalysisPageBody,
+    DeletedBody,
+    DeleteRequest,
     ErrorBody,
     HealthBody,
 )
@@ -110,10 +112,51 @@ def get_analysis(
     return json_response(_full(request, submission, shown))
 
 
+@writes.delete(
+    "/v1/analyses/{md5}",
+    status_code=204,
+    responses={404: {"model": ErrorBody, "description": "Never analysed, or deleted already"}, **ERRORS},
+    summary="Delete one analysis and everything stored for it",
+)
+def delete_analysis(runtime: RuntimeDep, md5: Annotated[str, Path(pattern=MD5)]) -> Response:
+    """The analysis, its classes, objects, faces and signature, and its original, thumbnail, overlays and stored
+    JSON. A store or database that is down answers 503 and nothing is deleted; a store that fails midway leaves
+    objects that the next delete removes (nothing shows them)."""
+    if not runtime.service().delete([md5]).deleted:
+        raise HTTPException(404, f"No analysis of an image with md5 {md5.lower()}.")
+    return Response(status_code=204)
+
+
+@writes.post(
+    "/v1/analyses/delete",
+    response_model=DeletedBody,
+    responses=ERRORS,
+    summary="Delete every analysis a history filter finds",
+)
+def delete_analyses(runtime: RuntimeDep, body: DeleteRequest) -> Response:
+    """The filters of ``GET /v1/analyses`` (without paging: every match goes) as a JSON body. An empty body
+    is refused; ``"all": true`` deletes every analysis. ``dry_run`` only answers which would go."""
+    if not body.filtered and not body.all:
+        raise HTTPException(422, 'Give at least one filter, or "all": true to delete every analysis.')
+    try:
+        query = body.query()
+    except ValueError as error:
+        raise HTTPException(422, str(error)) from None
+    result = runtime.service().delete_matching(query, dry_run=body.dry_run)
+    return json_response(
+        {
+            "deleted": len(result.deleted),
+            "md5s": list(result.deleted),
+            "dry_run": result.dry_run,
+            "pending_objects": result.pending_objects,
+        }
+    )
+
+
 @reads.get("/objects/{key:path}", responses={404: {"model": ErrorBody}, 503: ERRORS[503]})
 def get_object(runtime: RuntimeDep, key: str) -> Response:
     """A stored image or overlay (for a local store, whose objects have no links of their own)."""
-    if not OBJECT_KEY.fullmatch(key):
+    if not OBJECT_KEY.fullmatch(key) or not runtime.service().is_stored(key[:32]):  # deleted: never shown
         raise HTTPException(404, "No such object.")
     try:
         data = runtime.service().read_object(key)
