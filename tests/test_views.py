@@ -60,7 +60,7 @@ def test_the_old_shape_names_unlinked_objects_by_key(app_and_service, dog_jpg):
 
 
 def test_one_format_table_for_intake_store_and_api():
-    from picmetric_core.api.routes.analyses import OBJECT_KEY
+    from picmetric_core.api.routes.objects import OBJECT_KEY
 
     md5 = "0" * 32
     for image_format in IMAGE_FORMATS:

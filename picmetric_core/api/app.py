@@ -27,86 +27,19 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from picmetric_core.api.deps import TokenGate, token_dependencies
-from picmetric_core.api.routes import analyses, batches, exports, legacy, links, similar
+from picmetric_core.api.access import document_token, open_matcher
+from picmetric_core.api.middleware import BodyLimit, DatabaseBudget, TokenGate
+from picmetric_core.api.routes import analyses, batches, exports, health, legacy, links, objects, similar
 from picmetric_core.config import Settings, get_settings
 from picmetric_core.errors import DatabaseUnavailable, PicMetricError, client_message
-from picmetric_core.intake.images import format_size
 from picmetric_core.lifecycle import ModelLoader
 from picmetric_core.runtime import Runtime
-from picmetric_core.store.database import database_budget, request_budget_s
+from picmetric_core.store.database import request_budget_s
 
 log = logging.getLogger(__name__)
 
-# Multipart framing around the image: a body longer than the image limit plus this is refused unread.
-MULTIPART_SLACK_BYTES = 64 * 1024
 GENERIC_500 = "Something went wrong on the server; it has been logged. Try again, or report it if it persists."
-
-
-class BodyLimit:
-    """Refuses a request body larger than the image limit: unread when declared so, else as it arrives.
-
-    A chunked body (no ``Content-Length``) is counted chunk by chunk as the app reads it, and the
-    read that passes the limit ends the request with a 413, so nothing over the limit is ever
-    spooled to disk.
-    """
-
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
-        self.app = app
-        self.max_bytes = max_bytes
-        self.message = f"The image is too large: the limit is {format_size(max_bytes)}."
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        allowed = self.max_bytes + MULTIPART_SLACK_BYTES
-        declared = dict(scope["headers"]).get(b"content-length", b"")
-        if declared.isdigit() and int(declared) > allowed:
-            await JSONResponse({"error": self.message}, status_code=413)(scope, receive, send)
-            return
-        received = 0
-        responded = False
-
-        async def counted_receive() -> Message:
-            nonlocal received
-            message = await receive()
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > allowed:
-                    # FastAPI re-raises an HTTPException from body parsing, so the error handler answers 413.
-                    raise HTTPException(413, self.message)
-            return message
-
-        async def watched_send(message: Message) -> None:
-            nonlocal responded
-            responded = responded or message["type"] == "http.response.start"
-            await send(message)
-
-        try:
-            await self.app(scope, counted_receive, watched_send)
-        except HTTPException as error:
-            if error.status_code != 413 or responded:
-                raise
-            await JSONResponse({"error": self.message}, status_code=413)(scope, receive, send)
-
-
-class DatabaseBudget:
-    """Gives each request one budget for all its database waits (:func:`database_budget`), so a
-    silent database costs a request at most ``seconds`` however many waits it queues behind."""
-
-    def __init__(self, app: ASGIApp, seconds: float) -> None:
-        self.app = app
-        self.seconds = seconds
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        with database_budget(self.seconds):
-            await self.app(scope, receive, send)
 
 
 def create_app(settings: Settings | None = None, *, loader: ModelLoader | None = None) -> FastAPI:
@@ -127,14 +60,14 @@ def create_app(settings: Settings | None = None, *, loader: ModelLoader | None =
 
     app = FastAPI(
         title="PicMetric API",
-        version=analyses.API_VERSION,
+        version=health.API_VERSION,
         summary="ImageNet classes, COCO objects and faces in a photo, stored and searchable.",
         lifespan=lifespan,
     )
     app.state.runtime = runtime
     app.add_middleware(DatabaseBudget, seconds=request_budget_s(settings))
     app.add_middleware(BodyLimit, max_bytes=settings.max_image_bytes)
-    app.add_middleware(TokenGate, token=settings.api_token)  # outside BodyLimit: no body is read without it
+    app.add_middleware(TokenGate, token=settings.api_token, is_open=open_matcher(app))  # no body read without it
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,
@@ -145,20 +78,10 @@ def create_app(settings: Settings | None = None, *, loader: ModelLoader | None =
             expose_headers=["X-PicMetric-Seen-Before"],
         )
     _add_error_handlers(app)
-    # TokenGate enforces the token; the dependencies only declare it in the OpenAPI schema.
-    needs_token = token_dependencies(settings)
-    app.include_router(legacy.writes, dependencies=needs_token)
-    app.include_router(legacy.pages)  # the test page: open, like the docs
-    app.include_router(analyses.writes, dependencies=needs_token)
-    # Before links, whose /v1/analyses/{md5}/{kind} would otherwise take /v1/analyses/{md5}/similar.
-    app.include_router(similar.reads, dependencies=needs_token)
-    app.include_router(links.router)  # its own check: the token or a link's signature (see links.py)
-    # Before analyses.reads, so /v1/analyses/export is not taken for /v1/analyses/{md5}.
-    app.include_router(exports.router, dependencies=needs_token)
-    app.include_router(analyses.reads, dependencies=needs_token)
-    app.include_router(analyses.open_routes)
-    app.include_router(batches.writes, dependencies=needs_token)
-    app.include_router(batches.reads, dependencies=needs_token)
+    for routes in (analyses, exports, similar, links, objects, health, batches, legacy):
+        app.include_router(routes.router)
+    if settings.api_token is not None:
+        document_token(app)
     return app
 
 

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, PlainSerializer
 
 from picmetric_core.history import HistoryFilters
+
+IsoDatetime = Annotated[datetime, PlainSerializer(datetime.isoformat, return_type=str)]
+"""A moment as ``datetime.isoformat`` writes it (``+00:00``), the same in every document PicMetric hands out."""
 
 
 class ErrorBody(BaseModel):
@@ -124,7 +127,7 @@ class RecordBody(V1Body):
     """Where the image came from and where its objects are."""
 
     md5: str
-    created_at: datetime
+    created_at: IsoDatetime
     filename: str | None
     source: Literal["upload", "url"]
     source_url: str | None
@@ -197,6 +200,57 @@ class DeletedBody(V1Body):
         description="Objects still in the store because it failed (of this or an earlier delete); the next delete "
         "removes them. Nothing shows them meanwhile."
     )
+class SimilarItemBody(V1Body):
+    """A stored photo like the one asked about."""
+
+    md5: str
+    similarity: float = Field(description="Cosine similarity of the classifier's embeddings (1: the same content)")
+    filename: str | None
+    created_at: IsoDatetime
+    top_class: str | None
+    urls: ObjectLinksBody
+
+
+class SimilarBody(V1Body):
+    """The stored photos most like one in content, most similar first, and its near-duplicates."""
+
+    md5: str
+    items: list[SimilarItemBody]
+    near_duplicates: list[NearDuplicateBody]
+
+
+class BatchFailureBody(V1Body):
+    """An item of a batch job that could not be analysed, by its file name."""
+
+    item: str
+    error: str | None
+
+
+class BatchJobBody(V1Body):
+    """A batch job: its sources, status and counts (items by file name only)."""
+
+    id: int
+    sources: list[str]
+    status: str
+    total: int
+    done: int
+    new: int
+    seen: int
+    failed: int
+    near_duplicates: int
+    started_at: IsoDatetime
+    finished_at: IsoDatetime | None
+    images_per_s: float | None
+    error: str | None
+    history: str = Field(description="The history filtered to this job's images")
+    resumed: bool | None = Field(None, description="On a start: true when it continues an unfinished job")
+    failures: list[BatchFailureBody] | None = Field(None, description="On one job's status: its failed items")
+
+
+class BatchPageBody(V1Body):
+    """Batch jobs, newest first."""
+
+    items: list[BatchJobBody]
 
 
 class NetworksBody(V1Body):

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import re
 from typing import Annotated, Any
 
-from fastapi import APIRouter, File, Form, Path, Query, Request, UploadFile
+from fastapi import APIRouter, File, Form, Query, Request, UploadFile
 from fastapi.responses import Response
 from starlette.exceptions import HTTPException
 
-from picmetric_core.api.deps import RuntimeDep, ThresholdsDep, json_response
+from picmetric_core.api.deps import RuntimeDep, ThresholdsDep
 from picmetric_core.api.routes.links import object_urls
 from picmetric_core.api.schemas import (
     ERRORS,
@@ -19,29 +18,20 @@ from picmetric_core.api.schemas import (
     DeletedBody,
     DeleteRequest,
     ErrorBody,
-    HealthBody,
 )
 from picmetric_core.api.submit import submit_upload, submit_url
 from picmetric_core.filters import DisplayThresholds
-from picmetric_core.formats import ORIGINAL_EXTENSIONS
 from picmetric_core.history import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, HistoryFilters
-from picmetric_core.store.objects import ObjectNotFound, content_type_of
 from picmetric_core.submission import Submission
 from picmetric_core.views import submission_document
 
-API_VERSION = "1.0.0"
-OBJECT_KEY = re.compile(
-    rf"[0-9a-f]{{32}}/(?:original\.(?:{'|'.join(ORIGINAL_EXTENSIONS)})|detections\.png|faces\.png|thumb\.jpg)"
-)
 MD5 = r"^[0-9a-fA-F]{32}$"
 
-writes = APIRouter(tags=["v1"])
-reads = APIRouter(tags=["v1"])
-open_routes = APIRouter(tags=["v1"])  # answered without the API token
+router = APIRouter(prefix="/v1/analyses", tags=["analyses"])
 
 
-@writes.post(
-    "/v1/analyses",
+@router.post(
+    "",
     status_code=201,
     response_model=AnalysisBody,
     responses={
@@ -52,21 +42,21 @@ open_routes = APIRouter(tags=["v1"])  # answered without the API token
 )
 def create_analysis(
     request: Request,
+    response: Response,
     runtime: RuntimeDep,
     shown: ThresholdsDep,
     file: Annotated[UploadFile | None, File(description="The image (or give url)")] = None,
     url: Annotated[str | None, Form(description="The image's address (or give file)")] = None,
-) -> Response:
+) -> dict[str, Any]:
     """The full results; ``seen_before`` is true (and the status 200) when no network ran for this call."""
     if (file is None) == (url is None):
         raise HTTPException(422, "Send exactly one of: a file (multipart field `file`) or a `url` form field.")
     submission = submit_upload(runtime, file) if file is not None else submit_url(runtime, url or "")
-    return json_response(_full(request, submission, shown), status=200 if submission.seen_before else 201)
+    response.status_code = 200 if submission.seen_before else 201
+    return _full(request, submission, shown)
 
 
-@reads.get(
-    "/v1/analyses", response_model=AnalysisPageBody, responses=READ_ERRORS, summary="Past analyses, newest first"
-)
+@router.get("", response_model=AnalysisPageBody, responses=READ_ERRORS, summary="Past analyses, newest first")
 def list_analyses(
     request: Request,
     runtime: RuntimeDep,
@@ -76,7 +66,7 @@ def list_analyses(
     page: Annotated[int, Query(ge=1, le=1_000_000)] = 1,
     cursor: Annotated[str | None, Query(max_length=200, description="`next_cursor` of the page before")] = None,
     with_total: bool = False,
-) -> Response:
+) -> dict[str, Any]:
     """The analyses the filters find, a page at a time; ``min_face_score`` (a display threshold) also counts
     faces for the face filters."""
     try:
@@ -86,54 +76,45 @@ def list_analyses(
     except ValueError as error:
         raise HTTPException(422, str(error)) from None
     result = runtime.service().history(query)
-    return json_response(
-        {
-            "items": [_full(request, item, shown) for item in result.items],
-            "next_cursor": result.next_cursor,
-            "page": result.page,
-            "limit": result.limit,
-            "total": result.total,
-        }
-    )
+    return {
+        "items": [_full(request, item, shown) for item in result.items],
+        "next_cursor": result.next_cursor,
+        "page": result.page,
+        "limit": result.limit,
+        "total": result.total,
+    }
 
 
-@reads.get(
-    "/v1/analyses/{md5}",
+@router.get(
+    "/{md5:md5}",
     response_model=AnalysisBody,
     responses={404: {"model": ErrorBody, "description": "Never analysed"}, **READ_ERRORS},
     summary="The stored analysis of one image",
 )
-def get_analysis(
-    request: Request, runtime: RuntimeDep, md5: Annotated[str, Path(pattern=MD5)], shown: ThresholdsDep
-) -> Response:
-    submission = runtime.service().get(md5.lower())
+def get_analysis(request: Request, runtime: RuntimeDep, md5: str, shown: ThresholdsDep) -> dict[str, Any]:
+    submission = runtime.service().get(md5)
     if submission is None:
-        raise HTTPException(404, f"No analysis of an image with md5 {md5.lower()}.")
-    return json_response(_full(request, submission, shown))
+        raise HTTPException(404, f"No analysis of an image with md5 {md5}.")
+    return _full(request, submission, shown)
 
 
-@writes.delete(
-    "/v1/analyses/{md5}",
+@router.delete(
+    "/{md5:md5}",
     status_code=204,
     responses={404: {"model": ErrorBody, "description": "Never analysed, or deleted already"}, **ERRORS},
     summary="Delete one analysis and everything stored for it",
 )
-def delete_analysis(runtime: RuntimeDep, md5: Annotated[str, Path(pattern=MD5)]) -> Response:
+def delete_analysis(runtime: RuntimeDep, md5: str) -> Response:
     """The analysis, its classes, objects, faces and signature, and its original, thumbnail, overlays and stored
     JSON. A store or database that is down answers 503 and nothing is deleted; a store that fails midway leaves
     objects that the next delete removes (nothing shows them)."""
     if not runtime.service().delete([md5]).deleted:
-        raise HTTPException(404, f"No analysis of an image with md5 {md5.lower()}.")
+        raise HTTPException(404, f"No analysis of an image with md5 {md5}.")
     return Response(status_code=204)
 
 
-@writes.post(
-    "/v1/analyses/delete",
-    response_model=DeletedBody,
-    responses=ERRORS,
-    summary="Delete every analysis a history filter finds",
-)
-def delete_analyses(runtime: RuntimeDep, body: DeleteRequest) -> Response:
+@router.post("/delete", response_model=DeletedBody, responses=ERRORS, summary="Delete every analysis a filter finds")
+def delete_analyses(runtime: RuntimeDep, body: DeleteRequest) -> dict[str, Any]:
     """The filters of ``GET /v1/analyses`` (without paging: every match goes) as a JSON body. An empty body
     is refused; ``"all": true`` deletes every analysis. ``dry_run`` only answers which would go."""
     if not body.filtered and not body.all:
@@ -143,37 +124,12 @@ def delete_analyses(runtime: RuntimeDep, body: DeleteRequest) -> Response:
     except ValueError as error:
         raise HTTPException(422, str(error)) from None
     result = runtime.service().delete_matching(query, dry_run=body.dry_run)
-    return json_response(
-        {
-            "deleted": len(result.deleted),
-            "md5s": list(result.deleted),
-            "dry_run": result.dry_run,
-            "pending_objects": result.pending_objects,
-        }
-    )
-
-
-@reads.get("/objects/{key:path}", responses={404: {"model": ErrorBody}, 503: ERRORS[503]})
-def get_object(runtime: RuntimeDep, key: str) -> Response:
-    """A stored image or overlay (for a local store, whose objects have no links of their own)."""
-    if not OBJECT_KEY.fullmatch(key) or not runtime.service().is_stored(key[:32]):  # deleted: never shown
-        raise HTTPException(404, "No such object.")
-    try:
-        data = runtime.service().read_object(key)
-    except ObjectNotFound:
-        raise HTTPException(404, "No such object.") from None
-    headers = {"Cache-Control": "public, max-age=31536000, immutable", "X-Content-Type-Options": "nosniff"}
-    return Response(data, media_type=content_type_of(key), headers=headers)
-
-
-@open_routes.get(
-    "/healthz",
-    response_model=HealthBody,
-    response_model_exclude_none=True,  # ``error`` only after a failure, ``models`` only once loaded
-    summary="Liveness, and whether the networks are loaded",
-)
-def healthz(runtime: RuntimeDep) -> dict[str, Any]:
-    return {"status": "ok", "version": API_VERSION, "networks": runtime.loader.describe()}
+    return {
+        "deleted": len(result.deleted),
+        "md5s": list(result.deleted),
+        "dry_run": result.dry_run,
+        "pending_objects": result.pending_objects,
+    }
 
 
 def _full(request: Request, submission: Submission, thresholds: DisplayThresholds) -> dict[str, Any]:

@@ -9,15 +9,14 @@ from fastapi.responses import Response
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException
 
-from picmetric_core.api.deps import RuntimeDep, json_response
-from picmetric_core.api.schemas import ERRORS, READ_ERRORS, ErrorBody
+from picmetric_core.api.deps import RuntimeDep
+from picmetric_core.api.schemas import ERRORS, READ_ERRORS, BatchJobBody, BatchPageBody, ErrorBody
 from picmetric_core.batch.jobs import BatchJob
 from picmetric_core.batch.service import MAX_SOURCES
 from picmetric_core.batch.sources import item_filename
 from picmetric_core.text_filters import check_filter_text
 
-writes = APIRouter(tags=["batches"])
-reads = APIRouter(tags=["batches"])
+router = APIRouter(prefix="/v1/batches", tags=["batches"])
 MAX_SOURCE_CHARS = 1000
 REFUSED = {403: {"model": ErrorBody, "description": "A source outside the allowed folders and buckets"}}
 
@@ -31,8 +30,15 @@ class BatchRequest(BaseModel):
     limit: Annotated[int | None, Field(ge=1, le=10_000_000)] = None
 
 
-@writes.post("/v1/batches", status_code=202, responses={**REFUSED, **ERRORS}, summary="Start (or resume) a batch job")
-def start_batch(runtime: RuntimeDep, body: BatchRequest) -> Response:
+@router.post(
+    "",
+    status_code=202,
+    response_model=BatchJobBody,
+    response_model_exclude_unset=True,
+    responses={**REFUSED, **ERRORS},
+    summary="Start (or resume) a batch job",
+)
+def start_batch(runtime: RuntimeDep, body: BatchRequest, response: Response) -> dict[str, Any]:
     """202 with the job; re-posting the sources of an unfinished job resumes it (``resumed: true``)."""
     for source in body.sources:
         check_filter_text("batch source", source.strip(), max_chars=MAX_SOURCE_CHARS)
@@ -40,27 +46,35 @@ def start_batch(runtime: RuntimeDep, body: BatchRequest) -> Response:
         started = runtime.launcher().start(body.sources, body.limit)
     except ValueError as error:
         raise HTTPException(422, str(error)) from None
-    view = job_view(started.job) | {"resumed": started.resumed}
-    return json_response(view, status=202, headers={"Location": f"/v1/batches/{started.job.id}"})
+    response.headers["Location"] = f"/v1/batches/{started.job.id}"
+    return job_view(started.job) | {"resumed": started.resumed}
 
 
-@reads.get("/v1/batches", responses=READ_ERRORS, summary="Batch jobs, newest first")
-def list_batches(runtime: RuntimeDep, limit: Annotated[int, Query(ge=1, le=200)] = 50) -> Response:
-    return json_response({"items": [job_view(job) for job in runtime.launcher().jobs.recent(limit)]})
+@router.get(
+    "",
+    response_model=BatchPageBody,
+    response_model_exclude_unset=True,
+    responses=READ_ERRORS,
+    summary="Batch jobs, newest first",
+)
+def list_batches(runtime: RuntimeDep, limit: Annotated[int, Query(ge=1, le=200)] = 50) -> dict[str, Any]:
+    return {"items": [job_view(job) for job in runtime.launcher().jobs.recent(limit)]}
 
 
-@reads.get(
-    "/v1/batches/{job_id}",
+@router.get(
+    "/{job_id}",
+    response_model=BatchJobBody,
+    response_model_exclude_unset=True,
     responses={404: {"model": ErrorBody, "description": "No such job"}, **READ_ERRORS},
     summary="One batch job: status, counts and failed items",
 )
-def get_batch(runtime: RuntimeDep, job_id: Annotated[int, Path(ge=1, le=2**31 - 1)]) -> Response:
+def get_batch(runtime: RuntimeDep, job_id: Annotated[int, Path(ge=1, le=2**31 - 1)]) -> dict[str, Any]:
     jobs = runtime.launcher().jobs
     job = jobs.get(job_id)
     if job is None:
         raise HTTPException(404, f"There is no batch job {job_id}.")
     failures = [{"item": item_filename(f.item), "error": f.error} for f in jobs.failures(job_id)]
-    return json_response(job_view(job) | {"failures": failures})
+    return job_view(job) | {"failures": failures}
 
 
 def job_view(job: BatchJob) -> dict[str, Any]:

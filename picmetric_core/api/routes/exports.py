@@ -18,11 +18,11 @@ from picmetric_core.exports import ExportFilters
 SPOOL_BYTES = 16 * 1024 * 1024
 CHUNK_BYTES = 1024 * 1024
 
-router = APIRouter(tags=["v1"])
+router = APIRouter(prefix="/v1/analyses", tags=["analyses"])
 
 
 @router.get(
-    "/v1/analyses/export",
+    "/export",
     responses={
         200: {"content": {media: {} for media in exports.MEDIA_TYPES.values()}, "description": "The export"},
         **READ_ERRORS,

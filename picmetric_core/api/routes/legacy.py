@@ -2,72 +2,80 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, File, Form, Query, Request, UploadFile
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
-from picmetric_core.api.deps import Runtime, RuntimeDep, json_response
+from picmetric_core.api.access import OPEN
+from picmetric_core.api.deps import RuntimeDep
 from picmetric_core.api.routes.links import stable_link
 from picmetric_core.api.schemas import ERRORS, LegacyResponse
 from picmetric_core.api.submit import submit_upload, submit_url
+from picmetric_core.runtime import Runtime
 from picmetric_core.submission import Submission
 from picmetric_core.views import legacy_submission_document
 
-writes = APIRouter(tags=["legacy"])
-pages = APIRouter(tags=["legacy"])
+router = APIRouter(tags=["legacy"])
 
 
-@writes.post(
+@router.post(
     "/do_data_science",
     response_model=LegacyResponse,
     responses=ERRORS,
     summary="Analyse an uploaded image (the old API's shape)",
 )
-def do_data_science(request: Request, runtime: RuntimeDep, file: Annotated[UploadFile, File()]) -> Response:
-    return _legacy(request, runtime, submit_upload(runtime, file))
+def do_data_science(
+    request: Request, response: Response, runtime: RuntimeDep, file: Annotated[UploadFile, File()]
+) -> dict[str, Any]:
+    return _legacy(request, response, runtime, submit_upload(runtime, file))
 
 
-@writes.post(
+@router.post(
     "/do_data_science_url",
     response_model=LegacyResponse,
     responses=ERRORS,
     summary="Analyse the image at a URL (the old API's shape)",
 )
 def do_data_science_url(
-    request: Request, runtime: RuntimeDep, url: Annotated[str, Form(description="The image's address")]
-) -> Response:
-    return _legacy(request, runtime, submit_url(runtime, url))
+    request: Request,
+    response: Response,
+    runtime: RuntimeDep,
+    url: Annotated[str, Form(description="The image's address")],
+) -> dict[str, Any]:
+    return _legacy(request, response, runtime, submit_url(runtime, url))
 
 
-@writes.get(
+@router.get(
     "/do_data_science_url",
     response_model=LegacyResponse,
     responses=ERRORS,
     summary="Analyse the image at a URL, as the old API also answered GET (?url=)",
 )
 def do_data_science_url_get(
-    request: Request, runtime: RuntimeDep, url: Annotated[str, Query(description="The image's address")]
-) -> Response:
-    return _legacy(request, runtime, submit_url(runtime, url))
+    request: Request,
+    response: Response,
+    runtime: RuntimeDep,
+    url: Annotated[str, Query(description="The image's address")],
+) -> dict[str, Any]:
+    return _legacy(request, response, runtime, submit_url(runtime, url))
 
 
-@pages.get("/upload", response_class=HTMLResponse, summary="A test page with both forms")
+@router.get("/upload", openapi_extra=OPEN, response_class=HTMLResponse, summary="A test page with both forms")
 def upload_page() -> HTMLResponse:
     return HTMLResponse(UPLOAD_PAGE)
 
 
-@pages.get("/", include_in_schema=False)
+@router.get("/", include_in_schema=False)
 def root() -> RedirectResponse:
     """The old API's front page sent visitors to its upload page."""
     return RedirectResponse("/upload", status_code=302)
 
 
-def _legacy(request: Request, runtime: Runtime, submission: Submission) -> Response:
-    urls = _kept_links(request, runtime, submission)
-    body = legacy_submission_document(submission, urls=urls)
+def _legacy(request: Request, response: Response, runtime: Runtime, submission: Submission) -> dict[str, Any]:
     # The body keeps the old shape exactly; whether a network ran is told in a header.
-    return json_response(body, headers={"X-PicMetric-Seen-Before": str(submission.seen_before).lower()})
+    response.headers["X-PicMetric-Seen-Before"] = str(submission.seen_before).lower()
+    return legacy_submission_document(submission, urls=_kept_links(request, runtime, submission))
 
 
 def _kept_links(request: Request, runtime: Runtime, submission: Submission) -> dict[str, str]:

@@ -16,23 +16,22 @@ import base64
 import hashlib
 import hmac
 import re
-from typing import Annotated, Literal, get_args
+from typing import Annotated
 
-from fastapi import APIRouter, Path, Query, Request
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import RedirectResponse, Response
 from starlette.exceptions import HTTPException
 
-from picmetric_core.api.deps import RuntimeDep
+from picmetric_core.api.access import OBJECT_KINDS, SELF_CHECKED, ObjectKind
+from picmetric_core.api.deps import RuntimeDep, token_matches
 from picmetric_core.api.schemas import ERRORS, ErrorBody
 from picmetric_core.config import Settings
 from picmetric_core.store.objects import ObjectNotFound, content_type_of
 from picmetric_core.submission import Submission
 
-ObjectKind = Literal["original", "detections", "faces", "thumbnail"]
-MD5 = r"^[0-9a-fA-F]{32}$"
 SIGNATURE_CHARS = 22  # 132 bits of HMAC-SHA256
 
-router = APIRouter(tags=["v1"])
+router = APIRouter(prefix="/v1/analyses", tags=["analyses"])
 
 
 def link_signature(secret: str, md5: str, kind: str) -> str:
@@ -79,11 +78,12 @@ def object_urls(request: Request, submission: Submission) -> dict[str, str]:
     """
     settings: Settings = request.app.state.runtime.settings
     md5 = submission.analysis.md5
-    return {kind: stable_link(settings, request, md5, kind) for kind in get_args(ObjectKind)}
+    return {kind: stable_link(settings, request, md5, kind) for kind in OBJECT_KINDS}
 
 
 @router.get(
-    "/v1/analyses/{md5}/{kind}",
+    "/{md5:md5}/{kind:object_kind}",
+    openapi_extra=SELF_CHECKED,
     responses={
         307: {"description": "A fresh link to the object in the bucket"},
         401: ERRORS[401],
@@ -95,11 +95,10 @@ def object_urls(request: Request, submission: Submission) -> dict[str, str]:
 def get_stored_object(
     request: Request,
     runtime: RuntimeDep,
-    md5: Annotated[str, Path(pattern=MD5)],
+    md5: str,
     kind: ObjectKind,
     sig: Annotated[str | None, Query(max_length=64, description="The link's signature (with a token)")] = None,
 ) -> Response:
-    md5 = md5.lower()
     _check_access(runtime.settings, request, md5, kind, sig)
     submission = runtime.service().get(md5)
     if submission is None:
@@ -122,8 +121,7 @@ def _check_access(settings: Settings, request: Request, md5: str, kind: str, sig
     token = settings.api_token.get_secret_value()
     if sig is not None and hmac.compare_digest(sig.encode(), link_signature(token, md5, kind).encode()):
         return
-    scheme, _, given = request.headers.get("authorization", "").partition(" ")
-    if scheme.lower() == "bearer" and hmac.compare_digest(given.encode(), token.encode()):
+    if token_matches(settings.api_token, request.headers.get("authorization")):
         return
     raise HTTPException(
         401,

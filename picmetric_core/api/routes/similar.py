@@ -4,23 +4,22 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Path, Query, Request
-from fastapi.responses import Response
+from fastapi import APIRouter, Query, Request
 from starlette.exceptions import HTTPException
 
-from picmetric_core.api.deps import RuntimeDep, json_response
-from picmetric_core.api.routes.analyses import MD5
+from picmetric_core.api.deps import RuntimeDep
 from picmetric_core.api.routes.links import object_urls
-from picmetric_core.api.schemas import READ_ERRORS, ErrorBody
+from picmetric_core.api.schemas import READ_ERRORS, ErrorBody, SimilarBody
 from picmetric_core.submission import SimilarPhoto
 
 MAX_SIMILAR = 48
 
-reads = APIRouter(tags=["v1"])
+router = APIRouter(prefix="/v1/analyses", tags=["analyses"])
 
 
-@reads.get(
-    "/v1/analyses/{md5}/similar",
+@router.get(
+    "/{md5:md5}/similar",
+    response_model=SimilarBody,
     responses={
         404: {"model": ErrorBody, "description": "Never analysed"},
         409: {"model": ErrorBody, "description": "Analysed before similar photos were indexed"},
@@ -31,12 +30,11 @@ reads = APIRouter(tags=["v1"])
 def similar_analyses(
     request: Request,
     runtime: RuntimeDep,
-    md5: Annotated[str, Path(pattern=MD5)],
+    md5: str,
     limit: Annotated[int, Query(ge=1, le=MAX_SIMILAR)] = 12,
-) -> Response:
+) -> dict[str, Any]:
     """``items``: each photo's md5, ``similarity`` (cosine of the classifier's embeddings, 1 = same content),
     file name, date, top class and links; ``near_duplicates``: stored photos that are the same picture."""
-    md5 = md5.lower()
     service = runtime.service()
     found = service.similar(md5, k=limit)
     if found is None:
@@ -47,13 +45,11 @@ def similar_analyses(
             "`picmetric similar backfill` to index it."
         )
     near = service.near_duplicates(md5) or []
-    return json_response(
-        {
-            "md5": md5,
-            "items": [_item(request, photo) for photo in found],
-            "near_duplicates": [{"md5": d.md5, "distance": d.distance} for d in near],
-        }
-    )
+    return {
+        "md5": md5,
+        "items": [_item(request, photo) for photo in found],
+        "near_duplicates": [{"md5": d.md5, "distance": d.distance} for d in near],
+    }
 
 
 def _item(request: Request, photo: SimilarPhoto) -> dict[str, Any]:
