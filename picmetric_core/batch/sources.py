@@ -8,16 +8,19 @@ path, one http(s) URL or one ``s3://bucket/key``.
 from __future__ import annotations
 
 import glob
+import logging
 from collections.abc import Iterator, Sequence
 from functools import lru_cache
 from pathlib import Path, PurePosixPath
-from typing import Any
 
 from picmetric_core.config import Settings
-from picmetric_core.errors import PicMetricError
+from picmetric_core.errors import PicMetricError, StoreUnavailable
 from picmetric_core.intake import Received, Upload, is_url, receive, source_filename
 from picmetric_core.intake.images import UPLOAD_EXTENSIONS, too_many_bytes
 from picmetric_core.intake.names import MAX_FILENAME_CHARS
+from picmetric_core.store.objects import ObjectNotFound, S3Store
+
+log = logging.getLogger(__name__)
 
 S3_SCHEME = "s3://"
 IMAGE_SUFFIXES = frozenset(f".{extension}" for extension in UPLOAD_EXTENSIONS)
@@ -165,49 +168,47 @@ def _split_s3(uri: str) -> tuple[str, str]:
 
 def _list_s3(source: str, settings: Settings) -> Iterator[str]:
     bucket, prefix = _split_s3(source)
-    client = _s3_client(settings)
     try:
-        for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
-            for entry in page.get("Contents", []):
-                if PurePosixPath(entry["Key"]).suffix.lower() in IMAGE_SUFFIXES:
-                    yield f"{S3_SCHEME}{bucket}/{entry['Key']}"
-    except Exception as error:  # botocore raises many kinds; the user needs one message
-        raise SourceError(f"Could not list {source!r}: {_s3_reason(error)}.") from None
+        for key in _source_store(settings, bucket).keys(prefix):
+            if PurePosixPath(key).suffix.lower() in IMAGE_SUFFIXES:
+                yield f"{S3_SCHEME}{bucket}/{key}"
+    except StoreUnavailable as error:
+        log.warning("listing %s failed: %s", source, error)
+        raise SourceError(f"Could not list {source!r}: the S3 endpoint refused it or did not answer.") from None
 
 
 def _read_s3(item: str, settings: Settings) -> bytes:
     bucket, key = _split_s3(item)
-    client = _s3_client(settings)
     try:
-        response = client.get_object(Bucket=bucket, Key=key)
-        size = int(response.get("ContentLength") or 0)
-        if size > settings.max_image_bytes:
-            response["Body"].close()
-            raise too_many_bytes(size, settings.max_image_bytes)
-        return response["Body"].read()
-    except PicMetricError:
-        raise
-    except Exception as error:
-        raise SourceError(f"Could not read {item_filename(item)}: {_s3_reason(error)}.") from None
+        return _source_store(settings, bucket).get(key, max_bytes=settings.max_image_bytes)
+    except ObjectNotFound:
+        raise SourceError(f"Could not read {item_filename(item)}: it is not in the bucket.") from None
+    except StoreUnavailable as error:
+        log.warning("reading %s failed: %s", item, error)
+        raise SourceError(
+            f"Could not read {item_filename(item)}: the S3 endpoint refused it or did not answer."
+        ) from None
 
 
-def _s3_reason(error: Exception) -> str:
-    code = getattr(error, "response", {}).get("Error", {}).get("Code")
-    return f"S3 error {code}" if code else "the S3 endpoint did not answer"
-
-
-def _s3_client(settings: Settings) -> Any:
-    """One boto3 client per worker process and credentials, made like the object store's."""
-    secret = settings.s3_secret.get_secret_value() if settings.s3_secret else None
+def _source_store(settings: Settings, bucket: str) -> S3Store:
+    """The bucket of a source as an object store with our credentials, retries and time budget (one per
+    worker process, credentials and bucket)."""
     key = settings.s3_key.get_secret_value() if settings.s3_key else None
-    return _client_for(settings.s3_endpoint_url, settings.s3_region, key, secret)
+    secret = settings.s3_secret.get_secret_value() if settings.s3_secret else None
+    return _store_for(settings.s3_endpoint_url, settings.s3_region, key, secret, bucket, settings.store_budget_s)
 
 
-@lru_cache(maxsize=4)
-def _client_for(endpoint_url: str | None, region: str, key: str | None, secret: str | None) -> Any:
-    from picmetric_core.store.objects import S3Store
-
+@lru_cache(maxsize=8)
+def _store_for(
+    endpoint_url: str | None, region: str, key: str | None, secret: str | None, bucket: str, budget_s: float
+) -> S3Store:
     settings = Settings(
-        _env_file=None, s3_endpoint_url=endpoint_url, s3_region=region, s3_key=key, s3_secret=secret, s3_bucket="-"
+        _env_file=None,
+        s3_endpoint_url=endpoint_url,
+        s3_region=region,
+        s3_key=key,
+        s3_secret=secret,
+        s3_bucket=bucket,
+        store_budget_s=budget_s,
     )
-    return S3Store.from_settings(settings).client
+    return S3Store.from_settings(settings)

@@ -11,7 +11,7 @@ import os
 import random
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +20,7 @@ from typing import Any, Protocol, TypeVar
 from picmetric_core.config import Settings
 from picmetric_core.errors import StoreUnavailable
 from picmetric_core.formats import CONTENT_TYPE_BY_EXTENSION, EXTENSION_BY_CONTENT_TYPE, UNKNOWN_EXTENSION
+from picmetric_core.intake.images import too_many_bytes
 
 log = logging.getLogger(__name__)
 
@@ -273,9 +274,28 @@ class S3Store:
             return False
         return True
 
-    def get(self, key: str) -> bytes:
+    def get(self, key: str, *, max_bytes: int | None = None) -> bytes:
+        """The object's bytes; with ``max_bytes``, a larger object is refused before its body is read.
+
+        Raises:
+            ObjectNotFound, StoreUnavailable; ImageTooLarge: over ``max_bytes``.
+        """
         response = self._call("download", key, lambda: self.client.get_object(Bucket=self.bucket, Key=key))
+        size = int(response.get("ContentLength") or 0)
+        if max_bytes is not None and size > max_bytes:
+            response["Body"].close()
+            raise too_many_bytes(size, max_bytes)
         return response["Body"].read()
+
+    def keys(self, prefix: str) -> Iterator[str]:
+        """Every key under ``prefix``, a page of 1,000 at a time (each page within the store's budget)."""
+        arguments: dict[str, str] = {"Bucket": self.bucket, "Prefix": prefix}
+        while True:
+            page = self._call("list", prefix, lambda asked=dict(arguments): self.client.list_objects_v2(**asked))
+            yield from (entry["Key"] for entry in page.get("Contents", []))
+            if not page.get("IsTruncated"):
+                return
+            arguments["ContinuationToken"] = page["NextContinuationToken"]
 
     def url(self, key: str) -> str:
         from botocore.exceptions import NoCredentialsError
