@@ -30,7 +30,7 @@ apt_install() {
 }
 
 # PostgreSQL for the test suite. The tests connect to 127.0.0.1:5432 as user postgres without a password,
-# to database postgres (tests/fixtures_services.py; PICMETRIC_TEST_PG_ADMIN points them elsewhere), and
+# to database postgres (tests/support/services.py; PICMETRIC_TEST_PG_ADMIN points them elsewhere), and
 # create and drop their own databases. One cluster is picked the same way every time, even with two
 # versions installed: the cluster "main" on port 5432 if there is one, else the highest major's "main".
 pg_pick_major() {

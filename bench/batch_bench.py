@@ -136,7 +136,7 @@ def main() -> None:
     parser.add_argument("--actors", default="1,2", help="actor counts to try, e.g. 1,2")
     args = parser.parse_args()
 
-    from tests.batch_support import write_variants
+    from tests.support.batch import write_variants
 
     with tempfile.TemporaryDirectory(prefix="batch-bench-") as temp:
         workdir = Path(temp)

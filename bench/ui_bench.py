@@ -25,7 +25,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tests.test_browser import (  # noqa: E402
+from tests.support.browser import (  # noqa: E402
     UPLOAD_INPUT,
     chromium,
     photo_640x480,

@@ -7,40 +7,11 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import numpy as np
 import pytest
-from PIL import Image
 
-pytest_plugins = ["tests.fixtures_services"]
+from tests.support.photos import LIMITS, darknet_photo, png_bytes
 
-DARKNET_DATA = Path("/usr/share/darknet/data")
-
-LIMITS = {"max_bytes": 20 * 1024 * 1024, "max_pixels": 50_000_000}
-"""``decode_image``'s limits as the default settings set them (for helpers outside fixtures)."""
-
-
-def darknet_photo(name: str) -> Path:
-    """A photo shipped by Debian's ``darknet`` package (bootstrap.sh installs it)."""
-    path = DARKNET_DATA / name
-    if not path.is_file():
-        pytest.fail(f"{path} is missing: run `bash bootstrap.sh test` (it installs Debian's darknet package)")
-    return path
-
-
-def jpeg_bytes(rgb: np.ndarray, quality: int = 92) -> bytes:
-    import io
-
-    buffer = io.BytesIO()
-    Image.fromarray(rgb).save(buffer, format="JPEG", quality=quality)
-    return buffer.getvalue()
-
-
-def png_bytes(rgb: np.ndarray) -> bytes:
-    import io
-
-    buffer = io.BytesIO()
-    Image.fromarray(rgb).save(buffer, format="PNG")
-    return buffer.getvalue()
+pytest_plugins = ["tests.support.services", "tests.support.exports", "tests.support.history_page"]
 
 
 @pytest.fixture(scope="session")

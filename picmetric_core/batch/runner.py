@@ -164,7 +164,7 @@ def ray_connection(address: str | None, local_cpus: int | None = None) -> Iterat
     """Use the Ray this process is connected to already, else join ``address``/``RAY_ADDRESS``, else start one.
 
     A local Ray listens on 127.0.0.1 only (every socket of its GCS server, raylet, agents, workers and
-    of this driver; ``tests/test_batch_loopback.py`` checks them) and keeps its files under
+    of this driver; ``tests/batch/test_local_ray_stays_on_loopback.py`` checks them) and keeps its files under
     ``/tmp/ray-picmetric-<uid>``; it stops when the batch ends.
 
     Raises:

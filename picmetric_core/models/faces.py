@@ -70,7 +70,7 @@ def load_face_detector(implementation: str = "auto") -> FaceDetector:
 
     "auto" picks the port: measured 1.5-2x faster than the package on this CPU with TensorFlow
     (docs/performance.md), and the only one that runs on JAX or torch backends. Both give the same
-    faces (tests/test_mtcnn_keras.py).
+    faces (tests/models/test_mtcnn_keras.py).
     """
     if implementation == "package":
         return MtcnnFaceDetector()
