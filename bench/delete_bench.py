@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 from sqlalchemy import event, text
 
-from bench.export_bench import synthetic
+from bench.export_bench import synthetic, synthetic_row
 from picmetric_core.config import Settings
 from picmetric_core.history import HistoryQuery
 from picmetric_core.results import Analysis
@@ -42,7 +42,7 @@ from picmetric_core.service import PicMetricService
 from picmetric_core.similar.signature import signature_of
 from picmetric_core.store.deletions import object_keys
 from picmetric_core.store.objects import ObjectKeys, analysis_key
-from picmetric_core.store.orm import BatchItemRow, BatchJobRow, analysis_row
+from picmetric_core.store.orm import BatchItemRow, BatchJobRow
 from tests.support.services import create_pg_database, drop_pg_database, postgres_server_url, seaweed_server
 
 OBJECT_BYTES = 4_000
@@ -98,22 +98,8 @@ def seed(service: PicMetricService, count: int, keep: int, threads: int) -> tupl
         for index in range(count + keep):
             tagged = index < count
             analysis = with_signature(synthetic(index, rng), index, rng)
-            keys = ObjectKeys.for_image(analysis.md5, "image/jpeg")
-            session.add(
-                analysis_row(
-                    analysis,
-                    created_at=start + timedelta(seconds=index),
-                    source="upload",
-                    source_url=None,
-                    filename=f"{'trip' if tagged else 'keep'}-{index}.jpg",
-                    content_type="image/jpeg",
-                    byte_size=OBJECT_BYTES,
-                    original_key=keys.original,
-                    detections_key=keys.detections,
-                    faces_key=keys.faces,
-                    thumbnail_key=keys.thumbnail,
-                )
-            )
+            name = f"{'trip' if tagged else 'keep'}-{index}.jpg"
+            session.add(synthetic_row(analysis, start + timedelta(seconds=index), name))
             if index % 10 == 0:
                 session.add(BatchItemRow(job_id=job.id, item=f"/bench/{index}.jpg", md5=analysis.md5, status="new"))
             (trips if tagged else kept).append(analysis.md5)

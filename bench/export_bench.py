@@ -26,7 +26,7 @@ from picmetric_core.models.coco import COCO_CATEGORIES
 from picmetric_core.results import LANDMARK_NAMES, Analysis, Box, Classification, Detection, Face, ModelInfo, Point
 from picmetric_core.service import PicMetricService
 from picmetric_core.store.objects import ObjectKeys
-from picmetric_core.store.orm import analysis_row
+from picmetric_core.store.orm import AnalysisRow, analysis_row
 
 MODELS = (
     ModelInfo("classifier", "EfficientNet-Lite0", "bench", False),
@@ -61,6 +61,24 @@ def synthetic(index: int, rng: random.Random) -> Analysis:
     )
 
 
+def synthetic_row(analysis: Analysis, created_at: datetime, filename: str) -> AnalysisRow:
+    """The row of a synthetic analysis stored as an upload of a JPEG of ``OBJECT_BYTES``."""
+    keys = ObjectKeys.for_image(analysis.md5, "image/jpeg")
+    return analysis_row(
+        analysis,
+        created_at=created_at,
+        source="upload",
+        source_url=None,
+        filename=filename,
+        content_type="image/jpeg",
+        byte_size=OBJECT_BYTES,
+        original_key=keys.original,
+        detections_key=keys.detections,
+        faces_key=keys.faces,
+        thumbnail_key=keys.thumbnail,
+    )
+
+
 def seed(service: PicMetricService, count: int) -> None:
     rng = random.Random(0)
     start = datetime(2026, 11, 1, tzinfo=UTC)
@@ -71,21 +89,7 @@ def seed(service: PicMetricService, count: int) -> None:
             keys = ObjectKeys.for_image(analysis.md5, "image/jpeg")
             for key in (keys.original, keys.detections, keys.faces):
                 service.store.put(key, payload, "image/jpeg")
-            session.add(
-                analysis_row(
-                    analysis,
-                    created_at=start + timedelta(minutes=index),
-                    source="upload",
-                    source_url=None,
-                    filename=f"photo-{index}.jpg",
-                    content_type="image/jpeg",
-                    byte_size=OBJECT_BYTES,
-                    original_key=keys.original,
-                    detections_key=keys.detections,
-                    faces_key=keys.faces,
-                    thumbnail_key=keys.thumbnail,
-                )
-            )
+            session.add(synthetic_row(analysis, start + timedelta(minutes=index), f"photo-{index}.jpg"))
 
 
 def main() -> None:
