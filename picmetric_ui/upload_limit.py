@@ -12,7 +12,7 @@ import math
 
 import streamlit as st
 
-from picmetric_core.config import Settings, get_settings
+from picmetric_core.config import Settings
 
 _MB = 1024 * 1024  # Streamlit's "MB" in server.maxUploadSize
 
@@ -30,7 +30,3 @@ def effective_max_bytes(settings: Settings) -> int:
 def widget_limit_mb(settings: Settings) -> int:
     """The limit the upload box states and the browser applies, in Streamlit megabytes."""
     return max(1, math.ceil(effective_max_bytes(settings) / _MB))
-
-
-if __name__ == "__main__":
-    print(upload_limit_mb(get_settings()))

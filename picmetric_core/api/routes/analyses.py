@@ -25,8 +25,6 @@ from picmetric_core.history import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, HistoryFilt
 from picmetric_core.submission import Submission
 from picmetric_core.views import submission_document
 
-MD5 = r"^[0-9a-fA-F]{32}$"
-
 router = APIRouter(prefix="/v1/analyses", tags=["analyses"])
 
 
