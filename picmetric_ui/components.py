@@ -109,7 +109,8 @@ def _model_panel_body() -> None:
         kind = "full weights" if info.full else "offline stand-in"
         seconds = runtime.load_seconds.get(info.role)
         loaded = f" · loaded in {seconds:.2f} s" if seconds is not None else ""
-        st.markdown(f"**{ROLE_TITLES.get(info.role, info.role)}:** {info.name}  \n{kind}{loaded}")
+        ran = f"  \nruns on {info.runtime}" if info.runtime else ""
+        st.markdown(f"**{ROLE_TITLES.get(info.role, info.role)}:** {info.name}  \n{kind}{loaded}{ran}")
     st.caption(f"Backend **{runtime.backend}** on **{runtime.device}** · warmed up in {warmup.seconds} s")
     with st.expander("Weights"):
         for info in analyzer.models:

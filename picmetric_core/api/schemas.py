@@ -89,6 +89,7 @@ class ModelInfoBody(V1Body):
     full: bool
     input_size: int | None = None
     note: str = ""
+    runtime: str = Field("", description="How it ran: runtime, precision and the CPU's matrix unit")
 
 
 class ThresholdsBody(V1Body):

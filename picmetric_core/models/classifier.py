@@ -9,10 +9,12 @@ would keep them but squash the aspect ratio.
 
 from __future__ import annotations
 
+import copy
 import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import keras
@@ -22,6 +24,7 @@ from PIL import Image
 from picmetric_core.errors import WeightsError
 from picmetric_core.models import efficientnet_lite, weights
 from picmetric_core.models.compiled import compiled_forward
+from picmetric_core.models.engines import Engine, predictor
 from picmetric_core.results import Classification, ModelInfo
 
 log = logging.getLogger(__name__)
@@ -115,7 +118,19 @@ class KerasClassifier:
         self._lock = threading.Lock()
         # One forward yields the probabilities and the pooled features that feed the last layer (the
         # "more like this" embedding), side by side in one output so the compiled call is unchanged.
-        self._forward = compiled_forward(_with_pooled_features(model), self.input_size)
+        self._features_model = _with_pooled_features(model)
+        self._forward = self._keras_forward = compiled_forward(self._features_model, self.input_size)
+
+    def run_on(self, engine: Engine, artefacts: Path | None = None) -> KerasClassifier:
+        """This classifier run by ``engine`` (a Keras engine: the compiled forward it was built with)."""
+        clone = copy.copy(self)
+        clone._forward = self._keras_forward
+        if engine.runtime != "keras":
+            predict = predictor(self._features_model, engine, artefacts, self.info.weights)
+            clone._forward = lambda batch: predict(batch)[0]
+        clone._lock = threading.Lock()
+        clone.info = replace(self.info, runtime=engine.describe())
+        return clone
 
     def probabilities(self, crops: np.ndarray) -> np.ndarray:
         """Softmax probabilities (N, 1000) of a uint8 (N, size, size, 3) batch of crops."""

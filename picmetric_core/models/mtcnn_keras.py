@@ -7,11 +7,12 @@ faces. The ``mtcnn`` package itself imports TensorFlow: it is only read from dis
 
 from __future__ import annotations
 
+import copy
 import importlib.util
 import threading
 import weakref
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import cv2
@@ -22,6 +23,7 @@ from keras import layers
 
 from picmetric_core.models import pyramid_mosaic as mosaic
 from picmetric_core.models.compiled import compiled_predict
+from picmetric_core.models.engines import Engine, Predict, predictor
 from picmetric_core.models.weights import weights_label
 from picmetric_core.results import LANDMARK_NAMES, RAW_FACE_SCORE, Box, Face, ModelInfo, Point
 
@@ -49,6 +51,8 @@ ALONE_LEVELS = 2
 # Canvas pixels per P-Net call (its first activations take 40 bytes a pixel), and at most this many canvases.
 PNET_CALL_PIXELS = 8_000_000
 MAX_PNET_BATCH = 16
+
+NETWORKS = ("pnet", "rnet", "onet")
 
 Stage = Callable[[list[np.ndarray], list[np.ndarray]], list[np.ndarray]]
 """One MTCNN stage over several images: each image's candidate boxes to its next boxes."""
@@ -300,6 +304,7 @@ class KerasMtcnn:
         self._pnet = load_package_weights(build_pnet(), folder / "pnet.lz4", PNET_LAYERS)
         self._rnet = load_package_weights(build_rnet(), folder / "rnet.lz4", RNET_LAYERS)
         self._onet = load_package_weights(build_onet(), folder / "onet.lz4", ONET_LAYERS)
+        self._predicts = self._keras_predicts = {net: compiled_predict(getattr(self, f"_{net}")) for net in NETWORKS}
         self._lock = threading.Lock()
         self.info = ModelInfo(
             role="faces",
@@ -308,6 +313,18 @@ class KerasMtcnn:
             full=True,
             note=f"keras backend: {keras.backend.backend()}",
         )
+
+    def run_on(self, engine: Engine, artefacts: Path | None = None) -> KerasMtcnn:
+        """This detector with its three networks run by ``engine`` (the same weights, shared)."""
+        clone = copy.copy(self)
+        clone._predicts = self._keras_predicts
+        if engine.runtime != "keras":
+            clone._predicts = {
+                net: predictor(getattr(self, f"_{net}"), engine, artefacts, self.info.weights) for net in NETWORKS
+            }
+        clone._lock = threading.Lock()
+        clone.info = replace(self.info, runtime=engine.describe())
+        return clone
 
     def detect_faces(self, rgb: np.ndarray, min_confidence: float = RAW_FACE_SCORE) -> list[Face]:
         """Faces in an HxWx3 uint8 RGB image, most confident first.
@@ -405,7 +422,7 @@ class KerasMtcnn:
             for start in range(0, len(group), per_call):
                 chunk = group[start : start + per_call]
                 canvases = [mosaic.canvas([images_levels[j.image][k] for k in j.levels], j.layout) for j in chunk]
-                offsets, scores = _predict(self._pnet, _stacked(canvases))
+                offsets, scores = self._predicts["pnet"](list(_stacked(canvases)))
                 for row, job in enumerate(chunk):
                     for k, place in zip(job.levels, job.layout.placements, strict=True):
                         level_maps = (mosaic.level_map(offsets[row], place), mosaic.level_map(scores[row], place))
@@ -413,7 +430,7 @@ class KerasMtcnn:
         return maps
 
     def _refined(self, images: list[np.ndarray], boxes: list[np.ndarray]) -> list[np.ndarray]:
-        offsets, scores = _predict_patches(self._rnet, _patches(images, boxes, 24))
+        offsets, scores = _predict_patches(self._predicts["rnet"], _patches(images, boxes, 24))
         out = []
         for image_boxes, (off, sc) in zip(boxes, _split(boxes, offsets, scores), strict=True):
             refined = refine(image_boxes, off, sc[:, 1])
@@ -422,7 +439,7 @@ class KerasMtcnn:
         return out
 
     def _outputs(self, images: list[np.ndarray], boxes: list[np.ndarray], threshold: float) -> list[np.ndarray]:
-        offsets, landmarks, scores = _predict_patches(self._onet, _patches(images, boxes, 48))
+        offsets, landmarks, scores = _predict_patches(self._predicts["onet"], _patches(images, boxes, 48))
         out = []
         for image_boxes, (off, marks, sc) in zip(boxes, _split(boxes, offsets, landmarks, scores), strict=True):
             rows = np.concatenate([refine(image_boxes, off, sc[:, 1]), place_landmarks(marks, image_boxes)], axis=1)
@@ -485,11 +502,11 @@ def _stacked(canvases: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray,
     return image, mask
 
 
-def _predict_patches(model: keras.Model, patches: np.ndarray) -> list[np.ndarray]:
+def _predict_patches(predict: Predict, patches: np.ndarray) -> list[np.ndarray]:
     count = len(patches)
     padded = np.zeros((_batch_bucket(count), *patches.shape[1:]), np.float32)
     padded[:count] = patches
-    return [o[:count] for o in _predict(model, padded)]
+    return [o[:count] for o in predict(padded)]
 
 
 def _check_rgb(rgb: np.ndarray) -> None:

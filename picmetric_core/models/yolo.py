@@ -7,11 +7,12 @@ in numpy after it or, with ``device_nms``, on the device (:mod:`picmetric_core.m
 
 from __future__ import annotations
 
+import copy
 import functools
 import logging
 import threading
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import cv2
@@ -23,6 +24,7 @@ from picmetric_core.models import compiled, weights
 from picmetric_core.models.coco import official_name
 from picmetric_core.models.darknet import DarknetNet, YoloHead, load_darknet
 from picmetric_core.models.device_nms import FRAME_COLUMNS, select_detections
+from picmetric_core.models.engines import Engine, predictor
 from picmetric_core.nms import class_wise_nms
 from picmetric_core.results import Box, Detection, ModelInfo
 
@@ -197,7 +199,7 @@ class YoloDetector:
         self.net = net
         self.input_size = net.input_size
         self.model = decoding_model(net)
-        self._infer = compiled.compiled_forward(self.model, net.input_size)
+        self._infer = self._keras_infer = compiled.compiled_forward(self.model, net.input_size)
         if device_nms is None:
             device_nms = compiled.use_device_nms()
         self._select = None
@@ -207,6 +209,19 @@ class YoloDetector:
                 functools.partial(select_detections, size=net.input_size), static=("capacity",)
             )
         self._lock = threading.Lock()
+
+    def run_on(self, engine: Engine, artefacts: Path | None = None) -> YoloDetector:
+        """This detector run by ``engine`` (a Keras engine: the compiled forward it was built with)."""
+        clone = copy.copy(self)
+        clone._infer = self._keras_infer
+        if engine.runtime != "keras":
+            if self.device_nms:
+                raise ValueError(f"{engine.name} runs on the CPU: it cannot select detections on a device")
+            predict = predictor(self.model, engine, artefacts, self.info.weights)
+            clone._infer = lambda batch: predict(batch)[0]
+        clone._lock = threading.Lock()
+        clone.info = replace(self.info, runtime=engine.describe())
+        return clone
 
     @property
     def device_nms(self) -> bool:

@@ -22,6 +22,7 @@ import httpx
 import pytest
 from PIL import Image
 
+from picmetric_core.models.engines import instruction_set
 from tests.support.api import Server, start_server, stop_server
 from tests.support.browser import free_port
 
@@ -283,6 +284,8 @@ def test_healthz_and_openapi(server):
     assert health["status"] == "ok" and health["networks"]["state"] == "ready"
     assert {m["role"] for m in health["networks"]["models"]} == {"classifier", "detector", "faces"}
     assert any(m["name"].startswith("MTCNN") for m in health["networks"]["models"])
+    # Which runtime, precision and matrix unit ran each network (PICMETRIC_PRECISION=auto chose them).
+    assert all(instruction_set() in m["runtime"] for m in health["networks"]["models"]), health
     schema = httpx.get(f"{server.url}/openapi.json").json()
     assert {"/do_data_science", "/do_data_science_url", "/v1/analyses", "/v1/analyses/{md5}", "/healthz"} <= set(
         schema["paths"]

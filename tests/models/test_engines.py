@@ -1,0 +1,151 @@
+"""How the networks run: the fidelity gate, what PICMETRIC_PRECISION=auto picks, and the converted models kept.
+
+The gate's photos are the suite's own (darknet's seven and scikit-image's astronaut). Each engine this
+machine runs is held against Keras float32 on them; whatever auto chose must pass, so auto never runs
+what fails here on the machine it runs on.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+import numpy as np
+import pytest
+
+from picmetric_core.models import choice, engines, fidelity
+from picmetric_core.results import Box, Classification, Detection, Face, Point
+from tests.support.photos import DARKNET_DATA
+
+SUITE_PHOTOS = ("dog", "person", "horses", "eagle", "giraffe", "kite", "scream")
+
+
+@pytest.fixture(scope="module")
+def suite_photos() -> list[tuple[str, np.ndarray]]:
+    import skimage.data
+    from PIL import Image
+
+    photos = [(name, np.asarray(Image.open(DARKNET_DATA / f"{name}.jpg").convert("RGB"))) for name in SUITE_PHOTOS]
+    return [*photos, ("astronaut", np.ascontiguousarray(skimage.data.astronaut()))]
+
+
+def networks(analyzer) -> dict[str, object]:
+    return {"classifier": analyzer.classifier, "detector": analyzer.detector, "faces": analyzer.faces}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("role", ["classifier", "detector", "faces"])
+def test_what_auto_picked_passes_the_gate_on_the_suite_photos(analyzer, suite_photos, role):
+    network = networks(analyzer)[role]
+    reference = network.run_on(engines.KERAS_FLOAT32)
+    verdict = choice.gate(choice.ROLES[role], reference, network, suite_photos)
+    assert verdict.passed, f"{role} on {network.info.runtime}: {verdict.failures}"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("role", ["classifier", "detector", "faces"])
+def test_openvino_float32_gives_what_keras_float32_gives(analyzer, suite_photos, empty_models_dir, role):
+    """The converted model is the same network: in float32 it passes the gate with room to spare."""
+    if not engines.runnable(engines.OPENVINO_FLOAT32):
+        pytest.fail("OpenVINO does not run here: requirements-no-deps.txt installs it")
+    network = networks(analyzer)[role]
+    converted = network.run_on(engines.OPENVINO_FLOAT32, empty_models_dir)
+    verdict = choice.gate(choice.ROLES[role], network.run_on(engines.KERAS_FLOAT32), converted, suite_photos)
+    assert verdict.passed, verdict.failures
+    assert verdict.worst_score_delta < 0.001 and verdict.worst_landmark_px < 0.05 and verdict.top1_changed == 0
+
+
+@pytest.mark.slow
+def test_each_result_says_how_its_networks_ran(analyzer, empty_models_dir, dog_jpg, limits):
+    from picmetric_core.intake.images import decode_image
+
+    analysis = analyzer.analyze(decode_image(dog_jpg, **limits))
+    chosen = json.loads((empty_models_dir / choice.CHOICES_FILE).read_text())
+    assert {entry["role"] for entry in chosen.values()} == {"classifier", "detector", "faces"}
+    for info in analysis.models:
+        assert engines.instruction_set() in info.runtime
+        engine = next(entry["engine"] for entry in chosen.values() if entry["role"] == info.role)
+        expected = engines.ENGINES[engine]
+        assert expected.precision in info.runtime
+        assert ("OpenVINO" in info.runtime) == (expected.runtime == "openvino")
+
+
+@pytest.mark.slow
+def test_a_second_start_reads_the_choice_instead_of_measuring(analyzer, empty_models_dir):
+    started = time.perf_counter()
+    network, kept = choice.choose(choice.DETECTOR, analyzer.detector, empty_models_dir)
+    assert not kept.measured and time.perf_counter() - started < 2
+    assert network.info.runtime == analyzer.detector.info.runtime
+    assert {trial.engine for trial in kept.trials} == {engine.name for engine in choice.candidates()}
+
+
+# --- the gate's rules, on hand-made results ---------------------------------------------------------
+
+
+CLASS_IDS = {"dog": 208, "wolf": 269, "fox": 277, "cat": 281, "lynx": 287, "bear": 294, "hare": 331}
+
+
+def classes(*labels: str) -> list[Classification]:
+    return [Classification(label, CLASS_IDS[label], 0.5 - rank / 100) for rank, label in enumerate(labels)]
+
+
+def test_gate_wants_the_same_top1_and_four_of_the_top5():
+    reference = classes("dog", "wolf", "fox", "cat", "lynx")
+    assert fidelity.compare_classes(reference, classes("dog", "wolf", "fox", "cat", "bear")).passed
+    assert not fidelity.compare_classes(reference, classes("wolf", "dog", "fox", "cat", "lynx")).passed
+    assert not fidelity.compare_classes(reference, classes("dog", "wolf", "fox", "bear", "hare")).passed
+
+
+def dog(score: float, shift: float = 0.0) -> Detection:
+    return Detection("dog", 16, score, Box(100 + shift, 100, 300 + shift, 300))
+
+
+def test_gate_matches_every_detection_by_box_and_score():
+    assert fidelity.compare_detections([dog(0.80)], [dog(0.82, shift=4)]).passed  # IoU 0.96, Δ 0.02
+    assert not fidelity.compare_detections([dog(0.80)], [dog(0.80, shift=20)]).passed  # IoU 0.82
+    assert not fidelity.compare_detections([dog(0.80)], [dog(0.85)]).passed  # Δ 0.05
+    assert not fidelity.compare_detections([dog(0.80)], []).passed  # lost
+    assert not fidelity.compare_detections([], [dog(0.30)]).passed  # a new one above 0.25
+    # Across the floor is the same box: 0.26 against 0.24 passes, a box under the floor on both sides is ignored.
+    assert fidelity.compare_detections([dog(0.26)], [dog(0.24)]).passed
+    assert fidelity.compare_detections([dog(0.12)], []).passed
+
+
+def face(dx: float = 0.0, score: float = 0.99) -> Face:
+    points = {
+        "left_eye": (30, 40), "right_eye": (70, 40), "nose": (50, 60), "mouth_left": (35, 80), "mouth_right": (65, 80),
+    }  # fmt: skip
+    return Face(score, Box(0, 0, 100, 120), {name: Point(x + dx, y) for name, (x, y) in points.items()})
+
+
+def test_gate_wants_the_same_faces_with_landmarks_within_one_and_a_half_pixels():
+    assert fidelity.compare_faces([face()], [face(dx=1.4)]).passed
+    assert not fidelity.compare_faces([face()], [face(dx=1.6)]).passed
+    assert not fidelity.compare_faces([face()], []).passed
+
+
+# --- converted models kept under the models folder ----------------------------------------------------
+
+
+def test_a_converted_model_is_kept_and_rebuilt_when_its_weights_change(tmp_path):
+    if engines.openvino_version() is None:
+        pytest.fail("OpenVINO does not run here: requirements-no-deps.txt installs it")
+    from picmetric_core.models.mtcnn_keras import build_pnet
+
+    pnet = build_pnet()
+    engines.openvino_artefact(pnet, tmp_path, "pnet.lz4 sha256:aaaa")
+    kept = sorted((tmp_path / engines.ARTEFACTS_FOLDER).glob("*.xml"))
+    assert len(kept) == 1
+    written = kept[0].stat().st_mtime_ns
+    engines.openvino_artefact(pnet, tmp_path, "pnet.lz4 sha256:aaaa")
+    assert kept[0].stat().st_mtime_ns == written  # read back, not converted again
+    engines.openvino_artefact(pnet, tmp_path, "pnet.lz4 sha256:bbbb")
+    assert len(list((tmp_path / engines.ARTEFACTS_FOLDER).glob("*.xml"))) == 2
+
+
+def test_openvino_sends_no_telemetry():
+    """OpenVINO's telemetry package would report usage to Google Analytics: it is never installed."""
+    import importlib.util
+
+    assert importlib.util.find_spec("openvino") is not None
+    assert importlib.util.find_spec("openvino_telemetry") is None
