@@ -9,7 +9,8 @@ objects above the detection threshold after NMS, faces above the face threshold,
   ``annotations`` (boxes as ``[x, y, width, height]``; faces with their 5 landmarks as keypoints).
   ``file_name`` is the original's path inside the ZIP export.
 - ZIP: each image's original and overlays under ``{md5}/``, with ``results.csv`` and
-  ``annotations.json`` beside them.
+  ``annotations.json`` beside them. An overlay never drawn before is drawn for the export (and kept in
+  the store, as every link to it would; :meth:`PicMetricService.overlay`).
 """
 
 from __future__ import annotations
@@ -29,10 +30,11 @@ from picmetric_core.errors import PicMetricError
 from picmetric_core.filters import DEFAULT_THRESHOLDS, DisplayThresholds, shown
 from picmetric_core.history import MAX_PAGE_SIZE, HistoryFilters, HistoryQuery
 from picmetric_core.models.coco import COCO_CATEGORIES, COCO_IDS
+from picmetric_core.overlays import OVERLAY_KINDS
 from picmetric_core.results import LANDMARK_NAMES, Analysis, Box
 from picmetric_core.service import PicMetricService
 from picmetric_core.store.history import AnalysisRecord
-from picmetric_core.store.objects import ObjectNotFound, ObjectStore
+from picmetric_core.store.objects import ObjectNotFound
 
 ExportFormat = Literal["csv", "coco", "zip"]
 EXPORT_FORMATS: tuple[ExportFormat, ...] = ("csv", "coco", "zip")
@@ -161,23 +163,32 @@ def to_coco(items: tuple[ExportItem, ...]) -> dict[str, Any]:
     }
 
 
-def write_zip(items: tuple[ExportItem, ...], store: ObjectStore, target: BinaryIO) -> None:
+def write_zip(items: tuple[ExportItem, ...], service: PicMetricService, target: BinaryIO) -> None:
     """Write the originals and overlays of ``items`` under ``{md5}/``, with ``results.csv`` and
     ``annotations.json``, as a ZIP into ``target`` (a file: images are not all held in memory).
 
-    An object missing from the store is left out and listed in ``missing.txt``.
+    Overlays are the stored ones, at the default display thresholds; one never drawn is drawn now
+    from the original and kept. An object missing from the store is left out and listed in ``missing.txt``.
     """
     missing: list[str] = []
     with zipfile.ZipFile(target, "w", compression=zipfile.ZIP_DEFLATED) as archive:
         for item in items:
             keys = item.record.keys
-            for key in (keys.original, keys.detections, keys.faces):
+            try:
+                original: bytes | None = service.read_object(keys.original)
+            except ObjectNotFound:
+                original = None
+                missing.append(keys.original)
+            else:
+                # Images are compressed already: storing them is as small and much faster.
+                archive.writestr(keys.original, original, compress_type=zipfile.ZIP_STORED)
+            for kind in OVERLAY_KINDS:
+                key = getattr(keys, kind)
                 try:
-                    data = store.get(key)
+                    data = service.overlay(item.record.md5, kind, original=original)
                 except ObjectNotFound:
                     missing.append(key)
                     continue
-                # Images are compressed already: storing them is as small and much faster.
                 archive.writestr(key, data, compress_type=zipfile.ZIP_STORED)
         archive.writestr("results.csv", to_csv(items))
         archive.writestr("annotations.json", json.dumps(to_coco(items), indent=1))
@@ -203,7 +214,7 @@ def write_export(
     elif export_format == "coco":
         target.write(json.dumps(to_coco(items)).encode("utf-8"))
     else:
-        write_zip(items, service.store, target)
+        write_zip(items, service, target)
 
 
 def export(

@@ -9,6 +9,7 @@ from __future__ import annotations
 import colorsys
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Literal, get_args
 
 import cv2
 import numpy as np
@@ -27,6 +28,11 @@ LANDMARK_COLORS = {
     "mouth_left": (255, 0, 255),
     "mouth_right": (255, 0, 255),
 }
+
+
+OverlayKind = Literal["detections", "faces"]
+OVERLAY_KINDS: tuple[OverlayKind, ...] = get_args(OverlayKind)
+"""The two overlays: the detector's boxes, the faces with their landmarks."""
 
 
 @dataclass(frozen=True)
@@ -218,7 +224,7 @@ def annotate_faces(rgb: np.ndarray, faces: Sequence[Face]) -> np.ndarray:
 
 
 # Run-length deflate: on photos it is as small as the default strategy at level 3 and half the time (~19 ms
-# for 640×480 here), and every new analysis waits for two of these.
+# for 640×480 here). Overlays are drawn when first asked for (the service keeps what it drew), not per analysis.
 _PNG_PARAMS = [cv2.IMWRITE_PNG_COMPRESSION, 1, cv2.IMWRITE_PNG_STRATEGY, cv2.IMWRITE_PNG_STRATEGY_RLE]
 
 
@@ -242,12 +248,40 @@ def draw_overlays(
     image: np.ndarray | DecodedImage, analysis: Analysis, thresholds: DisplayThresholds = DEFAULT_THRESHOLDS
 ) -> OverlayImages:
     """Both overlays as pixels, showing what a viewer sees at ``thresholds``."""
+    rgb, visible = _visible(image, analysis, thresholds)
+    return OverlayImages(annotate_detections(rgb, visible.detections), annotate_faces(rgb, visible.faces))
+
+
+def render_overlay(
+    image: np.ndarray | DecodedImage,
+    analysis: Analysis,
+    kind: OverlayKind,
+    thresholds: DisplayThresholds = DEFAULT_THRESHOLDS,
+) -> bytes:
+    """One overlay as PNG bytes (what the store keeps under ``{md5}/{kind}.png``), at ``thresholds``.
+
+    Example:
+        >>> nothing = Analysis("0" * 32, 64, 48, (), (), (), ())
+        >>> render_overlay(np.zeros((48, 64, 3), np.uint8), nothing, "faces")[:8] == b"\\x89PNG\\r\\n\\x1a\\n"
+        True
+    """
+    rgb, visible = _visible(image, analysis, thresholds)
+    if kind == "detections":
+        return encode_png(annotate_detections(rgb, visible.detections))
+    if kind == "faces":
+        return encode_png(annotate_faces(rgb, visible.faces))
+    raise ValueError(f"no overlay {kind!r}: one of {OVERLAY_KINDS}")
+
+
+def _visible(
+    image: np.ndarray | DecodedImage, analysis: Analysis, thresholds: DisplayThresholds
+) -> tuple[np.ndarray, Analysis]:
+    """The pixels to draw on and what is shown on them at ``thresholds``, in those pixels."""
     rgb = image.rgb if isinstance(image, DecodedImage) else image
     if analysis.width and rgb.shape[1] != analysis.width:
         # A large image's overlays are drawn on its bounded copy (DecodedImage.rgb); boxes are in the original's pixels.
         analysis = analysis.with_boxes_scaled(rgb.shape[1] / analysis.width, rgb.shape[1], rgb.shape[0])
-    visible = shown(analysis, thresholds)
-    return OverlayImages(annotate_detections(rgb, visible.detections), annotate_faces(rgb, visible.faces))
+    return rgb, shown(analysis, thresholds)
 
 
 def render_overlays(

@@ -5,12 +5,16 @@ Write order ("nothing lost"):
 1. The md5 is looked up first: an image seen before returns its stored analysis at once, before
    any upload or network runs.
 2. Objects go to the store (content-addressed, so writing them again is harmless): original and
-   thumbnail, then, after the networks ran, both overlays, and last the analysis as JSON.
-3. The rows go to the database in one transaction.
+   thumbnail, then, after the networks ran, the analysis as JSON.
+3. The rows go to the database in one transaction (a batch block's rows: one transaction for the block).
 
 A store failure stops before any row is written. A database failure after step 2 leaves complete
 objects behind, and the next try of the same image reuses them, the analysis included. So a row
 never points at a missing object, and the networks run once per image.
+
+Overlays are not drawn here: :meth:`PicMetricService.overlay` draws one from the stored original and
+results the first time it is asked for (a link, the ZIP export) and keeps it in the store under its key,
+under the image's lock, so a delete never races it and removes it with the other objects.
 
 Deleting goes the other way round (rows, then objects: :mod:`picmetric_core.store.deletions`). Storing
 and deleting one md5 hold the same lock in every process (:mod:`picmetric_core.store.locks`), and an
@@ -23,33 +27,48 @@ import json
 import logging
 import re
 import threading
-from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
-from dataclasses import replace
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass, replace
 from typing import Any, Literal, Protocol
 
 from sqlalchemy import Engine
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from picmetric_core.config import Settings
-from picmetric_core.errors import StoreUnavailable
+from picmetric_core.errors import DatabaseUnavailable, StoreUnavailable
 from picmetric_core.filters import DEFAULT_THRESHOLDS
 from picmetric_core.history import HistoryPage, HistoryQuery, LabelKind
-from picmetric_core.intake.images import DecodedImage, thumbnail_jpeg
+from picmetric_core.intake.images import DecodedImage, decode_for, thumbnail_jpeg
 from picmetric_core.intake.incoming import Incoming
 from picmetric_core.intake.names import clean_filename
+from picmetric_core.overlays import OVERLAY_KINDS, OverlayKind, render_overlay
 from picmetric_core.pipeline import StageCallback
 from picmetric_core.results import Analysis
-from picmetric_core.similar.index import NearDuplicate, SimilarityIndex
+from picmetric_core.similar.index import (
+    HASH_ONLY_BITS,
+    MAX_NEAR_DUPLICATES,
+    NearDuplicate,
+    SimilarityIndex,
+    near_duplicate_distance,
+)
 from picmetric_core.similar.pgvector import PgVectorIndex, pgvector_index
+from picmetric_core.similar.phash import hamming
 from picmetric_core.similar.signature import signature_of
 from picmetric_core.store import deletions, history
 from picmetric_core.store.database import create_database_engine, database_errors, session_factory, upgrade_schema
 from picmetric_core.store.deletions import DeleteResult, PendingObjects
 from picmetric_core.store.history import LabelCount, TimeCount
 from picmetric_core.store.locks import Md5Locks
-from picmetric_core.store.objects import ObjectKeys, ObjectNotFound, ObjectStore, analysis_key, open_store
-from picmetric_core.store.orm import analysis_row, utc_now
+from picmetric_core.store.objects import (
+    ObjectKeys,
+    ObjectNotFound,
+    ObjectStore,
+    analysis_key,
+    open_store,
+    overlay_key,
+)
+from picmetric_core.store.orm import AnalysisRow, analysis_row, insert_analyses, utc_now
 from picmetric_core.submission import ObjectUrls, SimilarPhoto, Submission
 from picmetric_core.views import to_json
 
@@ -67,12 +86,30 @@ class Analyzer(Protocol):
     def analyze(self, image: DecodedImage, on_stage: StageCallback | None = None) -> Analysis: ...
 
 
-class RenderedOverlays(Protocol):
-    detections_png: bytes
-    faces_png: bytes
+RenderOverlay = Callable[[DecodedImage, Analysis, OverlayKind], bytes]
 
 
-RenderOverlays = Callable[[DecodedImage, Analysis], RenderedOverlays]
+@dataclass(frozen=True)
+class ToStore:
+    """One image of a batch block and what the networks found in it, for :meth:`PicMetricService.store_analyses`."""
+
+    image: DecodedImage
+    analysis: Analysis
+    source: Literal["upload", "url"] = "upload"
+    filename: str | None = None
+    source_url: str | None = None
+
+
+@dataclass(frozen=True)
+class _Prepared:
+    """An image of a block whose objects are stored: its row is still to write."""
+
+    index: int
+    image: DecodedImage
+    analysis: Analysis
+    keys: ObjectKeys
+    columns: dict[str, Any]
+    near: tuple[NearDuplicate, ...]  # stored photos, and images earlier in the block, that are the same picture
 
 
 class PicMetricService:
@@ -94,14 +131,14 @@ class PicMetricService:
         store: ObjectStore | None = None,
         engine: Engine | None = None,
         *,
-        render: RenderOverlays | None = None,
+        render: RenderOverlay | None = None,
     ) -> None:
         self.settings = settings
         self.analyzer = analyzer
         self.store = store if store is not None else open_store(settings)
         self._owns_engine = engine is None
         self.engine = engine if engine is not None else create_database_engine(settings)
-        self._render = render
+        self._render = render or render_overlay
         self._sessions = session_factory(self.engine)
         self._locks = _KeyedLocks()
         self._md5_locks = Md5Locks(self.engine, self._locks)
@@ -137,8 +174,8 @@ class PicMetricService:
     ) -> Submission:
         """Analyse ``image`` and store everything, or return what is stored for it already.
 
-        ``on_stage`` is told each step as it starts: "storing", the networks' names, "overlays", "saving";
-        and ``"<network> done"`` as each network finishes.
+        ``on_stage`` is told each step as it starts: "storing", the networks' names, "saving"; and
+        ``"<network> done"`` as each network finishes. No overlay is drawn (see :meth:`overlay`).
 
         Concurrent calls with the same image run the networks once and write one row.
 
@@ -176,9 +213,135 @@ class PicMetricService:
             StoreUnavailable: the objects could not be written; nothing was saved.
             DatabaseUnavailable: the database could not be reached; a retry reuses what was stored.
         """
-        if analysis.md5 != image.md5:
-            raise ValueError(f"the analysis is of {analysis.md5}, not of the image {image.md5}")
+        _check(image, analysis, source)
         return self._store(image, lambda _image, on_stage=None: analysis, source, filename, source_url, None)
+
+    def store_analyses(self, items: Sequence[ToStore]) -> list[Submission | Exception]:
+        """:meth:`store_analysis` for a batch block: the same objects, dedup and near-duplicates, and the
+        block's rows in one transaction.
+
+        Returns, for each item in order, its :class:`Submission` (``seen_before`` for an image stored
+        already, or a second copy of one earlier in the block) or the exception that stopped that item
+        alone; the other items are stored all the same. When the database refuses the block's
+        transaction (another process stored one of its images meanwhile, or refuses one row's values),
+        the rows are written again one at a time, so only the item at fault is lost.
+
+        Raises:
+            StoreUnavailable, DatabaseUnavailable: the store or the database is down, which is no item's
+                fault; no row of the block was written, and a retry reuses the objects stored.
+        """
+        results: list[Submission | Exception | None] = [None] * len(items)
+        first: dict[str, int] = {}  # md5 → the first item with it
+        for index, item in enumerate(items):
+            try:
+                _check(item.image, item.analysis, item.source)
+            except ValueError as error:
+                results[index] = error
+                continue
+            first.setdefault(item.image.md5, index)
+        if first:
+            with self._md5_locks.holding(first):
+                self._store_block(items, first, results)
+        outcomes: list[Submission | Exception] = []
+        for item, result in zip(items, results, strict=True):
+            if result is None:  # a later copy of an image of the block
+                earlier = results[first[item.image.md5]]
+                assert earlier is not None
+                result = _seen_copy(earlier)
+            outcomes.append(result)
+        return outcomes
+
+    def _store_block(
+        self, items: Sequence[ToStore], first: dict[str, int], results: list[Submission | Exception | None]
+    ) -> None:
+        """:meth:`store_analyses` with every md5 of the block locked."""
+        with database_errors(self.engine), self._sessions() as session:
+            stored = deletions.stored_among(session, list(first))
+        for md5 in stored:
+            results[first[md5]] = self._stored(md5)
+        new = [md5 for md5 in first if md5 not in stored]
+        self._finish_deletes_of(new)
+        prepared: list[_Prepared] = []
+        copies: dict[int, tuple[int, int]] = {}  # skipped near-duplicate → (the block's item it copies, distance)
+        for md5 in new:
+            index = first[md5]
+            try:
+                if self.settings.skip_near_duplicates:
+                    if earlier := self._near_duplicate_instead(items[index].image):
+                        results[index] = earlier
+                        continue
+                    if twin := _hash_twin(items[index].image.phash, prepared):
+                        copies[index] = twin
+                        continue
+                prepared.append(self._prepare(index, items[index], prepared))
+            except (StoreUnavailable, DatabaseUnavailable):
+                raise
+            except Exception as error:
+                log.exception("storing %s failed", md5)
+                results[index] = error
+        for index, outcome in self._insert_block(prepared):
+            results[index] = outcome
+        for index, (twin, distance) in copies.items():
+            earlier = results[twin]
+            if isinstance(earlier, Submission):
+                near = (NearDuplicate(earlier.record.md5, distance),)
+                results[index] = replace(earlier, seen_before=True, near_duplicates=near)
+            else:
+                results[index] = earlier
+
+    def _prepare(self, index: int, item: ToStore, earlier: list[_Prepared]) -> _Prepared:
+        """Store the objects of a block's new image and find its near-duplicates (stored, or earlier in the block)."""
+        image = item.image
+        keys = ObjectKeys.for_image(image.md5, image.content_type)
+        analysis = self._store_objects(image, keys, lambda _image, on_stage=None: item.analysis, _ignore_stage)
+        if analysis.signature is None:
+            analysis = replace(analysis, signature=signature_of(image.rgb, None, None, phash=image.phash))
+        near = list(self._near_duplicates_of_new(analysis))
+        assert analysis.signature is not None
+        for other in earlier:
+            assert other.analysis.signature is not None
+            distance = near_duplicate_distance(analysis.signature, other.analysis.signature)
+            if distance is not None:
+                near.append(NearDuplicate(other.analysis.md5, distance))
+        columns = {"source": item.source, "filename": clean_filename(item.filename), "source_url": item.source_url}
+        near.sort(key=lambda d: (d.distance, d.md5))
+        return _Prepared(index, image, analysis, keys, columns, tuple(near[:MAX_NEAR_DUPLICATES]))
+
+    def _insert_block(self, prepared: list[_Prepared]) -> list[tuple[int, Submission | Exception]]:
+        """The rows of ``prepared`` in one transaction; refused, one transaction each."""
+        if not prepared:
+            return []
+        rows = [self._row(p.image, p.analysis, p.keys, **p.columns) for p in prepared]
+        try:
+            with database_errors(self.engine), self._sessions.begin() as session:
+                insert_analyses(session, rows)
+        except SQLAlchemyError as error:
+            log.warning(
+                "the database refused the rows of a block of %d (%s); writing them one at a time",
+                len(prepared),
+                type(error).__name__,
+            )
+            return self._insert_each(prepared)
+        log.info("stored the analyses of %d images in one transaction", len(rows))
+        submissions = [self._submission(history.stored_analysis(row), seen_before=False) for row in rows]
+        return [(p.index, replace(s, near_duplicates=p.near)) for p, s in zip(prepared, submissions, strict=True)]
+
+    def _insert_each(self, prepared: list[_Prepared]) -> list[tuple[int, Submission | Exception]]:
+        """Each row of ``prepared`` in a transaction of its own: one the database refuses loses only its item."""
+        outcomes: list[tuple[int, Submission | Exception]] = []
+        refused: set[str] = set()
+        for p in prepared:
+            try:
+                submission = self._insert(p.image, p.analysis, p.keys, **p.columns)
+            except SQLAlchemyError as error:
+                log.error("the database refused the row of %s: %s", p.image.md5, error)
+                refused.add(p.image.md5)
+                outcomes.append((p.index, error))
+                continue
+            if not submission.seen_before:  # an earlier image of the block that was refused is no near-duplicate
+                submission = replace(submission, near_duplicates=tuple(d for d in p.near if d.md5 not in refused))
+            outcomes.append((p.index, submission))
+        return outcomes
 
     def _store(
         self,
@@ -202,7 +365,7 @@ class PicMetricService:
                 return earlier
             keys = ObjectKeys.for_image(image.md5, image.content_type)
             report = on_stage or _ignore_stage
-            self._finish_deletes_of(image.md5)  # what a delete left is not an earlier try to reuse
+            self._finish_deletes_of([image.md5])  # what a delete left is not an earlier try to reuse
             analysis = self._store_objects(image, keys, analyze, report)
             if analysis.signature is None:  # left by an earlier try: the hash now, the embedding by backfill
                 analysis = replace(analysis, signature=signature_of(image.rgb, None, None, phash=image.phash))
@@ -309,16 +472,18 @@ class PicMetricService:
         with database_errors(self.engine), self._sessions.begin() as session:
             deletions.record_removed(session, left)
 
-    def _finish_deletes_of(self, md5: str) -> None:
-        """Remove the objects a failed delete of ``md5`` left (its lock held), before it is stored again."""
+    def _finish_deletes_of(self, md5s: Sequence[str]) -> None:
+        """Remove the objects failed deletes of ``md5s`` left (their locks held), before they are stored again."""
+        if not md5s:
+            return
         with database_errors(self.engine), self._sessions() as session:
-            left = deletions.pending(session, md5s=[md5])
+            left = deletions.pending(session, md5s=list(md5s))
         if not left:
             return
-        log.info("removing the objects an earlier delete of %s left, before storing it again", md5)
+        log.info("removing what earlier deletes of %s left, before storing again", ", ".join(i.md5 for i in left))
         self._remove_objects(left)
         with database_errors(self.engine), self._sessions() as session:
-            if deletions.pending(session, md5s=[md5]):
+            if deletions.pending(session, md5s=list(md5s)):
                 raise StoreUnavailable("The image store could not delete this image's earlier copy; try again.")
 
     def near_duplicates(self, md5: str) -> list[NearDuplicate] | None:
@@ -381,7 +546,11 @@ class PicMetricService:
             return history.counts_over_time(session, query, bucket)
 
     def urls(self, keys: ObjectKeys) -> ObjectUrls:
-        """Links to an image's objects (presigned ones expire after ``PICMETRIC_PRESIGN_EXPIRY_S``)."""
+        """Links to an image's objects (presigned ones expire after ``PICMETRIC_PRESIGN_EXPIRY_S``).
+
+        The overlays' links name their keys in the store, which hold an overlay once it has been drawn:
+        before handing them to anyone, :meth:`with_overlays_stored` (or :meth:`overlay_link` for one).
+        """
         return ObjectUrls(
             original=self.store.url(keys.original),
             detections=self.store.url(keys.detections),
@@ -399,8 +568,80 @@ class PicMetricService:
         return self.store.get(key)
 
     def object_link(self, key: str) -> str | None:
-        """A link to one stored object: presigned (expiring) or public on S3, ``None`` for a local store."""
+        """A link to one stored object: presigned (expiring) or public on S3, ``None`` for a local store.
+
+        For an overlay, :meth:`overlay_link`: it draws the overlay first when it was never drawn.
+        """
         return self.store.url(key)
+
+    def overlay(self, md5: str, kind: OverlayKind, *, original: bytes | None = None) -> bytes:
+        """The PNG of one overlay of the stored analysis of ``md5``, at the default display thresholds.
+
+        Drawn the first time it is asked for, from the stored original (``original``, when the caller
+        has read it already) and the stored results, and kept in the store under its key: later asks,
+        and the key's links, read it back. Analyses stored before overlays were drawn on demand have
+        theirs already.
+
+        Raises:
+            ObjectNotFound: no analysis of ``md5`` is stored (never, or deleted), or its original is gone.
+            StoreUnavailable: the store could not be reached.
+        """
+        try:
+            return self.store.get(overlay_key(md5, kind))
+        except ObjectNotFound:
+            return self._draw_overlays(md5, (kind,), original)[kind]
+
+    def overlay_link(self, md5: str, kind: OverlayKind) -> str | None:
+        """A store link to one overlay (drawn and kept first, if it never was), or ``None`` for a local store.
+
+        Raises:
+            ObjectNotFound, StoreUnavailable: as :meth:`overlay`.
+        """
+        key = overlay_key(md5, kind)
+        link = self.store.url(key)
+        if link is not None and not self.store.exists(key):
+            self._draw_overlays(md5, (kind,))
+        return link
+
+    def with_overlays_stored(self, submission: Submission) -> Submission:
+        """``submission``, once both its overlays are in the store, so that its ``urls`` all open.
+
+        Only a store with links (S3) hands out links to clients; for a local store nothing is drawn.
+
+        Raises:
+            ObjectNotFound, StoreUnavailable: as :meth:`overlay`.
+        """
+        md5 = submission.record.md5
+        if submission.urls.detections is None and submission.urls.faces is None:
+            return submission
+        missing = tuple(kind for kind in OVERLAY_KINDS if not self.store.exists(overlay_key(md5, kind)))
+        if missing:
+            self._draw_overlays(md5, missing)
+        return submission
+
+    def _draw_overlays(
+        self, md5: str, kinds: Sequence[OverlayKind], original: bytes | None = None
+    ) -> dict[OverlayKind, bytes]:
+        """Draw and keep ``kinds`` of ``md5``'s overlays, under its lock: a delete of the photo either
+        comes first (nothing is drawn) or removes them too; two asks at once draw once."""
+        with self._md5_locks.holding((md5,)):
+            with database_errors(self.engine), self._sessions() as session:
+                stored = history.get_by_md5(session, md5)
+            if stored is None:
+                raise ObjectNotFound(overlay_key(md5, kinds[0]))
+            drawn: dict[OverlayKind, bytes] = {}
+            for kind in kinds:  # drawn by another request while this one waited
+                with suppress(ObjectNotFound):
+                    drawn[kind] = self.store.get(overlay_key(md5, kind))
+            missing = [kind for kind in kinds if kind not in drawn]
+            if missing:
+                data = original if original is not None else self.store.get(stored.record.keys.original)
+                image = decode_for(self.settings, data)
+                for kind in missing:
+                    drawn[kind] = self._render(image, stored.analysis, kind)
+                    self.store.put(overlay_key(md5, kind), drawn[kind], "image/png")
+                log.info("drew the %s overlay(s) of %s", " and ".join(missing), md5)
+            return drawn
 
     def _resolved(self, query: HistoryQuery) -> HistoryQuery:
         """``query`` with its "similar to" filter turned into the md5s of the most similar photos."""
@@ -457,10 +698,7 @@ class PicMetricService:
             self.store.put(keys.original, image.data, image.content_type)
             self.store.put(keys.thumbnail, thumbnail_jpeg(image.rgb), "image/jpeg")
             analysis = analyze(image, on_stage=on_stage)
-            on_stage("overlays")
-            overlays = self._renderer()(image, analysis)
-            self.store.put(keys.detections, overlays.detections_png, "image/png")
-            self.store.put(keys.faces, overlays.faces_png, "image/png")
+            # No overlays: they are drawn when first asked for (overlay()), off this path.
             self.store.put(analysis_key(image.md5), _analysis_json(analysis), "application/json")
             return analysis
         except StoreUnavailable as error:
@@ -478,8 +716,8 @@ class PicMetricService:
             return None
         return analysis if analysis.md5 == md5 else None
 
-    def _insert(self, image: DecodedImage, analysis: Analysis, keys: ObjectKeys, **columns: Any) -> Submission:
-        row = analysis_row(
+    def _row(self, image: DecodedImage, analysis: Analysis, keys: ObjectKeys, **columns: Any) -> AnalysisRow:
+        return analysis_row(
             analysis,
             created_at=utc_now(),
             content_type=image.content_type,
@@ -490,9 +728,12 @@ class PicMetricService:
             thumbnail_key=keys.thumbnail,
             **columns,
         )
+
+    def _insert(self, image: DecodedImage, analysis: Analysis, keys: ObjectKeys, **columns: Any) -> Submission:
+        row = self._row(image, analysis, keys, **columns)
         try:
             with database_errors(self.engine), self._sessions.begin() as session:
-                session.add(row)
+                insert_analyses(session, [row])
         except IntegrityError:
             # Another process stored the same image between our check and our insert.
             known = self._stored(image.md5)
@@ -502,16 +743,33 @@ class PicMetricService:
         log.info("stored analysis of %s (%s)", image.md5, columns["source"])
         return self._submission(history.stored_analysis(row), seen_before=False)
 
-    def _renderer(self) -> RenderOverlays:
-        if self._render is None:
-            from picmetric_core.overlays import render_overlays
-
-            self._render = render_overlays
-        return self._render
 
 
 def _ignore_stage(_stage: str) -> None:
     pass
+
+
+def _check(image: DecodedImage, analysis: Analysis, source: str) -> None:
+    if source not in SOURCES:
+        raise ValueError(f"source must be one of {SOURCES}, not {source!r}")
+    if analysis.md5 != image.md5:
+        raise ValueError(f"the analysis is of {analysis.md5}, not of the image {image.md5}")
+
+
+def _seen_copy(earlier: Submission | Exception) -> Submission | Exception:
+    """What a second copy of an image in a block gets: the first copy's analysis, seen before (or its error)."""
+    return replace(earlier, seen_before=True, near_duplicates=()) if isinstance(earlier, Submission) else earlier
+
+
+def _hash_twin(phash: int, prepared: list[_Prepared]) -> tuple[int, int] | None:
+    """The block's earlier image whose hash alone makes it the same picture (index, distance), as
+    ``PICMETRIC_SKIP_NEAR_DUPLICATES`` finds stored ones."""
+    for other in prepared:
+        assert other.analysis.signature is not None
+        distance = hamming(phash, other.analysis.signature.phash)
+        if distance <= HASH_ONLY_BITS:
+            return other.index, distance
+    return None
 
 
 def _checked_md5(text: str) -> str:

@@ -33,7 +33,6 @@ STAGE_TEXT = {
     "classifier done": "ImageNet classes ready",
     "detector done": "COCO objects ready",
     "faces done": "faces ready",
-    "overlays": "drawing overlays",
     "saving": "saving to the history",
 }
 

@@ -197,12 +197,18 @@ def faces_table(visible: Analysis) -> pd.DataFrame:
 
 def full_json(submission: Submission, thresholds: DisplayThresholds) -> str:
     """The API's v1 body for this analysis (the same document, the store's own links)."""
-    return to_json(submission_document(submission, thresholds=thresholds), indent=2)
+    return to_json(submission_document(_linkable(submission), thresholds=thresholds), indent=2)
 
 
 def legacy_json(submission: Submission, thresholds: DisplayThresholds) -> str:
     """The old API's response for this analysis, at the thresholds on screen."""
-    return to_json(legacy_submission_document(submission, thresholds=thresholds), indent=2)
+    return to_json(legacy_submission_document(_linkable(submission), thresholds=thresholds), indent=2)
+
+
+def _linkable(submission: Submission) -> Submission:
+    """``submission`` with its overlays in the store when the documents link to them (S3): overlays are
+    drawn when first asked for, and a download is such an ask."""
+    return resources.service().with_overlays_stored(submission)
 
 
 def downloads(submission: Submission, rgb: np.ndarray, thresholds: DisplayThresholds, key: str) -> None:

@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from picmetric_core.batch.jobs import JobStore
     from picmetric_core.lifecycle import ModelLoader
     from picmetric_core.runtime import Runtime
-    from picmetric_core.service import PicMetricService
+    from picmetric_core.service import PicMetricService, ToStore
 
 log = logging.getLogger(__name__)
 
@@ -154,40 +154,39 @@ class AnalyzeActor:
 
 
 def store_block(block: Block, *, settings: Settings, job_id: int) -> Block:
-    """Store each analysed image through the service (objects, then its row), then record every item.
+    """Store the block's analysed images through the service (objects, then all their rows in one
+    transaction), then record every item. No overlay is drawn: links and exports draw them when asked.
 
-    Only small columns leave this stage: the driver sees item, md5, status, error, node, inferred.
+    An item whose analysis cannot be read or whose row the database refuses fails alone; the rest of
+    the block is stored. Only small columns leave this stage: the driver sees item, md5, status, error,
+    node, inferred.
     """
     from picmetric_core.batch.jobs import ItemRecord
-    from picmetric_core.intake import is_url
 
-    service = _service(settings)
     statuses = [str(status) for status in block["status"]]
     errors = [str(error) for error in block["error"]]
     near = [False] * len(statuses)
+    todo: list[int] = []
+    to_store: list[ToStore] = []
     for index, document in enumerate(block["analysis"]):
         if statuses[index] != TODO:
             continue
-        item = str(block["item"][index])
         try:
-            data = json.loads(document)
-            analysis = Analysis.from_dict(data)
-            if data.get("signature") is not None:  # what finds near-duplicates and look-alikes
-                analysis = replace(analysis, signature=Signature.from_dict(data["signature"]))
-            submission = service.store_analysis(
-                _decoded(block, index),
-                analysis,
-                source="url" if is_url(item) else "upload",
-                filename=str(block["filename"][index]) or None,
-                source_url=item if is_url(item) else None,
-            )
-            statuses[index] = "seen" if submission.seen_before else "new"
-            near[index] = not submission.seen_before and bool(submission.near_duplicates)
-        except NOT_THE_ITEMS_FAULT:
-            raise
+            to_store.append(_to_store(block, index, str(document)))
+            todo.append(index)
         except Exception:
-            log.exception("storing %s failed", item)
+            log.exception("reading the analysis of %s failed", block["item"][index])
             statuses[index], errors[index] = "failed", UNEXPECTED
+    outcomes = _service(settings).store_analyses(to_store) if to_store else []
+    for index, outcome in zip(todo, outcomes, strict=True):
+        if isinstance(outcome, NOT_THE_ITEMS_FAULT):
+            raise outcome
+        if isinstance(outcome, Exception):
+            log.error("storing %s failed: %r", block["item"][index], outcome)
+            statuses[index], errors[index] = "failed", UNEXPECTED
+            continue
+        statuses[index] = "seen" if outcome.seen_before else "new"
+        near[index] = not outcome.seen_before and bool(outcome.near_duplicates)
     records = [
         ItemRecord(str(item), str(md5) or None, status, str(error) or None, str(node), near_duplicate)
         for item, md5, status, error, node, near_duplicate in zip(
@@ -203,6 +202,25 @@ def store_block(block: Block, *, settings: Settings, job_id: int) -> Block:
         "node": block["node"],
         "inferred": block["inferred"],
     }
+
+
+def _to_store(block: Block, index: int, document: str) -> ToStore:
+    """What the store stage hands the service for one analysed item of the block."""
+    from picmetric_core.intake import is_url
+    from picmetric_core.service import ToStore
+
+    data = json.loads(document)
+    analysis = Analysis.from_dict(data)
+    if data.get("signature") is not None:  # what finds near-duplicates and look-alikes
+        analysis = replace(analysis, signature=Signature.from_dict(data["signature"]))
+    item = str(block["item"][index])
+    return ToStore(
+        _decoded(block, index),
+        analysis,
+        source="url" if is_url(item) else "upload",
+        filename=str(block["filename"][index]) or None,
+        source_url=item if is_url(item) else None,
+    )
 
 
 def _decoded(block: Block, index: int) -> DecodedImage:

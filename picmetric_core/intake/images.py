@@ -41,6 +41,11 @@ UPLOAD_EXTENSIONS = formats.UPLOAD_EXTENSIONS
 
 NOT_AN_IMAGE_MESSAGE = f"This file is not an image PicMetric can read ({SUPPORTED_FORMATS})."
 
+DRAFT_SLACK = 0.9
+"""A large JPEG is decoded straight to 1/2, 1/4 or 1/8 of its size (libjpeg's DCT scaling) when that is at
+least this fraction of ``max_side``, and kept at that size, with no resampling pass: a 4000 × 3000 photo
+(12 MP) decodes to 2000 × 1500 in a third of the time a full decode and downscale to 2048 took."""
+_ORIENTATION = 0x0112
 _WIDE_GRAY_MODES = {"I;16", "I;16L", "I;16B", "I;16N", "I"}
 _ALPHA_MODES = {"RGBA", "RGBa", "LA", "La", "PA"}
 _WHITE = (255, 255, 255, 255)
@@ -171,8 +176,8 @@ def decode_image(data: bytes, *, max_bytes: int, max_pixels: int, max_side: int 
         max_bytes: Largest accepted file, in bytes.
         max_pixels: Largest accepted width × height, checked from the header before decoding.
         max_side: Longest side of :attr:`DecodedImage.rgb`: a larger image is downscaled right after
-            decoding (a JPEG already while decoding), so the networks, overlays and thumbnail never
-            handle its full size. ``None`` keeps every pixel.
+            decoding (a JPEG already while decoding, possibly to a little less: :data:`DRAFT_SLACK`), so
+            the networks, overlays and thumbnail never handle its full size. ``None`` keeps every pixel.
 
     Returns:
         The decoded image with the original bytes and their md5.
@@ -199,7 +204,8 @@ def decode_image(data: bytes, *, max_bytes: int, max_pixels: int, max_side: int 
     with _open_checked(data, image_format, max_pixels) as image:
         header_size = image.size
         if max_side is not None and image_format == "JPEG":
-            image.draft("RGB", _fitted(header_size, max_side))  # libjpeg scales by 1/2, 1/4 or 1/8 as it decodes
+            # libjpeg scales by 1/2, 1/4 or 1/8 as it decodes: to the smallest that keeps DRAFT_SLACK of max_side.
+            image.draft("RGB", _fitted(header_size, math.floor(max_side * DRAFT_SLACK)))
         _load_fully(image, image_format)
         if image_format == "JPEG":
             _refuse_cut_jpeg(data)
@@ -253,8 +259,7 @@ def thumbnail_jpeg(rgb: np.ndarray, max_side: int = 320, *, quality: int = 85) -
         >>> Image.open(io.BytesIO(jpeg)).size
         (320, 240)
     """
-    image = Image.fromarray(np.ascontiguousarray(rgb, dtype=np.uint8), mode="RGB")
-    image.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
+    image = Image.fromarray(_shrunk(np.ascontiguousarray(rgb, dtype=np.uint8), max_side), mode="RGB")
     buffer = io.BytesIO()
     image.save(buffer, format="JPEG", quality=quality, optimize=True)
     return buffer.getvalue()
@@ -310,6 +315,26 @@ def _downscaled(rgb: np.ndarray, max_side: int) -> np.ndarray:
     return np.ascontiguousarray(cv2.resize(rgb, (width, height), interpolation=cv2.INTER_AREA))
 
 
+def _shrunk(rgb: np.ndarray, max_side: int) -> np.ndarray:
+    """``rgb`` with its longer side at most ``max_side``, averaged over source pixels (no aliasing).
+
+    A large image is first box-averaged by a whole factor (OpenCV's fast path; the last rows and
+    columns that do not fill a box are dropped), keeping at least twice the size wanted: a thumbnail
+    of a 2048-pixel copy costs about 4 ms instead of 9 (Pillow's Lanczos).
+    """
+    import cv2
+
+    height, width = rgb.shape[:2]
+    target = _fitted((width, height), max_side)
+    if target == (width, height):
+        return rgb
+    step = min(width // target[0], height // target[1]) // 2
+    if step >= 2:
+        cropped = rgb[: height - height % step, : width - width % step]
+        rgb = cv2.resize(cropped, (width // step, height // step), interpolation=cv2.INTER_AREA)
+    return cv2.resize(rgb, target, interpolation=cv2.INTER_AREA)
+
+
 def _refuse_cut_jpeg(data: bytes) -> None:
     """Refuse a JPEG whose compressed data ends early, even when an end-of-image marker was appended.
 
@@ -330,8 +355,10 @@ def _refuse_cut_jpeg(data: bytes) -> None:
 
 
 def _oriented(image: Image.Image) -> Image.Image:
-    """The image turned upright by its EXIF orientation tag."""
+    """The image turned upright by its EXIF orientation tag (``image`` itself when it is upright)."""
     try:
+        if image.getexif().get(_ORIENTATION, 1) not in range(2, 9):
+            return image  # no copy: a 12 MP photo's pixels are 36 MB
         return ImageOps.exif_transpose(image)
     except Exception:
         # Broken EXIF is common in camera and editor output; the pixels themselves are fine.
@@ -347,10 +374,10 @@ def _to_rgb(image: Image.Image) -> np.ndarray:
         rgba = image.convert("RGBA")
         image = Image.alpha_composite(Image.new("RGBA", rgba.size, _WHITE), rgba)
     try:
-        rgb = image.convert("RGB")
+        rgb = image if image.mode == "RGB" else image.convert("RGB")
     except ValueError as exc:
         raise NotAnImage(f"This image's colour mode ({image.mode}) is not supported.") from exc
-    return np.asarray(rgb, dtype=np.uint8).copy()
+    return np.array(rgb, dtype=np.uint8)  # one copy, writable
 
 
 def _wide_gray_to_8bit(image: Image.Image) -> np.ndarray:

@@ -24,7 +24,8 @@ import numpy as np
 from sqlalchemy import Select, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from picmetric_core.similar.phash import hamming_to_many
+from picmetric_core.results import Signature
+from picmetric_core.similar.phash import hamming, hamming_to_many
 from picmetric_core.similar.signature import compact_embedding, embedding_vector
 from picmetric_core.store.deletions import deleted_signatures_since, last_deletion_id
 from picmetric_core.store.orm import AnalysisRow, SignatureRow
@@ -43,6 +44,34 @@ class NearDuplicate:
 
     md5: str
     distance: int
+
+
+def near_duplicate_distance(a: Signature, b: Signature) -> int | None:
+    """How many hash bits apart two photos are when they are the same picture by the index's rule, else ``None``.
+
+    The rule of :meth:`SimilarityIndex.near_duplicates`, for two signatures that are not stored yet
+    (the images of one batch block, written in one transaction).
+
+    Example:
+        >>> near_duplicate_distance(Signature(phash=0b1011), Signature(phash=0b0011))
+        1
+        >>> near_duplicate_distance(Signature(phash=0), Signature(phash=(1 << 20) - 1)) is None
+        True
+    """
+    distance = hamming(a.phash, b.phash)
+    if distance > CANDIDATE_BITS:
+        return None
+    comparable = (
+        a.embedding is not None
+        and b.embedding is not None
+        and a.embedding_model == b.embedding_model
+        and len(a.embedding) == len(b.embedding)
+    )
+    if not comparable:
+        return distance if distance <= HASH_ONLY_BITS else None
+    assert a.embedding is not None and b.embedding is not None
+    similarity = float(embedding_vector(a.embedding) @ embedding_vector(b.embedding))
+    return distance if similarity >= CONFIRMING_SIMILARITY else None
 
 
 @dataclass(frozen=True)

@@ -36,7 +36,7 @@ class ObjectNotFound(LookupError):
 
 @dataclass(frozen=True)
 class ObjectKeys:
-    """The object keys of one analysed image, all under its md5."""
+    """The object keys of one analysed image, all under its md5 (the overlays' once drawn: :func:`overlay_key`)."""
 
     original: str
     detections: str
@@ -53,10 +53,23 @@ class ObjectKeys:
         """
         return cls(
             original=f"{md5}/original.{EXTENSIONS.get(content_type, UNKNOWN_EXTENSION)}",
-            detections=f"{md5}/detections.png",
-            faces=f"{md5}/faces.png",
+            detections=overlay_key(md5, "detections"),
+            faces=overlay_key(md5, "faces"),
             thumbnail=f"{md5}/thumb.jpg",
         )
+
+
+def overlay_key(md5: str, kind: str) -> str:
+    """Where an overlay (``"detections"`` or ``"faces"``) of an image is kept once it has been drawn.
+
+    Overlays are not written when an image is analysed: the service draws one the first time it is
+    asked for and keeps it under this key (analyses stored before that have theirs already).
+
+    Example:
+        >>> overlay_key("4f055f233ff79efdb5fdd377b2161c45", "faces")
+        '4f055f233ff79efdb5fdd377b2161c45/faces.png'
+    """
+    return f"{md5}/{kind}.png"
 
 
 def analysis_key(md5: str) -> str:

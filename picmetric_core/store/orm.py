@@ -6,6 +6,7 @@ The schema itself is created and changed only by the Alembic migrations in
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict
 from datetime import UTC, datetime
 from typing import Any
@@ -27,8 +28,9 @@ from sqlalchemy import (
     TypeDecorator,
     UniqueConstraint,
     false,
+    insert,
 )
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship
 
 from picmetric_core.results import Analysis, Box, Classification, Detection, Face, ModelInfo, Point, Signature
 
@@ -258,6 +260,47 @@ def analysis_row(analysis: Analysis, **columns: Any) -> AnalysisRow:
         ],
         **columns,
     )
+
+
+_CHILDREN: tuple[tuple[str, type[Base], tuple[str, ...]], ...] = (
+    ("classifications", ClassificationRow, ("rank", "label", "class_id", "score")),
+    ("detections", DetectionRow, ("label", "class_id", "score", "x1", "y1", "x2", "y2")),
+    ("faces", FaceRow, ("score", "x1", "y1", "x2", "y2", "landmarks")),
+)
+
+
+def insert_analyses(session: Session, rows: Sequence[AnalysisRow]) -> None:
+    """Insert :func:`analysis_row` rows (md5s distinct) and their children, one statement per table.
+
+    The rows stay out of the session, their ids set: about 3× faster than the unit of work's flush of the
+    same objects (0.8 against 2.5 ms for one analysis of ~30 rows here), and a batch block's rows go in
+    the same few statements. Raises what the database raises (``IntegrityError`` for a stored md5).
+    """
+    if not rows:
+        return
+    table = AnalysisRow.__table__
+    columns = [column.key for column in table.columns if column.key != "id"]
+    returned = session.execute(
+        insert(table).returning(table.c.id, table.c.md5), [{key: getattr(row, key) for key in columns} for row in rows]
+    )
+    ids = {md5: row_id for row_id, md5 in returned}
+    for row in rows:
+        row.id = ids[row.md5]
+    for relation, child, fields in _CHILDREN:
+        values = [
+            {"analysis_id": row.id} | {field: getattr(item, field) for field in fields}
+            for row in rows
+            for item in getattr(row, relation)
+        ]
+        if values:
+            session.execute(insert(child.__table__), values)
+    signatures = [
+        {"analysis_id": row.id, "phash": s.phash, "embedding": s.embedding, "embedding_model": s.embedding_model}
+        for row in rows
+        if (s := row.signature) is not None
+    ]
+    if signatures:
+        session.execute(insert(SignatureRow.__table__), signatures)
 
 
 def _box(box: Box) -> dict[str, float]:

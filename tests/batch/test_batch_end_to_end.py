@@ -33,7 +33,7 @@ from tests.support.services import create_pg_database, drop_pg_database, make_se
 
 MAX_PIXELS = 300_000  # the photo variants are at most 320 x 320 px; the "poster" is over this
 REPO = Path(__file__).resolve().parents[2]
-OBJECT_NAMES = {"thumb.jpg", "detections.png", "faces.png", "analysis.json"}
+OBJECT_NAMES = {"thumb.jpg", "analysis.json"}  # and the original; overlays are drawn when first asked for
 
 pytestmark = pytest.mark.timeout(900)
 

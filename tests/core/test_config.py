@@ -149,7 +149,7 @@ def test_no_environment_at_all_analyses_into_sqlite_and_a_folder(tmp_path):
     data_dir = home / ".picmetric"
     assert result.stdout.split() == [f"sqlite:///{data_dir / 'picmetric.db'}", "False", "True"]
     stored = sorted(path.name for path in (data_dir / "store").glob("*/*"))
-    assert stored == ["analysis.json", "detections.png", "faces.png", "original.png", "thumb.jpg"]
+    assert stored == ["analysis.json", "original.png", "thumb.jpg"]  # overlays: drawn when first asked for
 
 
 def test_every_setting_is_documented():

@@ -11,9 +11,11 @@ import json
 import zipfile
 
 import jsonschema
+import numpy as np
 import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
+from PIL import Image
 
 from picmetric_core import cli, exports
 from picmetric_core.api.app import create_app
@@ -112,11 +114,17 @@ def test_coco_export_is_a_valid_dataset_with_official_ids_and_face_keypoints(sto
 @pytest.mark.slow
 def test_zip_holds_originals_overlays_and_the_annotations(stored, dog_jpg):
     _, service, md5s = stored
+    dog = md5s["dog.jpg"]
+    assert not service.store.exists(f"{dog}/detections.png")  # analysing draws no overlay
     archive = zipfile.ZipFile(io.BytesIO(exports.export(service, HistoryQuery(filename="dog"), "zip")))
     names = set(archive.namelist())
-    dog = md5s["dog.jpg"]
     assert {f"{dog}/original.jpg", f"{dog}/detections.png", f"{dog}/faces.png", "results.csv"} <= names
     assert archive.read(f"{dog}/original.jpg") == dog_jpg
+    # The overlay was drawn for the export (boxes over the photo) and kept for the next ask.
+    boxes = np.asarray(Image.open(io.BytesIO(archive.read(f"{dog}/detections.png"))).convert("RGB"), np.int16)
+    photo = np.asarray(Image.open(io.BytesIO(dog_jpg)).convert("RGB"), np.int16)
+    assert boxes.shape == photo.shape and (np.abs(boxes - photo).max(axis=2) > 60).mean() > 0.005
+    assert service.store.get(f"{dog}/detections.png") == archive.read(f"{dog}/detections.png")
     assert not any(name.startswith(md5s["eagle.jpg"]) for name in names)
     dataset = json.loads(archive.read("annotations.json"))
     assert all(image["file_name"] in names for image in dataset["images"])

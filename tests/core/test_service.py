@@ -98,13 +98,12 @@ def test_round_trip_through_s3_and_postgres(s3_service, seaweed, bucket, fresh_p
     assert submission.record.keys == keys
     expected_types = {
         keys.original: "image/jpeg",
-        keys.detections: "image/png",
-        keys.faces: "image/png",
         keys.thumbnail: "image/jpeg",
         analysis_key(dog.md5): "application/json",
     }
     for key, content_type in expected_types.items():
         assert client.head_object(Bucket=bucket, Key=key)["ContentType"] == content_type, key
+    assert not s3_service.store.exists(keys.detections) and not s3_service.store.exists(keys.faces)  # not drawn
     thumbnail = Image.open(io.BytesIO(client.get_object(Bucket=bucket, Key=keys.thumbnail)["Body"].read()))
     assert max(thumbnail.size) == 320
 
@@ -125,9 +124,13 @@ def test_round_trip_through_s3_and_postgres(s3_service, seaweed, bucket, fresh_p
     assert response.headers["Content-Type"] == "image/jpeg"
     for tampered in (url.replace("original.jpg", "faces.png"), url.replace("X-Amz-Expires=", "X-Amz-Expires=9")):
         assert requests.get(tampered, timeout=10).status_code == 403
-    overlay = requests.get(page.items[0].urls.detections, timeout=10)
+    # An overlay's link opens once it is drawn: handing the links out draws what is missing first.
+    assert requests.get(page.items[0].urls.detections, timeout=10).status_code == 404
+    item = s3_service.with_overlays_stored(page.items[0])
+    overlay = requests.get(item.urls.detections, timeout=10)
     assert overlay.headers["Content-Type"] == "image/png"
     assert Image.open(io.BytesIO(overlay.content)).size == (dog.width, dog.height)
+    assert client.head_object(Bucket=bucket, Key=keys.faces)["ContentType"] == "image/png"
 
     # Seen before: answered from the database, with no upload and no network.
     again = s3_service.get(dog.md5)
@@ -173,12 +176,6 @@ class StandIn:
         return _stand_in_analysis(image)
 
 
-def _blank_overlays(image, analysis):
-    from picmetric_core.overlays import Overlays
-
-    return Overlays(detections_png=b"\x89PNG detections", faces_png=b"\x89PNG faces")
-
-
 @pytest.mark.parametrize("backend", ["sqlite", "postgres"])
 def test_two_processes_racing_on_one_image_store_one_row(backend, request, tmp_path, dog):
     """Separate services share nothing but the database and store, as two server processes would: the
@@ -187,7 +184,7 @@ def test_two_processes_racing_on_one_image_store_one_row(backend, request, tmp_p
     settings = make_settings(tmp_path, database_url=url)
     barrier = threading.Barrier(2)
     counting = CountingAnalyzer(StandIn())
-    services = [PicMetricService(settings, counting, render=_blank_overlays) for _ in range(2)]
+    services = [PicMetricService(settings, counting) for _ in range(2)]
 
     def submit(service: PicMetricService):
         barrier.wait(timeout=30)  # both past the first md5 check at about the same moment
@@ -258,12 +255,12 @@ def test_database_failure_after_upload_is_retried_without_running_again(
     }
     stored = service.get(astronaut.md5)
     assert stored is not None and stored.analysis == retried.analysis
-    assert requests.get(stored.urls.faces, timeout=10).status_code == 200
+    assert requests.get(service.overlay_link(astronaut.md5, "faces"), timeout=10).status_code == 200
     service.close()
 
 
 def test_local_store_service_reads_objects_by_key(tmp_path, dog):
-    service = PicMetricService(make_settings(tmp_path), StandIn(), render=_blank_overlays)
+    service = PicMetricService(make_settings(tmp_path), StandIn())
     submission = service.submit(dog, source="url", source_url="https://example.com/dog.jpg")
     assert submission.urls.original is None
     assert service.store.get(submission.record.keys.original) == dog.data
@@ -300,10 +297,12 @@ def test_submit_reports_each_step_as_it_starts_and_each_network_as_it_finishes(t
     steps: list[str] = []
     service.submit(dog, on_stage=steps.append)
     networks = ["classifier", "detector", "faces"]
-    # The networks run at once: they finish in whichever order they finish.
-    assert steps[:4] == ["storing", *networks]
-    assert sorted(steps[4:7]) == sorted(f"{network} done" for network in networks)
-    assert steps[7:] == ["overlays", "saving"]
+    if analyzer.parallel:  # the networks run at once: they finish in whichever order they finish
+        assert steps[:4] == ["storing", *networks]
+        assert sorted(steps[4:7]) == sorted(f"{network} done" for network in networks)
+    else:  # one after another (under OpenVINO): each starts once the one before is done
+        assert steps[:7] == ["storing", *[step for network in networks for step in (network, f"{network} done")]]
+    assert steps[7:] == ["saving"]  # no overlay is drawn: they are drawn when first asked for
     steps.clear()
     assert service.submit(dog, on_stage=steps.append).seen_before
     assert steps == []  # seen before: nothing runs

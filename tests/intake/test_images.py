@@ -302,3 +302,26 @@ def test_thumbnail_never_enlarges():
     small = CHELSEA[:100, :150]
 
     assert Image.open(io.BytesIO(thumbnail_jpeg(small, max_side=320))).size == (150, 100)
+
+
+def test_a_large_thumbnail_looks_like_the_photo_shrunk_in_one_go():
+    large = np.asarray(Image.fromarray(CHELSEA).resize((2048, 1362), Image.Resampling.BICUBIC))
+    thumb = np.asarray(Image.open(io.BytesIO(thumbnail_jpeg(large))).convert("RGB"), np.int16)
+    reference = np.asarray(Image.fromarray(large).resize((320, 213), Image.Resampling.LANCZOS), np.int16)
+
+    assert thumb.shape == reference.shape == (213, 320, 3)
+    assert np.abs(thumb - reference).mean() < 4  # JPEG and the averaging, no shift or aliasing
+
+
+def test_a_12_megapixel_jpeg_is_decoded_straight_to_half_size():
+    """4000 × 3000 with the default 2048 limit: libjpeg's 1/2 scale (2000 × 1500) is kept as it is, with no
+    full-size decode and no resampling; the photo's own size is still the one reported."""
+    photo = np.asarray(Image.fromarray(CHELSEA[:, 25:425]).resize((4000, 3000), Image.Resampling.BILINEAR))
+    raw = encode(photo, "JPEG", quality=90)
+
+    image = decode_for(Settings(), raw)
+
+    assert image.rgb.shape == (1500, 2000, 3) and (image.width, image.height) == (4000, 3000)
+    assert image.scale == 2.0
+    halved = np.asarray(Image.fromarray(photo).reduce(2), np.int16)
+    assert np.abs(image.rgb.astype(np.int16) - halved).mean() < 3

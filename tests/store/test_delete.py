@@ -9,6 +9,7 @@ embedding); one runs the real networks end to end.
 
 from __future__ import annotations
 
+import contextlib
 import random
 import threading
 import time
@@ -20,6 +21,7 @@ from urllib.parse import urlsplit
 
 import numpy as np
 import pytest
+import requests
 from fastapi.testclient import TestClient
 from PIL import Image
 from skimage import data
@@ -36,7 +38,7 @@ from picmetric_core.results import Analysis, Box, Classification, Detection, Fac
 from picmetric_core.service import PicMetricService
 from picmetric_core.similar.signature import signature_of
 from picmetric_core.store.deletions import object_keys
-from picmetric_core.store.objects import ObjectKeys
+from picmetric_core.store.objects import ObjectKeys, ObjectNotFound
 from picmetric_core.store.orm import AnalysisRow
 from tests.support.photos import LIMITS, png_bytes
 from tests.support.services import make_settings, s3_settings
@@ -71,12 +73,6 @@ class StandIn:
             self.models,
             signature=signature_of(image.rgb, grey - grey.mean(), "stand-in"),
         )
-
-
-def blank_overlays(image, analysis):
-    from picmetric_core.overlays import Overlays
-
-    return Overlays(detections_png=b"\x89PNG detections", faces_png=b"\x89PNG faces")
 
 
 def photo(name: str, scale: float = 1.0) -> DecodedImage:
@@ -192,6 +188,10 @@ def test_a_photo_analysed_by_the_networks_and_deleted_leaves_nothing_anywhere(
         record_batch_item(pg_engine, md5)
         before = children_of(pg_engine, md5)
         assert all(before.values()), before  # classes, objects, faces, signature and vector all there
+        assert len([key for key in bucket_keys(seaweed, bucket) if md5 in key]) == 3  # no overlay drawn yet
+        for kind in ("detections", "faces"):  # drawn on the first ask, and kept
+            redirect = client.get(f"/v1/analyses/{md5}/{kind}", follow_redirects=False)
+            assert requests.get(redirect.headers["location"], timeout=10).headers["content-type"] == "image/png"
         assert len([key for key in bucket_keys(seaweed, bucket) if md5 in key]) == 5
 
         assert client.delete(f"/v1/analyses/{md5}").status_code == 204
@@ -200,7 +200,7 @@ def test_a_photo_analysed_by_the_networks_and_deleted_leaves_nothing_anywhere(
         assert client.get(f"/v1/analyses/{dog}/similar").json()["items"] == []
         assert client.get("/v1/analyses", params={"similar_to": dog}).json()["items"] == []
         assert client.get(f"/v1/analyses/{dog}").status_code == 200  # the other photo is untouched
-        assert len([key for key in bucket_keys(seaweed, bucket) if dog in key]) == 5
+        assert len([key for key in bucket_keys(seaweed, bucket) if dog in key]) == 3
 
 
 def test_a_deleted_photo_leaves_no_row_object_or_link_and_can_be_stored_again(
@@ -223,7 +223,7 @@ def test_a_deleted_photo_leaves_no_row_object_or_link_and_can_be_stored_again(
         assert [item["md5"] for item in client.get("/v1/analyses").json()["items"]] == [coffee]
         # Stored again later: a new, complete analysis.
         assert client.post("/v1/analyses", files={"file": ("again.png", photos["chelsea"].data)}).status_code == 201
-        assert len([key for key in bucket_keys(seaweed, bucket) if cat in key]) == 5
+        assert len([key for key in bucket_keys(seaweed, bucket) if cat in key]) == 3
         assert client.get(f"/v1/analyses/{cat}/original", follow_redirects=False).status_code == 307
 
 
@@ -231,10 +231,13 @@ def test_the_local_folder_store_keeps_no_file_or_folder_of_a_deleted_photo(tmp_p
     settings = make_settings(tmp_path)
     with app_client(settings) as client:
         md5 = upload(client, photos["coins"], "coins.png")
-        key = ObjectKeys.for_image(md5, "image/png").thumbnail
-        assert client.get(f"/objects/{key}").status_code == 200
+        keys = ObjectKeys.for_image(md5, "image/png")
+        for key in (keys.thumbnail, keys.detections, keys.faces):  # the overlays drawn on this first ask
+            assert client.get(f"/objects/{key}").status_code == 200
+        assert (tmp_path / "store" / keys.faces).is_file()
         assert client.delete(f"/v1/analyses/{md5}").status_code == 204
-        assert client.get(f"/objects/{key}").status_code == 404
+        for key in (keys.thumbnail, keys.detections, keys.faces):
+            assert client.get(f"/objects/{key}").status_code == 404
     assert not (tmp_path / "store" / md5).exists()
 
 
@@ -312,6 +315,8 @@ def test_a_store_cut_midway_leaves_objects_pending_that_a_later_run_or_upload_re
         )  # fmt: skip
         with app_client(settings) as client:
             cat, coffee, camera = (upload(client, photos[n], f"{n}.png") for n in ("chelsea", "coffee", "camera"))
+            for kind in ("detections", "faces"):  # drawn, so that every kind of object is left pending
+                assert client.get(f"/v1/analyses/{cat}/{kind}", follow_redirects=False).status_code == 307
             service = client.app.state.runtime.service()
             real_delete_many = service.store.delete_many
 
@@ -366,7 +371,7 @@ def test_a_store_cut_midway_leaves_objects_pending_that_a_later_run_or_upload_re
             again = client.post("/v1/analyses", files={"file": ("camera.png", photos["camera"].data)})
             assert again.status_code == 201 and not again.json()["seen_before"]
             assert sorted(removed) == sorted(object_keys(camera, ObjectKeys.for_image(camera, "image/png")))
-            assert len([key for key in bucket_keys(seaweed, bucket) if camera in key]) == 5
+            assert len([key for key in bucket_keys(seaweed, bucket) if camera in key]) == 3
             assert service.pending_deletes() == ()
 
 
@@ -419,10 +424,12 @@ class SlowDeletes:
 
 
 def state_of(service: PicMetricService, image: DecodedImage) -> str:
+    """"complete": the row and every object an analysis writes (its overlays, once drawn, too); "nothing"."""
     keys = object_keys(image.md5, ObjectKeys.for_image(image.md5, image.content_type))
+    written = [key for key in keys if not key.endswith(("/detections.png", "/faces.png"))]
     there = [key for key in keys if service.store.exists(key)]
     stored, pending = service.is_stored(image.md5), service.pending_deletes()
-    if stored and len(there) == len(keys) and not pending:
+    if stored and set(written) <= set(there) and not pending:
         return "complete"
     if not stored and not there and not pending:
         return "nothing"
@@ -433,30 +440,37 @@ def state_of(service: PicMetricService, image: DecodedImage) -> str:
 def test_an_upload_racing_a_delete_of_the_same_photo_ends_complete_or_with_nothing(
     backend, request, tmp_path, photos
 ):
-    """Two services (two processes' worth: their own connections and thread locks), 30 rounds each way."""
+    """Two services (two processes' worth: their own connections and thread locks), 30 rounds each way;
+    a third asks for an overlay meanwhile (drawn on demand, it must never outlive a delete)."""
     if backend == "postgres":
         seaweed, bucket = request.getfixturevalue("seaweed"), request.getfixturevalue("bucket")
         settings = s3_settings(tmp_path, seaweed, bucket, database_url=request.getfixturevalue("fresh_pg_url"))
     else:
         settings = make_settings(tmp_path)
-    uploader = PicMetricService(settings, StandIn(delay_s=0.02), render=blank_overlays)
-    deleter = PicMetricService(settings, StandIn(), render=blank_overlays)
+    uploader = PicMetricService(settings, StandIn(delay_s=0.02))
+    deleter = PicMetricService(settings, StandIn())
+    drawer = PicMetricService(settings, StandIn())
     deleter.store = SlowDeletes(deleter.store)
     image = photos["astronaut"]
     outcomes: Counter[str] = Counter()
+
+    def draw() -> None:
+        with contextlib.suppress(ObjectNotFound):  # not stored at that moment
+            drawer.overlay(image.md5, random.choice(("detections", "faces")))
+
     try:
         for round_ in range(60):
             if round_ % 2:  # half the rounds start with the photo stored
                 uploader.submit(image)
-            start = threading.Barrier(2)
+            start = threading.Barrier(3)
 
             def together(call, start=start) -> None:
                 start.wait()
                 time.sleep(random.uniform(0, 0.03))
                 call()
 
-            with ThreadPoolExecutor(2) as pool:
-                calls = (lambda: uploader.submit(image), lambda: deleter.delete([image.md5]))
+            with ThreadPoolExecutor(3) as pool:
+                calls = (lambda: uploader.submit(image), lambda: deleter.delete([image.md5]), draw)
                 for future in [pool.submit(together, call) for call in calls]:
                     future.result()
             state = state_of(deleter, image)
@@ -467,6 +481,7 @@ def test_an_upload_racing_a_delete_of_the_same_photo_ends_complete_or_with_nothi
     finally:
         uploader.close()
         deleter.close()
+        drawer.close()
     assert outcomes["complete"] and outcomes["nothing"], outcomes
 
 
@@ -476,8 +491,8 @@ def test_an_upload_racing_a_delete_of_the_same_photo_ends_complete_or_with_nothi
 @pytest.mark.parametrize("index", ["memory", "auto"])
 def test_another_process_forgets_a_deleted_photo_without_a_restart(index, tmp_path, fresh_pg_url, photos):
     settings = make_settings(tmp_path, database_url=fresh_pg_url, similar_index=index)
-    writer = PicMetricService(settings, StandIn(), render=blank_overlays)
-    reader = PicMetricService(settings, StandIn(), render=blank_overlays)
+    writer = PicMetricService(settings, StandIn())
+    reader = PicMetricService(settings, StandIn())
     assert reader.similarity_backend == ("pgvector" if index == "auto" else "memory")
     small_cat = photo("chelsea", 0.6)
     for name in ("chelsea", "coffee", "camera", "rocket"):
@@ -518,7 +533,7 @@ def cli_env(tmp_path, monkeypatch):
 
 
 def test_the_command_deletes_by_md5_filter_and_age_and_a_dry_run_deletes_nothing(cli_env, photos, capsys):
-    service = PicMetricService(make_settings(cli_env), StandIn(), render=blank_overlays)
+    service = PicMetricService(make_settings(cli_env), StandIn())
     md5 = {name: service.submit(photos[name], filename=f"{name}.png").record.md5 for name in photos}
     with service._sessions.begin() as session:
         session.execute(
@@ -554,7 +569,7 @@ def test_the_command_deletes_by_md5_filter_and_age_and_a_dry_run_deletes_nothing
 
 
 def test_retention_deletes_what_is_older_than_the_setting(cli_env, photos, capsys, monkeypatch):
-    service = PicMetricService(make_settings(cli_env), StandIn(), render=blank_overlays)
+    service = PicMetricService(make_settings(cli_env), StandIn())
     old, new = (service.submit(photos[name]).record.md5 for name in ("coins", "coffee"))
     with service._sessions.begin() as session:
         session.execute(
@@ -582,7 +597,7 @@ def history_app(cli_env, photos, monkeypatch):
     from picmetric_ui import resources
 
     monkeypatch.setattr(resources, "warmup", lambda: resources.runtime().loader)
-    seeder = PicMetricService(make_settings(cli_env), StandIn(), render=blank_overlays)
+    seeder = PicMetricService(make_settings(cli_env), StandIn())
     md5 = {name: seeder.submit(photos[name], filename=f"{name}.png").record.md5 for name in ("chelsea", "coffee")}
     md5["camera"] = seeder.submit(photos["camera"], filename="camera.png").record.md5
     seeder.close()
@@ -640,7 +655,7 @@ def test_every_deleted_key_is_one_the_store_holds_for_an_image():
 
 
 def test_a_store_error_on_some_keys_keeps_exactly_those_pending(tmp_path, photos):
-    service = PicMetricService(make_settings(tmp_path), StandIn(), render=blank_overlays)
+    service = PicMetricService(make_settings(tmp_path), StandIn())
     md5 = service.submit(photos["coins"]).record.md5
     real = service.store.delete_many
 

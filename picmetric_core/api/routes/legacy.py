@@ -79,10 +79,14 @@ def _legacy(request: Request, response: Response, runtime: Runtime, submission: 
 
 
 def _kept_links(request: Request, runtime: Runtime, submission: Submission) -> dict[str, str]:
-    """Links an old client may store forever: a public bucket's own URLs, else this API's link route."""
+    """Links an old client may store forever: a public bucket's own URLs, else this API's link route.
+
+    The link route draws an overlay on its first request; a public bucket's URL cannot, so on a
+    public-read bucket the overlays are drawn and stored before their URLs are handed out.
+    """
     settings = runtime.settings
     if settings.uses_s3 and settings.public_read and settings.s3_location:
-        urls = submission.urls
+        urls = runtime.service().with_overlays_stored(submission).urls
         return {"original": urls.original or "", "detections": urls.detections or "", "faces": urls.faces or ""}
     md5 = submission.analysis.md5
     return {kind: stable_link(settings, request, md5, kind) for kind in ("original", "detections", "faces")}

@@ -3,7 +3,9 @@
 Old clients keep ``original``, ``yolov3_source`` and ``faces_source`` forever, so the old shape hands
 out ``{base}/v1/analyses/{md5}/{kind}`` instead of a presigned URL (which expires, and is longer than
 the old back end's 255-character columns). Each request presigns anew (S3) or streams the bytes
-(a local folder).
+(a local folder). An overlay that was never drawn is drawn on that first request, from the stored
+original and results, and kept in the store (:meth:`PicMetricService.overlay`) before the redirect or
+the bytes: no link ever leads to a missing overlay.
 
 With ``PICMETRIC_API_TOKEN`` set, a link carries ``sig``, an HMAC of the md5 and the kind under the
 token: an ``<img src>`` cannot send a bearer header, and the token itself never appears in a link.
@@ -26,6 +28,7 @@ from picmetric_core.api.access import OBJECT_KINDS, SELF_CHECKED, ObjectKind
 from picmetric_core.api.deps import RuntimeDep, token_matches
 from picmetric_core.api.schemas import ERRORS, ErrorBody
 from picmetric_core.config import Settings
+from picmetric_core.overlays import OVERLAY_KINDS
 from picmetric_core.store.objects import ObjectNotFound, content_type_of
 from picmetric_core.submission import Submission
 
@@ -100,15 +103,17 @@ def get_stored_object(
     sig: Annotated[str | None, Query(max_length=64, description="The link's signature (with a token)")] = None,
 ) -> Response:
     _check_access(runtime.settings, request, md5, kind, sig)
-    submission = runtime.service().get(md5)
+    service = runtime.service()
+    submission = service.get(md5)
     if submission is None:
         raise HTTPException(404, f"No analysis of an image with md5 {md5}.")
     key = getattr(submission.record.keys, kind)
-    fresh = runtime.service().object_link(key)
-    if fresh is not None:
-        return RedirectResponse(fresh, status_code=307, headers={"Cache-Control": "no-store"})
+    overlay = kind if kind in OVERLAY_KINDS else None
     try:
-        data = runtime.service().read_object(key)
+        fresh = service.overlay_link(md5, overlay) if overlay else service.object_link(key)
+        if fresh is not None:
+            return RedirectResponse(fresh, status_code=307, headers={"Cache-Control": "no-store"})
+        data = service.overlay(md5, overlay) if overlay else service.read_object(key)
     except ObjectNotFound:
         raise HTTPException(404, "No such object.") from None
     headers = {"Cache-Control": "public, max-age=31536000, immutable", "X-Content-Type-Options": "nosniff"}

@@ -1,4 +1,8 @@
-"""``GET /objects/{key}``: stored images and overlays, for a local store (whose objects have no links)."""
+"""``GET /objects/{key}``: stored images and overlays, for a local store (whose objects have no links).
+
+An overlay that was never drawn is drawn on its first request and kept under its key
+(:meth:`PicMetricService.overlay`), so the keys of every analysis answer, old and new.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +15,7 @@ from starlette.exceptions import HTTPException
 from picmetric_core.api.deps import RuntimeDep
 from picmetric_core.api.schemas import ERRORS, ErrorBody
 from picmetric_core.formats import ORIGINAL_EXTENSIONS
+from picmetric_core.overlays import OVERLAY_KINDS
 from picmetric_core.store.objects import ObjectNotFound, content_type_of
 
 OBJECT_KEY = re.compile(
@@ -26,8 +31,10 @@ def get_object(runtime: RuntimeDep, key: str) -> Response:
     """A stored image or overlay by its key."""
     if not OBJECT_KEY.fullmatch(key) or not runtime.service().is_stored(key[:32]):  # deleted: never shown
         raise HTTPException(404, "No such object.")
+    md5, name = key.split("/")
+    overlay = next((kind for kind in OVERLAY_KINDS if name == f"{kind}.png"), None)
     try:
-        data = runtime.service().read_object(key)
+        data = runtime.service().overlay(md5, overlay) if overlay else runtime.service().read_object(key)
     except ObjectNotFound:
         raise HTTPException(404, "No such object.") from None
     return Response(data, media_type=content_type_of(key), headers=IMMUTABLE)
