@@ -114,6 +114,9 @@ class Settings(BaseSettings):
     # Without a public base URL: take the host of kept links from the proxy's X-Forwarded-Host. Only
     # behind a proxy that sets that header itself (a client could otherwise choose its links' host).
     trust_forwarded_host: bool = Field(False, validation_alias=_env("PICMETRIC_TRUST_FORWARDED_HOST"))
+    # The Live page's WebRTC ICE servers (JSON, RTCIceServer dicts, e.g. a TURN server for viewers on other
+    # networks). Empty: no STUN/TURN at all, so no traffic to a public server (README, "The Live page").
+    ice_servers: list[dict[str, Any]] = Field(default_factory=list, validation_alias=_env("PICMETRIC_ICE_SERVERS"))
 
     # Retention: `picmetric delete --retention` (run by a cron job or systemd timer) deletes analyses older than
     # this many days; unset, nothing is deleted on its own (docs/persistence.md, "Deleting").

@@ -35,6 +35,7 @@ def page_links() -> None:
     st.page_link("streamlit_app.py", label="Analyze", icon=":material/image_search:")
     st.page_link("pages/1_History.py", label="History", icon=":material/photo_library:")
     st.page_link("pages/2_Batches.py", label="Batches", icon=":material/dynamic_feed:")
+    st.page_link("pages/3_Live.py", label="Live", icon=":material/videocam:")
     st.divider()
 
 
