@@ -120,7 +120,7 @@ def test_analyze_page_starts_with_limits_and_models(app_env):
     for line in ("**Classifier:** EfficientNet-Lite2", "**Detector:** YOLOv3-tiny", "**Faces:** MTCNN"):
         assert line in models
     assert "offline stand-in" in models and "full weights" in models
-    assert [link.proto.label for link in at.get("page_link")] == ["Analyze", "History", "Batches"]
+    assert [link.proto.label for link in at.get("page_link")] == ["Analyze", "History", "Batches", "Live"]
 
 
 def test_upload_shows_overlays_charts_tables_and_downloads(app_env, calls, dog_jpg):
