@@ -112,19 +112,23 @@ def compiled_predict(model: keras.Model) -> Callable[[np.ndarray | list[np.ndarr
     of ``stateless_call`` (compiled once per input shape).
     """
     if keras.backend.backend() == "tensorflow":
-        import tensorflow as tf
-
-        # Traced once for the model's declared input shapes (batch and, for P-Net, height and width free).
-        specs = [tf.TensorSpec(tuple(i.shape), tf.float32) for i in model.inputs]
-        if len(specs) == 1:
-            traced = tf.function(lambda x: model(x, training=False), input_signature=specs)
-            return lambda inputs: [np.asarray(o) for o in _as_list(traced(np.asarray(inputs, np.float32)))]
-        several = tf.function(lambda *xs: model(list(xs), training=False), input_signature=specs)
-        return lambda inputs: [np.asarray(o) for o in _as_list(several(*[np.asarray(x, np.float32) for x in inputs]))]
+        traced = traced_inference(model)
+        return lambda inputs: [
+            np.asarray(o) for o in _as_list(traced(*[np.asarray(x, np.float32) for x in _as_list(inputs)]))
+        ]
     if keras.backend.backend() != "jax":
         return lambda inputs: [np.asarray(o) for o in _as_list(model.predict_on_batch(inputs))]
     on_device = device_forward(model)
     return lambda inputs: [np.asarray(o) for o in _as_list(on_device(inputs))]
+
+
+def traced_inference(model: keras.Model):
+    """``model``'s inference as a TensorFlow function traced once for its declared input shapes (batch and,
+    for P-Net, height and width free), one positional argument per input. OpenVINO converts it too."""
+    import tensorflow as tf
+
+    specs = [tf.TensorSpec(tuple(i.shape), tf.float32, name=f"input_{n}") for n, i in enumerate(model.inputs)]
+    return tf.function(lambda *xs: model(xs[0] if len(xs) == 1 else list(xs), training=False), input_signature=specs)
 
 
 def device_forward(model: keras.Model) -> Callable[[np.ndarray | list[np.ndarray]], object]:

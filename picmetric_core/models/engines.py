@@ -18,7 +18,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from picmetric_core.models.compiled import accelerator, compiled_predict
+from picmetric_core.models.compiled import accelerator, compiled_predict, traced_inference
 
 log = logging.getLogger(__name__)
 
@@ -163,7 +163,7 @@ def openvino_artefact(model: keras.Model, folder: Path | None, weights: str):
             return _core().read_model(path)
         except RuntimeError:
             log.warning("rebuilding an unreadable converted model %s", path.name)
-    converted = ov.convert_model(_traced(model))
+    converted = ov.convert_model(traced_inference(model).get_concrete_function())
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
         staging = path.with_name(f".{path.stem}.{threading.get_ident()}.xml")
@@ -171,17 +171,6 @@ def openvino_artefact(model: keras.Model, folder: Path | None, weights: str):
         staging.with_suffix(".bin").replace(path.with_suffix(".bin"))
         staging.replace(path)
     return converted
-
-
-def _traced(model: keras.Model):
-    import tensorflow as tf
-
-    specs = [tf.TensorSpec(tuple(i.shape), tf.float32, name=f"input_{n}") for n, i in enumerate(model.inputs)]
-    if len(specs) == 1:
-        function = tf.function(lambda x: model(x, training=False), input_signature=specs)
-    else:
-        function = tf.function(lambda *xs: model(list(xs), training=False), input_signature=specs)
-    return function.get_concrete_function()
 
 
 class _OpenVinoPredict:

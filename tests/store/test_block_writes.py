@@ -15,32 +15,22 @@ from datetime import UTC, datetime
 import numpy as np
 import pytest
 from PIL import Image
-from skimage import data
 from sqlalchemy import Engine, create_engine, event, select
 from sqlalchemy.exc import OperationalError
 
 from picmetric_core.batch import stages
 from picmetric_core.errors import DatabaseUnavailable
-from picmetric_core.intake.images import DecodedImage, decode_image
+from picmetric_core.intake.images import DecodedImage
 from picmetric_core.results import Analysis, Box, Classification, Detection, ModelInfo, Signature
 from picmetric_core.service import PicMetricService, Submission, ToStore
 from picmetric_core.similar.signature import signature_of
 from picmetric_core.store.objects import analysis_key
 from picmetric_core.store.orm import AnalysisRow
-from tests.support.photos import LIMITS, png_bytes
+from tests.support.photos import skimage_photo as photo
 from tests.support.rows import make_row
 from tests.support.services import make_settings
 
 MODELS = (ModelInfo("classifier", "stand-in", "none", False),)
-
-
-def photo(name: str, scale: float = 1.0) -> DecodedImage:
-    rgb = getattr(data, name)()
-    rgb = np.ascontiguousarray(np.stack([rgb] * 3, axis=-1) if rgb.ndim == 2 else rgb[..., :3])
-    if scale != 1.0:
-        image = Image.fromarray(rgb)
-        rgb = np.asarray(image.resize((int(image.width * scale), int(image.height * scale))))
-    return decode_image(png_bytes(rgb), **LIMITS)
 
 
 def analysed(image: DecodedImage, label: str = "cat") -> Analysis:

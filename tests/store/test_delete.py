@@ -24,7 +24,6 @@ import pytest
 import requests
 from fastapi.testclient import TestClient
 from PIL import Image
-from skimage import data
 from sqlalchemy import Engine, create_engine, inspect, text, update
 
 from picmetric_core import cli
@@ -40,7 +39,8 @@ from picmetric_core.similar.signature import signature_of
 from picmetric_core.store.deletions import object_keys
 from picmetric_core.store.objects import ObjectKeys, ObjectNotFound
 from picmetric_core.store.orm import AnalysisRow
-from tests.support.photos import LIMITS, png_bytes
+from tests.support.photos import LIMITS
+from tests.support.photos import skimage_photo as photo
 from tests.support.services import make_settings, s3_settings
 from tests.support.tcp_proxy import TcpProxy
 
@@ -73,15 +73,6 @@ class StandIn:
             self.models,
             signature=signature_of(image.rgb, grey - grey.mean(), "stand-in"),
         )
-
-
-def photo(name: str, scale: float = 1.0) -> DecodedImage:
-    rgb = getattr(data, name)()
-    rgb = np.ascontiguousarray(np.stack([rgb] * 3, axis=-1) if rgb.ndim == 2 else rgb[..., :3])
-    if scale != 1.0:
-        image = Image.fromarray(rgb)
-        rgb = np.asarray(image.resize((int(image.width * scale), int(image.height * scale))))
-    return decode_image(png_bytes(rgb), **LIMITS)
 
 
 @pytest.fixture(scope="module")

@@ -33,3 +33,17 @@ def png_bytes(rgb: np.ndarray) -> bytes:
     buffer = io.BytesIO()
     Image.fromarray(rgb).save(buffer, format="PNG")
     return buffer.getvalue()
+
+
+def skimage_photo(name: str, scale: float = 1.0):
+    """One of scikit-image's sample photos, grey ones as RGB, optionally rescaled, decoded from PNG bytes."""
+    from skimage import data
+
+    from picmetric_core.intake.images import decode_image
+
+    rgb = getattr(data, name)()
+    rgb = np.ascontiguousarray(np.stack([rgb] * 3, axis=-1) if rgb.ndim == 2 else rgb[..., :3])
+    if scale != 1.0:
+        image = Image.fromarray(rgb)
+        rgb = np.asarray(image.resize((int(image.width * scale), int(image.height * scale))))
+    return decode_image(png_bytes(rgb), **LIMITS)
