@@ -85,7 +85,7 @@ def detail_view(md5: str, thresholds: DisplayThresholds) -> None:
     share_thresholds(thresholds)
     record = submission.record
     plain.heading(record.filename or record.md5, level=1)
-    origin = record.source_url or "upload"
+    origin = record.source_url or ("the live camera" if record.source == "live" else "upload")
     plain.line(
         f"Analysed {record.created_at:%d %b %Y at %H:%M} UTC · from {origin} · {record.width}×{record.height} · "
         f"{record.content_type} · md5 {record.md5}",

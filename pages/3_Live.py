@@ -2,7 +2,8 @@
 
 The detector and the face network run on the newest frame (frames that arrive meanwhile are dropped,
 never queued); the classifier's top classes show below the video about twice a second. Snapshot stores
-the current frame as a full analysis, as an upload named "live camera …" (History finds it by that name).
+the current frame as a full analysis, with the live camera as its source, named "live camera …" (History
+finds it by that name).
 """
 
 from __future__ import annotations
@@ -39,7 +40,9 @@ with video_column:
 snapshot = live.stored_snapshot()
 if snapshot is not None:
     st.subheader("Snapshot")
-    plain.line(f'Stored as {snapshot.name} (an upload: History\'s file name filter finds "live camera")', muted=True)
+    plain.line(
+        f'Stored as {snapshot.name}, from the live camera (History\'s file name filter finds "live camera")', muted=True
+    )
     if snapshot.error is not None:
         st.error(snapshot.error, icon=":material/error:")
     else:

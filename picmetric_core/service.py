@@ -30,7 +30,7 @@ import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, replace
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, get_args
 
 from sqlalchemy import Engine
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
@@ -40,7 +40,7 @@ from picmetric_core.errors import DatabaseUnavailable, StoreUnavailable
 from picmetric_core.filters import DEFAULT_THRESHOLDS
 from picmetric_core.history import HistoryPage, HistoryQuery, LabelKind
 from picmetric_core.intake.images import DecodedImage, decode_for, thumbnail_jpeg
-from picmetric_core.intake.incoming import Incoming
+from picmetric_core.intake.incoming import Incoming, SourceKind
 from picmetric_core.intake.names import clean_filename
 from picmetric_core.overlays import OVERLAY_KINDS, OverlayKind, render_overlay
 from picmetric_core.pipeline import StageCallback
@@ -74,7 +74,7 @@ from picmetric_core.views import to_json
 
 log = logging.getLogger(__name__)
 
-SOURCES = ("upload", "url")
+SOURCES: tuple[SourceKind, ...] = get_args(SourceKind)
 # How many of the most similar photos the History filter "similar to <md5>" lists.
 SIMILAR_FILTER_SIZE = 48
 # Analyses deleted in one transaction, under one lock: their objects (5 each) fit one S3 DeleteObjects.
@@ -95,7 +95,7 @@ class ToStore:
 
     image: DecodedImage
     analysis: Analysis
-    source: Literal["upload", "url"] = "upload"
+    source: SourceKind = "upload"
     filename: str | None = None
     source_url: str | None = None
 
@@ -167,7 +167,7 @@ class PicMetricService:
         self,
         image: DecodedImage,
         *,
-        source: Literal["upload", "url"] = "upload",
+        source: SourceKind = "upload",
         filename: str | None = None,
         source_url: str | None = None,
         on_stage: StageCallback | None = None,
@@ -200,7 +200,7 @@ class PicMetricService:
         image: DecodedImage,
         analysis: Analysis,
         *,
-        source: Literal["upload", "url"] = "upload",
+        source: SourceKind = "upload",
         filename: str | None = None,
         source_url: str | None = None,
     ) -> Submission:

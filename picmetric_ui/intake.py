@@ -11,6 +11,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 
@@ -53,14 +54,16 @@ class Item:
         return self.submission is not None
 
 
-def analyze_upload(name: str, data: bytes, report: Report = lambda _: None) -> Item:
-    """Decode and submit an uploaded file."""
+def analyze_upload(
+    name: str, data: bytes, report: Report = lambda _: None, *, source: Literal["upload", "live"] = "upload"
+) -> Item:
+    """Decode and submit an uploaded file (or a frame of the live camera, stored with ``source="live"``)."""
 
     def run() -> tuple[Submission, np.ndarray]:
         report(f"Reading {name}")
-        return _submit(name, intake(Upload(data, name), resources.settings()), report)
+        return _submit(name, intake(Upload(data, name, source), resources.settings()), report)
 
-    return _guarded(name, "upload", run)
+    return _guarded(name, source, run)
 
 
 def analyze_url(url: str, report: Report = lambda _: None) -> Item:

@@ -24,7 +24,7 @@ from picmetric_ui.intake import Item
 STREAM_KEY = "live"
 SNAPSHOT = "_live_snapshot"
 SNAPSHOT_NAME = "live camera {:%Y-%m-%d %H-%M-%S}.jpg"
-"""Snapshots are stored as uploads named like this: History's file-name filter finds them ("live camera")."""
+"""Snapshots are stored with the live camera as their source, named like this (History's name filter finds them)."""
 VIDEO = {"width": {"ideal": 640}, "height": {"ideal": 480}, "frameRate": {"ideal": 30}}
 
 
@@ -118,7 +118,7 @@ def snapshot_button(context: WebRtcStreamerContext) -> None:
     else:
         name = SNAPSHOT_NAME.format(datetime.now(UTC))
         with st.spinner("Analysing the snapshot"):
-            st.session_state[SNAPSHOT] = intake.analyze_upload(name, encode_jpeg(frame, quality=92))
+            st.session_state[SNAPSHOT] = intake.analyze_upload(name, encode_jpeg(frame, quality=92), source="live")
 
 
 def stored_snapshot() -> Item | None:

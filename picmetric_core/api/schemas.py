@@ -130,7 +130,7 @@ class RecordBody(V1Body):
     md5: str
     created_at: IsoDatetime
     filename: str | None
-    source: Literal["upload", "url"]
+    source: Literal["upload", "url", "live"]
     source_url: str | None
     content_type: str
     byte_size: int

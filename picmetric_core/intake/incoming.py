@@ -29,8 +29,8 @@ from picmetric_core.intake.fetch import FetchSlots, fetch_url
 from picmetric_core.intake.images import DecodedImage, decode_for
 from picmetric_core.intake.names import clean_filename
 
-SourceKind = Literal["upload", "url"]
-"""How an image came in, as stored with it (``source``)."""
+SourceKind = Literal["upload", "url", "live"]
+"""How an image came in, as stored with it (``source``): a file, a URL, or a frame of the live camera."""
 
 
 @dataclass(frozen=True)
@@ -39,6 +39,7 @@ class Upload:
 
     data: bytes
     name: str | None = None
+    source: Literal["upload", "live"] = "upload"
 
 
 @dataclass(frozen=True)
@@ -111,7 +112,7 @@ def receive(given: Upload | str, settings: Settings, *, fetch_slots: FetchSlots 
         UrlRefused, FetchFailed, FilterRejected, ImageTooLarge, NotAnImage: see :func:`fetch_url`.
     """
     if isinstance(given, Upload):
-        return Received(given.data, clean_filename(given.name), "upload")
+        return Received(given.data, clean_filename(given.name), given.source)
     with fetch_slots.slot() if fetch_slots is not None else nullcontext():
         fetched = fetch_url(given, settings)
     return Received(fetched.data, url_filename(fetched.final_url), "url", given)

@@ -29,7 +29,7 @@ class AnalysisRecord:
     md5: str
     created_at: datetime
     filename: str | None
-    source: str  # "upload" | "url"
+    source: str  # "upload" | "url" | "live"
     source_url: str | None
     content_type: str
     byte_size: int

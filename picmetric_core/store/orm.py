@@ -116,7 +116,7 @@ class AnalysisRow(Base):
     )
 
     __table_args__ = (
-        CheckConstraint("source IN ('upload', 'url')", name="source"),
+        CheckConstraint("source IN ('upload', 'url', 'live')", name="source"),
         # Newest first, with the id breaking ties: the order of every history page.
         Index("ix_analyses_created_at_id", "created_at", "id"),
     )

@@ -6,6 +6,7 @@ import threading
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
+from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import delete, text
@@ -17,6 +18,7 @@ from picmetric_core.history import HistoryQuery
 from picmetric_core.store import history
 from picmetric_core.store.database import (
     WAIT_MARGIN_S,
+    alembic_config,
     create_database_engine,
     current_revision,
     head_revision,
@@ -145,6 +147,36 @@ def test_an_md5_is_stored_once(sessions):
         session.add(make_row(analysis, filename, day(1)))
     with pytest.raises(IntegrityError), sessions.begin() as session:
         session.add(make_row(analysis, "again.jpg", day(2)))
+
+
+def test_a_live_camera_snapshot_keeps_its_source_and_unknown_sources_are_refused(sessions):
+    analysis = GALLERY["a4"][1]
+    with sessions.begin() as session:
+        session.add(make_row(analysis, "live camera 2026-12-06.jpg", day(1), source="live"))
+    with sessions() as session:
+        (stored,) = history.search(session, HistoryQuery()).items
+    assert stored.record.source == "live"
+    with pytest.raises(IntegrityError), sessions.begin() as session:
+        session.add(make_row(GALLERY["a1"][1], "dog.jpg", day(2), source="ftp"))
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+def test_upgrading_a_database_from_before_live_snapshots_keeps_its_rows(backend, tmp_path, request):
+    url = f"sqlite:///{tmp_path / 'old.db'}" if backend == "sqlite" else request.getfixturevalue("fresh_pg_url")
+    engine = create_database_engine(make_settings(tmp_path, database_url=url))
+    config = alembic_config()
+    with engine.begin() as connection:
+        config.attributes["connection"] = connection
+        command.upgrade(config, "0007")
+    filename, analysis = GALLERY["a1"]
+    with session_factory(engine).begin() as session:
+        session.add(make_row(analysis, filename, day(1)))
+    upgrade_schema(engine)
+    with session_factory(engine)() as session:
+        assert [item.record.filename for item in history.search(session, HistoryQuery()).items] == [filename]
+    with session_factory(engine).begin() as session:
+        session.add(make_row(GALLERY["a3"][1], "live camera.jpg", day(2), source="live"))
+    engine.dispose()
 
 
 def test_created_at_is_timezone_aware_in_the_database(engine, sessions):

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import sqlite3
 import subprocess
 import sys
 import time
@@ -77,6 +78,7 @@ def start_app(workdir: Path, models_dir: Path, outside_log: Path) -> tuple[subpr
         "PICMETRIC_DATA_DIR": str(workdir / "data"),
         "PICMETRIC_MODELS_DIR": str(models_dir),
         "PICMETRIC_TEST_OUTSIDE_LOG": str(outside_log),
+        "PICMETRIC_TEST_LIVE_THREADS": str(workdir / "live_threads.txt"),
         "TF_CPP_MIN_LOG_LEVEL": "2",
     }
     for name in ("DATABASE_URL", "S3_BUCKET", "PICMETRIC_STORE_DIR", "PICMETRIC_ICE_SERVERS"):
@@ -98,6 +100,25 @@ def start_app(workdir: Path, models_dir: Path, outside_log: Path) -> tuple[subpr
         if time.monotonic() > deadline:
             raise TimeoutError("streamlit did not become healthy")
         time.sleep(0.3)
+
+
+def live_workers(workdir: Path) -> int:
+    """The app's live-stream worker threads alive now (see :mod:`tests.support.live_app`)."""
+    return int((workdir / "live_threads.txt").read_text() or 0)
+
+
+def workers_gone_after(workdir: Path, seconds: float) -> tuple[int, float]:
+    """The workers left and the seconds waited, once none is left or ``seconds`` have passed."""
+    started = time.monotonic()
+    while live_workers(workdir) and time.monotonic() - started < seconds:
+        time.sleep(0.25)
+    return live_workers(workdir), round(time.monotonic() - started, 2)
+
+
+def stored_sources(workdir: Path) -> list[list[str]]:
+    """(file name, source) of every stored analysis, read from the app's SQLite database."""
+    with sqlite3.connect(workdir / "data" / "picmetric.db") as connection:
+        return [list(row) for row in connection.execute("SELECT filename, source FROM analyses")]
 
 
 def run(workdir: Path, models_dir: Path) -> dict:
@@ -136,6 +157,7 @@ def run(workdir: Path, models_dir: Path) -> dict:
                 raise
             report["processed_shown"] = page.evaluate(PROCESSED_JS)
             report["readout"] = page.locator("text=/Processed \\d+ frames/").first.inner_text()
+            report["workers_streaming"] = live_workers(workdir)
             frame = page.locator("iframe[title*='webrtc']").element_handle().content_frame()
             report["peer"] = frame.evaluate(PEER_STATS_JS)
             report["video"] = frame.evaluate(
@@ -169,11 +191,12 @@ def run(workdir: Path, models_dir: Path) -> dict:
             report["screenshots"].append(str(snapshot(page, "live_1440_snapshot.png")))
 
             component.get_by_role("button", name=re.compile("stop", re.I)).click()
-            time.sleep(3)
+            report["workers_after_stop"] = workers_gone_after(workdir, seconds=10)
             report["outside_requests"] = list(outside_requests)
             browser.close()
     finally:
         stop_process(process)
+        report["stored"] = stored_sources(workdir)
         report["outside_ice"] = [line for line in outside_log.read_text().splitlines() if line]
         report["app_log_tail"] = (workdir / "streamlit.log").read_text(errors="replace")[-2000:]
     return report

@@ -45,12 +45,12 @@ def make_analysis(
     )
 
 
-def make_row(analysis: Analysis, filename: str, created_at: datetime) -> AnalysisRow:
+def make_row(analysis: Analysis, filename: str, created_at: datetime, source: str = "upload") -> AnalysisRow:
     keys = ObjectKeys.for_image(analysis.md5, "image/jpeg")
     return analysis_row(
         analysis,
         created_at=created_at,
-        source="upload",
+        source=source,
         source_url=None,
         filename=filename,
         content_type="image/jpeg",

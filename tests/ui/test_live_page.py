@@ -135,9 +135,20 @@ def test_the_camera_comes_back_analysed_frame_after_frame(live_report) -> None:
 @pytest.mark.browser
 @pytest.mark.slow
 @pytest.mark.timeout(600)
-def test_a_snapshot_is_stored_as_a_full_analysis_named_live_camera(live_report) -> None:
+def test_a_snapshot_is_stored_as_a_full_analysis_from_the_live_camera(live_report) -> None:
     text = live_report["snapshot_text"]
     assert "live camera" in text and "dog" in text.lower()
+    ((filename, source),) = live_report["stored"]
+    assert filename.startswith("live camera") and source == "live"
+
+
+@pytest.mark.browser
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_stop_in_the_browser_frees_the_stream_workers(live_report) -> None:
+    assert live_report["workers_streaming"] >= 1
+    left, waited_s = live_report["workers_after_stop"]
+    assert left == 0, f"{left} live worker threads still alive {waited_s} s after STOP"
 
 
 @pytest.mark.browser
