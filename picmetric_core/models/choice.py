@@ -124,14 +124,15 @@ def choose(role: Role, network: Any, folder: Path | None) -> tuple[Any, Choice]:
     started = time.perf_counter()
     photos = calibration_photos()
     reference = network.run_on(engines.KERAS_FLOAT32, folder)
-    trials, runs = [], {}
+    runs, verdicts = {}, {}
     for engine in options:
         candidate = reference if engine == engines.KERAS_FLOAT32 else network.run_on(engine, folder)
         verdict = gate(role, reference, candidate, photos) if candidate is not reference else fidelity.Fidelity()
-        trials.append(Trial(engine.name, _median_ms(role, candidate, photos), verdict.passed, verdict.summary()))
-        runs[engine.name] = candidate
+        runs[engine.name], verdicts[engine.name] = candidate, verdict
         if not verdict.passed:
             log.info("%s on %s failed the fidelity gate: %s", role.name, engine.name, "; ".join(verdict.failures))
+    medians = _interleaved_median_ms(role, runs, photos)
+    trials = [Trial(name, medians[name], verdict.passed, verdict.summary()) for name, verdict in verdicts.items()]
     best = min((t for t in trials if t.passed), key=lambda t: t.median_ms)
     choice = Choice(role.name, best.engine, tuple(trials), measured=True)
     log.info("chose %s in %.1f s", choice.describe(), time.perf_counter() - started)
@@ -139,14 +140,25 @@ def choose(role: Role, network: Any, folder: Path | None) -> tuple[Any, Choice]:
     return runs[best.engine], choice
 
 
-def _median_ms(role: Role, network: Any, photos: Sequence[tuple[str, np.ndarray]]) -> float:
-    times = []
-    for _ in range(TIMED_ROUNDS):
+def _interleaved_median_ms(
+    role: Role, networks: dict[str, Any], photos: Sequence[tuple[str, np.ndarray]]
+) -> dict[str, float]:
+    """Each network's median milliseconds a photo, timed in turns photo by photo, the order turning each round.
+
+    Timed one after another, a candidate that happened to run while a neighbour was busy lost to one
+    timed in a quiet moment (an AMD machine under load once kept TensorFlow for a detector OpenVINO runs
+    twice as fast); in turns, a busy moment slows every candidate alike.
+    """
+    names = list(networks)
+    times: dict[str, list[float]] = {name: [] for name in names}
+    for round_number in range(TIMED_ROUNDS):
+        order = names[round_number % len(names) :] + names[: round_number % len(names)]
         for _, rgb in photos:
-            started = time.perf_counter()
-            role.run(network, rgb)
-            times.append((time.perf_counter() - started) * 1000)
-    return round(statistics.median(times), 2)
+            for name in order:
+                started = time.perf_counter()
+                role.run(networks[name], rgb)
+                times[name].append((time.perf_counter() - started) * 1000)
+    return {name: round(statistics.median(taken), 2) for name, taken in times.items()}
 
 
 def _choice_key(role: str, network: Any) -> str:
