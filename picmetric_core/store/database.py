@@ -282,12 +282,30 @@ def upgrade_schema(engine: Engine) -> None:
         DatabaseUnavailable: the database cannot be reached.
     """
     config = alembic_config()
-    with database_errors(engine), engine.begin() as connection:
-        if connection.dialect.name == "postgresql":
-            connection.execute(text("SELECT pg_advisory_xact_lock(:id)"), {"id": MIGRATION_LOCK_ID})
-        config.attributes["connection"] = connection
-        command.upgrade(config, "head")
+    with database_errors(engine), engine.connect() as connection:
+        sqlite = connection.dialect.name == "sqlite"
+        if sqlite:
+            # A migration changes a SQLite table by copying it and dropping the old one; with foreign keys
+            # on, that drop deletes every child row (ON DELETE CASCADE): an upgrade lost the detections.
+            _sqlite_foreign_keys(connection, on=False)
+        try:
+            with connection.begin():
+                if connection.dialect.name == "postgresql":
+                    connection.execute(text("SELECT pg_advisory_xact_lock(:id)"), {"id": MIGRATION_LOCK_ID})
+                config.attributes["connection"] = connection
+                command.upgrade(config, "head")
+                if sqlite and connection.exec_driver_sql("PRAGMA foreign_key_check").first() is not None:
+                    raise RuntimeError("the upgraded SQLite database has rows whose parent is missing")
+        finally:
+            if sqlite:
+                _sqlite_foreign_keys(connection, on=True)
     log.info("database schema at revision %s", head_revision())
+
+
+def _sqlite_foreign_keys(connection: Connection, *, on: bool) -> None:
+    """Switch SQLite's foreign keys (only outside a transaction: inside one the pragma does nothing)."""
+    connection.exec_driver_sql(f"PRAGMA foreign_keys={'ON' if on else 'OFF'}")
+    connection.commit()
 
 
 def describe(engine: Engine) -> str:

@@ -12,6 +12,11 @@ from picmetric_core.store.orm import Base
 
 
 def _run(connection) -> None:
+    if connection.dialect.name == "sqlite":
+        # Batch mode copies a table and drops the old one; with foreign keys on, the drop deletes every child
+        # row (ON DELETE CASCADE). Off here (the pragma only works outside a transaction, which is where a
+        # pysqlite connection is until the first write); ``upgrade_schema`` switches them on again after.
+        connection.exec_driver_sql("PRAGMA foreign_keys=OFF")
     context.configure(
         connection=connection,
         target_metadata=Base.metadata,
