@@ -218,7 +218,7 @@ case "$mode" in
   setup) say "done. Start the app with: bash bootstrap.sh app" ;;
   app)
     # 127.0.0.1 unless HOST names another address, which needs PICMETRIC_APP_PASSWORD (picmetric_ui/serving.py);
-    # Streamlit's upload limit follows PICMETRIC_MAX_BYTES (from the environment or .env).
+    # Streamlit's upload limit is the larger of PICMETRIC_MAX_BYTES and PICMETRIC_VIDEO_MAX_BYTES (environment or .env).
     flags="$("$venv/bin/python" -m picmetric_ui.serving)" || exit 2
     say "serving the app on http://${HOST:-127.0.0.1}:${PORT:-8501}"
     # shellcheck disable=SC2086  # the flags are words without spaces

@@ -122,6 +122,17 @@ class Settings(BaseSettings):
     # this many days; unset, nothing is deleted on its own (docs/persistence.md, "Deleting").
     retention_days: int | None = Field(None, ge=1, validation_alias=_env("PICMETRIC_RETENTION_DAYS"))
 
+    # Video files (issue #23, docs/video.md): frames sampled per second for the networks, and the limits a clip
+    # must be within (checked on what the container declares before decoding, and again while decoding).
+    video_sample_fps: float = Field(5.0, gt=0, le=30, validation_alias=_env("PICMETRIC_VIDEO_SAMPLE_FPS"))
+    video_max_seconds: float = Field(600.0, gt=0, validation_alias=_env("PICMETRIC_VIDEO_MAX_SECONDS"))
+    video_max_bytes: int = Field(500 * 1024 * 1024, ge=1, validation_alias=_env("PICMETRIC_VIDEO_MAX_BYTES"))
+    video_max_pixels: int = Field(3840 * 2160, ge=1, validation_alias=_env("PICMETRIC_VIDEO_MAX_PIXELS"))
+    # One deadline for a whole analysis (decode, networks, encode): a stalled source or decoder ends there.
+    video_deadline_s: float = Field(900.0, gt=0, validation_alias=_env("PICMETRIC_VIDEO_DEADLINE_S"))
+    # Analyses run at once in the background (each uses every core for its networks).
+    video_workers: int = Field(1, ge=1, le=4, validation_alias=_env("PICMETRIC_VIDEO_WORKERS"))
+
     # Batch jobs: the folders and s3://bucket/prefix locations the API and the Batches page may name.
     batch_allowed_sources: Annotated[list[str], NoDecode] = Field(
         default_factory=list, validation_alias=_env("PICMETRIC_BATCH_ALLOWED_SOURCES")

@@ -25,6 +25,7 @@ DESCRIPTION = (
     "or give History filters, --older-than or --retention (PICMETRIC_RETENTION_DAYS), or --all. Nothing is "
     "deleted by an empty selection. Use --dry-run to list what would go."
 )
+VIDEO_ID = re.compile(r"[0-9a-f]{32}")
 AGE = re.compile(r"(\d+)\s*([smhdw])")
 AGE_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 
@@ -58,6 +59,14 @@ def register(commands: Any) -> None:
     parser.add_argument(
         "--retry-pending", action="store_true", help="only remove objects earlier deletes left in a failed store"
     )
+    parser.add_argument(
+        "--video",
+        dest="videos",
+        action="append",
+        default=[],
+        metavar="ID",
+        help="a stored video clip (its video_id) to delete with its annotated clip, tracks and crops; repeatable",
+    )
     parser.set_defaults(handler=delete_command)
 
 
@@ -66,6 +75,8 @@ def delete_command(args: argparse.Namespace, settings: Settings) -> int:
     from picmetric_core.errors import PicMetricError
     from picmetric_core.runtime import shared_runtime
 
+    if args.videos:
+        return _delete_videos(args, settings)
     try:
         filters = _filters(args, settings, model_from_flags(HistoryFilters, args))
         query = filters.query() if filters is not None else None
@@ -99,6 +110,39 @@ def delete_command(args: argparse.Namespace, settings: Settings) -> int:
     finally:
         runtime.close()
     return _report(result, left)
+
+
+def _delete_videos(args: argparse.Namespace, settings: Settings) -> int:
+    """``--video ID…``: those clips only (a selection of photos is refused alongside, so nothing else goes)."""
+    from picmetric_core.errors import PicMetricError
+    from picmetric_core.runtime import shared_runtime
+
+    chosen = [name for name in HistoryFilters.model_fields if getattr(args, name, None) is not None]
+    if args.md5s or chosen or args.older_than or args.retention or args.all or args.retry_pending:
+        print("picmetric delete: --video takes no other selection (nothing was deleted)", file=sys.stderr)
+        return 2
+    if bad := [video_id for video_id in args.videos if not VIDEO_ID.fullmatch(video_id)]:
+        print(f"picmetric delete: not a video id: {bad[0]!r} (32 hex digits)", file=sys.stderr)
+        return 2
+    runtime = shared_runtime(settings)  # its loader never starts: a delete runs no network
+    status, deleted = 0, 0
+    try:
+        videos = runtime.videos()
+        for video_id in args.videos:
+            if videos.store().find(video_id) is None:
+                print(f"picmetric delete: no video {video_id}", file=sys.stderr)
+                status = 1
+            elif args.dry_run or videos.delete(video_id):
+                print(video_id)
+                deleted += 1
+    except PicMetricError as error:
+        print(f"picmetric delete: {error}", file=sys.stderr)
+        return 1
+    finally:
+        runtime.close()
+    verb = "would delete" if args.dry_run else "deleted"
+    print(f"{verb} {deleted} videos" + (" (dry run: nothing was deleted)" if args.dry_run else ""))
+    return status
 
 
 class _Refused(Exception):

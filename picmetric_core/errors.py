@@ -115,3 +115,21 @@ class ModelsNotReady(PicMetricError):
     """The networks are still loading, or failed to load."""
 
     status = 503
+
+
+class VideoRejected(PicMetricError):
+    """A clip we will not analyse: not a video, damaged, audio only, an unsupported codec, over a limit."""
+
+    status = 422
+
+
+class VideoTooLarge(VideoRejected):
+    """Too many bytes, pixels, seconds or frames."""
+
+    status = 413
+
+
+class VideoTimedOut(VideoRejected):
+    """The analysis passed its deadline (a stalled source or decoder)."""
+
+    status = 422

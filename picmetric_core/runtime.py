@@ -33,6 +33,7 @@ from picmetric_core.service import PicMetricService
 if TYPE_CHECKING:
     from picmetric_core.batch.jobs import JobStore
     from picmetric_core.batch.service import BatchLauncher
+    from picmetric_core.video.jobs import VideoJobs
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +61,8 @@ class Runtime:
         self._launcher: BatchLauncher | None = None
         self._jobs: JobStore | None = None
         self._batch_lock = threading.Lock()
+        self._videos: VideoJobs | None = None
+        self._videos_lock = threading.Lock()
 
     def service(self) -> PicMetricService:
         """The service, created on first use (again after a failure, e.g. a database that was down).
@@ -90,6 +93,15 @@ class Runtime:
                 self._jobs = JobStore(self.service().engine)
             return self._jobs
 
+    def videos(self) -> VideoJobs:
+        """The video analyses of this runtime (jobs run on its own background threads; issue #23)."""
+        from picmetric_core.video.jobs import VideoJobs
+
+        with self._videos_lock:
+            if self._videos is None:
+                self._videos = VideoJobs(self.settings, self.service, self.loader, self.fetch_slots)
+            return self._videos
+
     def warm_up(self) -> None:
         """Start loading the networks and open the database and store (a failure is logged: calls retry it)."""
         self.loader.start()
@@ -99,7 +111,11 @@ class Runtime:
             log.exception("the service could not start yet; requests will retry")
 
     def close(self) -> None:
-        """Stop the launcher's background thread and close the service's database connections."""
+        """Stop the launcher's and the video jobs' threads and close the service's database connections."""
+        with self._videos_lock:
+            if self._videos is not None:
+                self._videos.close()
+            self._videos = None
         with self._batch_lock:
             if self._launcher is not None:
                 self._launcher.close()

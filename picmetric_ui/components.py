@@ -36,6 +36,7 @@ def page_links() -> None:
     st.page_link("pages/1_History.py", label="History", icon=":material/photo_library:")
     st.page_link("pages/2_Batches.py", label="Batches", icon=":material/dynamic_feed:")
     st.page_link("pages/3_Live.py", label="Live", icon=":material/videocam:")
+    st.page_link("pages/4_Video.py", label="Video", icon=":material/movie:")
     st.divider()
 
 

@@ -24,11 +24,11 @@ class ExposedWithoutSignIn(ValueError):
 
 
 def server_flags(settings: Settings, address: str = DEFAULT_ADDRESS) -> list[str]:
-    """The ``streamlit run`` flags for ``address`` and the configured upload limit.
+    """The ``streamlit run`` flags for ``address`` and the upload limit (the larger of the image and video limits).
 
     Example:
-        >>> server_flags(Settings(_env_file=None, max_image_bytes=5 * 1024 * 1024))
-        ['--server.address', '127.0.0.1', '--server.maxUploadSize', '5']
+        >>> server_flags(Settings(_env_file=None, max_image_bytes=5 * 1024 * 1024, video_max_bytes=50 * 1024 * 1024))
+        ['--server.address', '127.0.0.1', '--server.maxUploadSize', '50']
 
     Raises:
         ExposedWithoutSignIn: ``address`` is reachable from the network and no password is set.

@@ -54,22 +54,30 @@ class BodyLimit:
 
     A chunked body (no ``Content-Length``) is counted chunk by chunk as the app reads it, and the
     read that passes the limit ends the request with a 413, so nothing over the limit is ever
-    spooled to disk.
+    spooled to disk. ``larger`` gives the paths under a prefix a limit of their own (videos).
     """
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, max_bytes: int, larger: dict[str, int] | None = None) -> None:
         self.app = app
         self.max_bytes = max_bytes
         self.message = f"The image is too large: the limit is {format_size(max_bytes)}."
+        self.larger = {
+            prefix: (limit, f"The video is too large: the limit is {format_size(limit)}.")
+            for prefix, limit in (larger or {}).items()
+        }
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        allowed = self.max_bytes + MULTIPART_SLACK_BYTES
+        limit, message = next(
+            (value for prefix, value in self.larger.items() if scope["path"].startswith(prefix)),
+            (self.max_bytes, self.message),
+        )
+        allowed = limit + MULTIPART_SLACK_BYTES
         declared = dict(scope["headers"]).get(b"content-length", b"")
         if declared.isdigit() and int(declared) > allowed:
-            await JSONResponse({"error": self.message}, status_code=413)(scope, receive, send)
+            await JSONResponse({"error": message}, status_code=413)(scope, receive, send)
             return
         received = 0
         responded = False
@@ -81,7 +89,7 @@ class BodyLimit:
                 received += len(message.get("body", b""))
                 if received > allowed:
                     # FastAPI re-raises an HTTPException from body parsing, so the error handler answers 413.
-                    raise HTTPException(413, self.message)
+                    raise HTTPException(413, message)
             return message
 
         async def watched_send(message: Message) -> None:
@@ -94,7 +102,7 @@ class BodyLimit:
         except HTTPException as error:
             if error.status_code != 413 or responded:
                 raise
-            await JSONResponse({"error": self.message}, status_code=413)(scope, receive, send)
+            await JSONResponse({"error": message}, status_code=413)(scope, receive, send)
 
 
 class DatabaseBudget:

@@ -1,6 +1,6 @@
 """What a batch reads: sources expanded into items, each item's bytes, and which sources a client may name.
 
-A source is a local folder (searched recursively for image file names), a glob, a text file with one
+A source is a local folder (searched recursively for image and video file names), a glob, a text file with one
 path or URL per line, or ``s3://bucket/prefix`` on the configured S3 endpoint. An item is one local
 path, one http(s) URL or one ``s3://bucket/key``.
 """
@@ -19,11 +19,15 @@ from picmetric_core.intake import Received, Upload, is_url, receive, source_file
 from picmetric_core.intake.images import UPLOAD_EXTENSIONS, too_many_bytes
 from picmetric_core.intake.names import MAX_FILENAME_CHARS
 from picmetric_core.store.objects import ObjectNotFound, S3Store
+from picmetric_core.video.probe import is_video
 
 log = logging.getLogger(__name__)
 
 S3_SCHEME = "s3://"
 IMAGE_SUFFIXES = frozenset(f".{extension}" for extension in UPLOAD_EXTENSIONS)
+VIDEO_SUFFIXES = frozenset({".mp4", ".m4v", ".mov", ".webm", ".mkv", ".avi"})
+"""Listed as items too; whether an item is a clip is decided by its container (:mod:`picmetric_core.batch.videos`)."""
+ITEM_SUFFIXES = IMAGE_SUFFIXES | VIDEO_SUFFIXES
 
 
 class SourceError(PicMetricError):
@@ -69,8 +73,9 @@ def read_item(item: str, settings: Settings) -> Received:
     path = Path(item)
     try:
         size = path.stat().st_size
-        if size > settings.max_image_bytes:
-            raise too_many_bytes(size, settings.max_image_bytes)
+        limit = settings.video_max_bytes if is_video(path) else settings.max_image_bytes
+        if size > limit:
+            raise too_many_bytes(size, limit)
         return receive(Upload(path.read_bytes(), item), settings)
     except OSError as error:
         raise SourceError(f"Could not read {path.name}: {error.strerror or 'unreadable'}.") from None
@@ -158,7 +163,7 @@ def _listed(path: Path) -> Iterator[str]:
 
 
 def _is_image_name(path: str | Path) -> bool:
-    return Path(path).suffix.lower() in IMAGE_SUFFIXES and Path(path).is_file()
+    return Path(path).suffix.lower() in ITEM_SUFFIXES and Path(path).is_file()
 
 
 def _split_s3(uri: str) -> tuple[str, str]:
@@ -170,7 +175,7 @@ def _list_s3(source: str, settings: Settings) -> Iterator[str]:
     bucket, prefix = _split_s3(source)
     try:
         for key in _source_store(settings, bucket).keys(prefix):
-            if PurePosixPath(key).suffix.lower() in IMAGE_SUFFIXES:
+            if PurePosixPath(key).suffix.lower() in ITEM_SUFFIXES:
                 yield f"{S3_SCHEME}{bucket}/{key}"
     except StoreUnavailable as error:
         log.warning("listing %s failed: %s", source, error)
@@ -180,7 +185,10 @@ def _list_s3(source: str, settings: Settings) -> Iterator[str]:
 def _read_s3(item: str, settings: Settings) -> bytes:
     bucket, key = _split_s3(item)
     try:
-        return _source_store(settings, bucket).get(key, max_bytes=settings.max_image_bytes)
+        video = PurePosixPath(key).suffix.lower() in VIDEO_SUFFIXES
+        return _source_store(settings, bucket).get(
+            key, max_bytes=settings.video_max_bytes if video else settings.max_image_bytes
+        )
     except ObjectNotFound:
         raise SourceError(f"Could not read {item_filename(item)}: it is not in the bucket.") from None
     except StoreUnavailable as error:

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from picmetric_core.batch.videos import VIDEO, analyse_video, looks_like_video, video_jobs
 from picmetric_core.config import Settings
 from picmetric_core.errors import DatabaseUnavailable, PicMetricError, StoreUnavailable
 from picmetric_core.intake.images import DecodedImage, decode_for
@@ -26,6 +27,7 @@ if TYPE_CHECKING:
     from picmetric_core.lifecycle import ModelLoader
     from picmetric_core.runtime import Runtime
     from picmetric_core.service import PicMetricService, ToStore
+    from picmetric_core.video.jobs import VideoJobs
 
 log = logging.getLogger(__name__)
 
@@ -106,7 +108,9 @@ def decode_block(block: Block, *, settings: Settings) -> Block:
     formats: list[str] = []
     for index, (status, data) in enumerate(zip(statuses, block["data"], strict=True)):
         image = None
-        if status == TODO:
+        if status == TODO and looks_like_video(data):
+            statuses[index] = VIDEO  # analysed whole by the actor (picmetric_core.batch.videos)
+        elif status == TODO:
             try:
                 image = decode_for(settings, bytes(data))
             except PicMetricError as error:
@@ -131,11 +135,13 @@ class AnalyzeActor:
         self.batch_size = batch_size
         self.node = node_id()
         self.analyzer: Any = None
+        self.videos: VideoJobs | None = None
 
     def __call__(self, block: Block) -> Block:
         todo = [i for i, status in enumerate(block["status"]) if status == TODO]
+        clips = [i for i, status in enumerate(block["status"]) if status == VIDEO]
         images = [_decoded(block, i) for i in todo]
-        if images and self.analyzer is None:
+        if (images or clips) and self.analyzer is None:
             from picmetric_core.lifecycle import freeze_the_heap
             from picmetric_core.pipeline import get_analyzer
 
@@ -150,7 +156,26 @@ class AnalyzeActor:
             documents[index] = json.dumps({**analysis.to_dict(), "signature": signature}, default=_plain)
             inferred[index] = True
             nodes[index] = self.node
-        return {**block, "analysis": documents, "inferred": inferred, "node": nodes}
+        statuses, errors, data = list(block["status"]), list(block["error"]), list(block["data"])
+        for index in clips:
+            outcome = analyse_video(self._videos(), bytes(data[index]), _clip_name(block, index))
+            statuses[index], errors[index] = outcome.status, outcome.error
+            inferred[index], nodes[index] = outcome.status != "failed", self.node
+            data[index] = b""  # stored already: the clip's bytes need not travel to the store stage
+        return {
+            **block,
+            "status": statuses,
+            "error": errors,
+            "data": _objects(data),
+            "analysis": documents,
+            "inferred": inferred,
+            "node": nodes,
+        }
+
+    def _videos(self) -> VideoJobs:
+        if self.videos is None:
+            self.videos = video_jobs(self.settings, _service(self.settings), self.analyzer)
+        return self.videos
 
 
 def store_block(block: Block, *, settings: Settings, job_id: int) -> Block:
@@ -221,6 +246,12 @@ def _to_store(block: Block, index: int, document: str) -> ToStore:
         filename=str(block["filename"][index]) or None,
         source_url=item if is_url(item) else None,
     )
+
+
+def _clip_name(block: Block, index: int) -> str:
+    from picmetric_core.batch.sources import item_filename
+
+    return str(block["filename"][index]) or item_filename(str(block["item"][index]))
 
 
 def _decoded(block: Block, index: int) -> DecodedImage:

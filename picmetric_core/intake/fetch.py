@@ -86,6 +86,8 @@ def fetch_url(
     resolve: Resolver | None = None,
     connect: Connector | None = None,
     ca_certs: str | None = None,
+    max_bytes: int | None = None,
+    accept: Callable[[bytes], object] | None = None,
 ) -> FetchedImage:
     """Download one image from an http(s) URL, refusing anything that could be abused.
 
@@ -105,6 +107,9 @@ def fetch_url(
         connect: Opens a TCP connection to a vetted ``(ip, port)``; :func:`socket.create_connection`
             by default.
         ca_certs: CA bundle for https; certifi's by default.
+        max_bytes: The body's limit; ``settings.max_image_bytes`` by default (videos pass their own).
+        accept: Says whether the body's first bytes are a kind we take (truthy) instead of
+            :func:`sniff_format`'s images (videos pass their container sniffer).
 
     Returns:
         The bytes and where they finally came from.
@@ -137,7 +142,7 @@ def fetch_url(
                     try:
                         location = _redirect_location(response)
                         if location is None:
-                            return _read_image(url, target, response, settings, clock)
+                            return _read_image(url, target, response, settings, clock, max_bytes, accept)
                     finally:
                         response.release_conn()
             current = urljoin(target.url, location)
@@ -468,14 +473,28 @@ def _redirect_location(response: HTTPResponse) -> str | None:
     return None
 
 
-def _read_image(url: str, target: _Target, response: HTTPResponse, settings: Settings, clock: _Clock) -> FetchedImage:
+def _read_image(
+    url: str,
+    target: _Target,
+    response: HTTPResponse,
+    settings: Settings,
+    clock: _Clock,
+    max_bytes: int | None = None,
+    accept: Callable[[bytes], object] | None = None,
+) -> FetchedImage:
     media_type = _media_type(response.headers.get("Content-Type"))
     if media_type in WEB_PAGE_TYPES:
         raise FetchFailed(
             f"{_short(target.url)} is a web page, not an image. "
             "Use the address of the image itself (right-click the picture and copy the image address)."
         )
-    data = _read_body(response, settings.max_image_bytes, clock, target)
+    data = _read_body(response, max_bytes or settings.max_image_bytes, clock, target)
+    if accept is not None:
+        if not data:
+            raise NotAnImage("The address gave an empty file.")
+        if not accept(data[:16]):
+            raise NotAnImage(f"The server sent {media_type or 'a file'} that is not a kind PicMetric reads here.")
+        return FetchedImage(data=data, url=url, final_url=target.url, content_type=media_type)
     if sniff_format(data) is None:
         if data and media_type and not _may_be_image(media_type):
             raise FetchFailed(f"The server sent {media_type}, not an image.")

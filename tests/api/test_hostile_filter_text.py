@@ -76,7 +76,14 @@ NUL_FILTER_URLS = [
     "/v1/analyses?label=%00",
 ]
 
-PATH_VALUES = {"md5": "0" * 32, "kind": "original", "job_id": "1", "key": f"{'0' * 32}/original.jpg"}
+PATH_VALUES = {
+    "md5": "0" * 32,
+    "kind": "original",
+    "job_id": "1",
+    "key": f"{'0' * 32}/original.jpg",
+    "video_id": "0" * 32,
+    "video_or_job": "0" * 32,
+}
 """A valid value for each path parameter, used while another parameter is fuzzed."""
 
 REQUIRED_QUERY_VALUES = {"url": "http://127.0.0.1/photo.jpg"}  # refused (private) before any fetch

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import streamlit as st
 from streamlit.testing.v1 import AppTest
 
 from picmetric_core.config import get_settings
@@ -120,7 +121,7 @@ def test_analyze_page_starts_with_limits_and_models(app_env):
     for line in ("**Classifier:** EfficientNet-Lite2", "**Detector:** YOLOv3-tiny", "**Faces:** MTCNN"):
         assert line in models
     assert "offline stand-in" in models and "full weights" in models
-    assert [link.proto.label for link in at.get("page_link")] == ["Analyze", "History", "Batches", "Live"]
+    assert [link.proto.label for link in at.get("page_link")] == ["Analyze", "History", "Batches", "Live", "Video"]
 
 
 def test_upload_shows_overlays_charts_tables_and_downloads(app_env, calls, dog_jpg):
@@ -315,11 +316,21 @@ def test_upload_limit_follows_the_configured_byte_limit(app_env):
     )
     with pytest.MonkeyPatch.context() as patch:
         _fresh_settings(patch, "PICMETRIC_MAX_BYTES", str(5 * 1024 * 1024))
-        assert upload_limit_mb(get_settings()) == 5
+        _fresh_settings(patch, "PICMETRIC_VIDEO_MAX_BYTES", str(50 * 1024 * 1024))
+        assert upload_limit_mb(get_settings()) == 50  # the server's: the larger, so clips get through
+        patch.setattr(st, "get_option", _server_upload_limit(50, st.get_option))
         at = run(ANALYZE)
+        assert "Up to 5 MB" in texts(at.caption)
+        # What the box says and the browser applies; a photo that gets past it is refused by the intake.
+        assert at.file_uploader(key="uploads").proto.max_upload_size_mb == 5
+        upload(at, ("big.jpg", b"\xff\xd8\xff" + bytes(6 * 1024 * 1024), "image/jpeg"))
     get_settings.cache_clear()
-    assert "Up to 5 MB" in texts(at.caption)
-    assert at.file_uploader(key="uploads").proto.max_upload_size_mb == 5  # what the box says and the browser applies
+    assert "the limit is 5 MB" in texts(at.error) + plain_texts(at), texts(at.error)
+
+
+def _server_upload_limit(megabytes: int, get_option):
+    """``st.get_option`` as on a server started with ``--server.maxUploadSize megabytes``."""
+    return lambda name: megabytes if name == "server.maxUploadSize" else get_option(name)
 
 
 @pytest.mark.parametrize("page", [ANALYZE, HISTORY])

@@ -74,3 +74,11 @@ def test_the_app_started_plainly_listens_on_this_machine_only_and_asks_nothing_o
     printed = log_path.read_text()
     assert "Network URL" not in printed and "External URL" not in printed, printed
     assert "external IP" not in printed, printed  # Streamlit's look-up of the machine's public address
+
+
+def test_the_server_takes_the_larger_of_the_image_and_video_upload_limits():
+    megabyte = 1024 * 1024
+    clips_larger = Settings(_env_file=None, max_image_bytes=20 * megabyte, video_max_bytes=500 * megabyte)
+    photos_larger = Settings(_env_file=None, max_image_bytes=64 * megabyte, video_max_bytes=30 * megabyte)
+    assert server_flags(clips_larger)[-2:] == ["--server.maxUploadSize", "500"]
+    assert server_flags(photos_larger)[-2:] == ["--server.maxUploadSize", "64"]
