@@ -13,7 +13,7 @@ import base64
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Annotated, Generic, Literal, TypeVar
+from typing import Annotated, Generic, Literal, TypeVar, get_args
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -22,6 +22,8 @@ from picmetric_core.intake.names import MAX_FILENAME_CHARS
 from picmetric_core.text_filters import MAX_FILTER_CHARS, check_filter_text
 
 LabelKind = Literal["classifier", "detector"]
+HistorySort = Literal["newest", "most_unique", "least_unique"]
+"""The gallery's order: newest first, or by uniqueness on the map (photos not on it come after the others)."""
 T = TypeVar("T")
 
 DEFAULT_PAGE_SIZE = 24
@@ -42,7 +44,7 @@ Md5 = Annotated[str, Field(json_schema_extra={"pattern": r"^[0-9a-fA-F]{32}$"})]
 
 @dataclass(frozen=True)
 class HistoryQuery:
-    """Which analyses to list, newest first, and which page of them.
+    """Which analyses to list, in which order, and which page of them.
 
     Attributes:
         label: A classifier (ImageNet) or detector (COCO) label, exactly as the networks name it.
@@ -58,10 +60,14 @@ class HistoryQuery:
             resolves this into ``md5_in``; see ``PicMetricService.history``).
         md5_in: Only these md5s (none when empty).
         batch: Only images a batch job with this id stored or found already stored.
+        min_uniqueness, max_uniqueness: Bounds (0 to 1, inclusive) on the uniqueness on the current map
+            (:mod:`picmetric_core.map`); either bound leaves out the photos not on the map.
+        sort: ``newest`` first, ``most_unique`` first (outliers) or ``least_unique`` first (redundancy);
+            by uniqueness, photos not on the map come last, newest first.
         limit: Analyses per page.
         page: Which page (from 1), when paging by offset.
-        cursor: ``HistoryPage.next_cursor`` of the page before, when paging by keyset (then
-            ``page`` is ignored). Keyset pages stay correct while new analyses arrive.
+        cursor: ``HistoryPage.next_cursor`` of the page before (of the same ``sort``), when paging by
+            keyset (then ``page`` is ignored). Keyset pages stay correct while new analyses arrive.
         with_total: Also count every matching analysis (one more query).
 
     Raises:
@@ -88,6 +94,9 @@ class HistoryQuery:
     similar_to: str | None = None
     md5_in: tuple[str, ...] | None = None
     batch: int | None = None
+    min_uniqueness: float | None = None
+    max_uniqueness: float | None = None
+    sort: HistorySort = "newest"
     limit: int = DEFAULT_PAGE_SIZE
     page: int = 1
     cursor: str | None = None
@@ -109,6 +118,10 @@ class HistoryQuery:
             raise ValueError(f"page must be 1 or more, not {self.page}")
         if not 0.0 <= self.min_score <= 1.0 or not 0.0 <= self.min_face_score <= 1.0:
             raise ValueError("scores are between 0 and 1")
+        if any(bound is not None and not 0.0 <= bound <= 1.0 for bound in (self.min_uniqueness, self.max_uniqueness)):
+            raise ValueError("uniqueness is between 0 and 1")
+        if self.sort not in get_args(HistorySort):
+            raise ValueError(f"sort is one of {', '.join(get_args(HistorySort))}, not {self.sort!r}")
         for name in ("since", "until"):
             moment = getattr(self, name)
             if moment is not None and moment.tzinfo is None:
@@ -118,7 +131,7 @@ class HistoryQuery:
         if self.similar_to is not None and not _MD5.fullmatch(self.similar_to):
             raise ValueError(f"similar_to needs a whole md5 in lower case, not {self.similar_to!r}")
         if self.cursor is not None:
-            decode_cursor(self.cursor)
+            decode_cursor(self.cursor) if self.sort == "newest" else decode_uniqueness_cursor(self.cursor)
 
 
 class HistoryFilters(BaseModel):
@@ -155,17 +168,24 @@ class HistoryFilters(BaseModel):
     md5: Md5Start | None = Field(None, description="An md5 or its start")
     similar_to: Md5 | None = Field(None, description="Only the photos most like this one (its md5)")
     batch: int | None = Field(None, ge=1, le=MAX_BATCH_ID, description="Only images of this batch job")
+    min_uniqueness: float | None = Field(
+        None, ge=0, le=1, description="Uniqueness on the map at least this (photos not on the map are left out)"
+    )
+    max_uniqueness: float | None = Field(
+        None, ge=0, le=1, description="Uniqueness on the map at most this (photos not on the map are left out)"
+    )
 
     def query(
         self,
         *,
         min_face_score: float = DEFAULT_THRESHOLDS.min_face_score,
+        sort: HistorySort = "newest",
         limit: int = DEFAULT_PAGE_SIZE,
         page: int = 1,
         cursor: str | None = None,
         with_total: bool = False,
     ) -> HistoryQuery:
-        """The query of these filters, with faces counted from ``min_face_score``, at this page.
+        """The query of these filters, with faces counted from ``min_face_score``, in ``sort`` order, at this page.
 
         Raises:
             ValueError: A text not fit to filter by (``FilterRejected``), a moment without a timezone.
@@ -177,6 +197,7 @@ class HistoryFilters(BaseModel):
             md5=self.md5.lower() if self.md5 else None,
             similar_to=self.similar_to.lower() if self.similar_to else None,
             min_face_score=min_face_score,
+            sort=sort,
             limit=limit,
             page=page,
             cursor=cursor,
@@ -186,7 +207,7 @@ class HistoryFilters(BaseModel):
 
 @dataclass(frozen=True)
 class HistoryPage(Generic[T]):
-    """One page of history, newest first.
+    """One page of history, in the query's order.
 
     Attributes:
         items: The analyses on this page.
@@ -229,3 +250,32 @@ def decode_cursor(cursor: str) -> tuple[datetime, int]:
         return created_at, int(row_id)
     except ValueError as error:
         raise ValueError(f"not a history cursor: {cursor!r}") from error
+
+
+def encode_uniqueness_cursor(uniqueness: float | None, row_id: int) -> str:
+    """The cursor of a uniqueness sort that continues after the analysis with id ``row_id`` and this
+    uniqueness (``None``: not on the map).
+
+    Example:
+        >>> decode_uniqueness_cursor(encode_uniqueness_cursor(0.8125, 42))
+        (0.8125, 42)
+        >>> decode_uniqueness_cursor(encode_uniqueness_cursor(None, 7))
+        (None, 7)
+    """
+    raw = f"u|{'' if uniqueness is None else repr(float(uniqueness))}|{row_id}"
+    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+
+
+def decode_uniqueness_cursor(cursor: str) -> tuple[float | None, int]:
+    """The uniqueness and row id a uniqueness sort's cursor carries; ``ValueError`` for text that is not one."""
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        kind, uniqueness, row_id = raw.split("|")
+        if kind != "u":
+            raise ValueError
+        value = float(uniqueness) if uniqueness else None
+        if value is not None and not 0.0 <= value <= 1.0:
+            raise ValueError
+        return value, int(row_id)
+    except ValueError as error:
+        raise ValueError(f"not a cursor of a uniqueness sort: {cursor!r}") from error

@@ -42,6 +42,10 @@ from picmetric_core.history import HistoryPage, HistoryQuery, LabelKind
 from picmetric_core.intake.images import DecodedImage, decode_for, thumbnail_jpeg
 from picmetric_core.intake.incoming import Incoming, SourceKind
 from picmetric_core.intake.names import clean_filename
+from picmetric_core.map.fit import FitProgress, FitReport, fit_map
+from picmetric_core.map.view import MapView, map_view
+from picmetric_core.map.view import has_map as map_exists
+from picmetric_core.map.view import uniqueness_of as map_uniqueness_of
 from picmetric_core.overlays import OVERLAY_KINDS, OverlayKind, render_overlay
 from picmetric_core.pipeline import StageCallback
 from picmetric_core.results import Analysis
@@ -512,8 +516,34 @@ class PicMetricService:
             if n.md5 in stored
         ]
 
+    def map_view(self, query: HistoryQuery | None = None) -> MapView:
+        """The History map: every placed photo, those ``query``'s filters keep, photos stored since the fit
+        placed on the way (see :mod:`picmetric_core.map`)."""
+        query = self._resolved(query or HistoryQuery())
+        with database_errors(self.engine):
+            return map_view(self._sessions, query, self._similarity.similar)
+
+    def fit_map(self, on_progress: FitProgress | None = None) -> FitReport | None:
+        """Fit the map again (or finish an interrupted fit); ``None`` when no photo has an embedding."""
+        with database_errors(self.engine):
+            return fit_map(self._sessions, on_progress=on_progress)
+
+    def uniqueness(self, md5: str) -> float | None:
+        """How unlike its nearest photos a stored photo is, 0 to 1; ``None`` when it is not on the map."""
+        return self.uniqueness_of([md5]).get(md5)
+
+    def uniqueness_of(self, md5s: Sequence[str]) -> dict[str, float]:
+        """:meth:`uniqueness` of many photos in one query, by md5 (those not on the map are left out)."""
+        with database_errors(self.engine):
+            return map_uniqueness_of(self._sessions, md5s)
+
+    def has_map(self) -> bool:
+        """Whether the History map has been fitted (so History can sort and filter by uniqueness)."""
+        with database_errors(self.engine):
+            return map_exists(self._sessions)
+
     def history(self, query: HistoryQuery) -> HistoryPage[Submission]:
-        """One page of past analyses matching ``query``, newest first, with links to their objects."""
+        """One page of past analyses matching ``query``, in its sort order, with links to their objects."""
         query = self._resolved(query)
         with database_errors(self.engine), self._sessions() as session:
             page = history.search(session, query)
@@ -742,7 +772,6 @@ class PicMetricService:
             return known
         log.info("stored analysis of %s (%s)", image.md5, columns["source"])
         return self._submission(history.stored_analysis(row), seen_before=False)
-
 
 
 def _ignore_stage(_stage: str) -> None:

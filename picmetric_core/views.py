@@ -56,6 +56,7 @@ def submission_document(
     *,
     thresholds: DisplayThresholds = DEFAULT_THRESHOLDS,
     urls: dict[str, str | None] | None = None,
+    uniqueness: float | None = None,
 ) -> dict[str, Any]:
     """A stored analysis as the API's v1 body and the app's full download give it.
 
@@ -64,11 +65,13 @@ def submission_document(
         thresholds: what ``shown`` is filtered at.
         urls: links to the objects; the store's own links (None for a local store) by default. The API
             passes links to its ``/objects`` route instead of None.
+        uniqueness: its uniqueness on the History map (``None``: not on it, or not asked for).
     """
     links = urls if urls is not None else asdict(submission.urls)
     document = full_view(submission.analysis, thresholds=thresholds, urls=links, record=record_view(submission.record))
     near_duplicates = [asdict(duplicate) for duplicate in submission.near_duplicates]
-    return document | {"seen_before": submission.seen_before, "near_duplicates": near_duplicates}
+    extra = {"seen_before": submission.seen_before, "near_duplicates": near_duplicates, "uniqueness": uniqueness}
+    return document | extra
 
 
 def legacy_view(

@@ -162,6 +162,9 @@ class AnalysisBody(V1Body):
     record: RecordBody
     seen_before: bool = Field(description="True when no network ran for this request")
     near_duplicates: list[NearDuplicateBody] = Field(description="Stored photos that are the same picture")
+    uniqueness: float | None = Field(
+        None, description="1 − mean cosine similarity to its 5 nearest stored photos (History map); null: not mapped"
+    )
 
 
 class AnalysisPageBody(V1Body):
@@ -281,3 +284,35 @@ ERRORS: dict[int | str, dict[str, Any]] = {
     }.items()
 }
 READ_ERRORS = {status: ERRORS[status] for status in (422, 503)}
+
+
+class MapPointBody(V1Body):
+    """A stored photo on the History map."""
+
+    md5: str
+    x: float
+    y: float
+    cluster: int = Field(description="Its cluster on the map; -1 in none")
+    uniqueness: float = Field(description="1 − mean cosine similarity to its 5 nearest photos (0: copies around it)")
+
+
+class MapClusterBody(V1Body):
+    """A cluster of the map, named by the top class most of its photos share."""
+
+    cluster: int
+    label: str
+    count: int
+
+
+class MapBody(V1Body):
+    """Every stored photo that has an embedding, placed by it; the filters keep only the points they match."""
+
+    classifier: str | None = Field(description="The classifier whose embeddings place the photos")
+    method: str | None = Field(description="umap, or pca for few photos; null before the first fit")
+    fitted_at: IsoDatetime | None
+    points: list[MapPointBody]
+    clusters: list[MapClusterBody]
+    unplaced: int = Field(description="Photos with an embedding still waiting for a place (the next read places them)")
+    without_embedding: int = Field(
+        description="Stored photos without an embedding, so not on the map (`picmetric similar backfill` adds them)"
+    )

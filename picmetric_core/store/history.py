@@ -8,18 +8,48 @@ for rather than what happened to be stored.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Literal
 
-from sqlalchemy import ColumnElement, exists, func, literal, literal_column, select, tuple_, union_all
-from sqlalchemy.orm import Session, selectinload
+from sqlalchemy import (
+    ColumnElement,
+    Row,
+    Select,
+    and_,
+    exists,
+    func,
+    literal,
+    literal_column,
+    or_,
+    select,
+    tuple_,
+    union_all,
+)
+from sqlalchemy.orm import Session, aliased, selectinload
 
 from picmetric_core.filters import DEFAULT_THRESHOLDS
-from picmetric_core.history import HistoryPage, HistoryQuery, LabelKind, decode_cursor, encode_cursor
+from picmetric_core.history import (
+    HistoryPage,
+    HistoryQuery,
+    LabelKind,
+    decode_cursor,
+    decode_uniqueness_cursor,
+    encode_cursor,
+    encode_uniqueness_cursor,
+)
+from picmetric_core.map.records import current_fit_id
 from picmetric_core.results import Analysis
 from picmetric_core.store.objects import ObjectKeys
-from picmetric_core.store.orm import AnalysisRow, BatchItemRow, ClassificationRow, DetectionRow, FaceRow
+from picmetric_core.store.orm import (
+    AnalysisRow,
+    BatchItemRow,
+    ClassificationRow,
+    DetectionRow,
+    FaceRow,
+    MapPointRow,
+)
 
 
 @dataclass(frozen=True)
@@ -59,34 +89,24 @@ class TimeCount:
 
 
 def search(session: Session, query: HistoryQuery) -> HistoryPage[StoredAnalysis]:
-    """One page of analyses matching ``query``, newest first.
+    """One page of analyses matching ``query``, in its ``sort`` order (newest first by default).
 
     Example:
         >>> page = search(session, HistoryQuery(label="dog", limit=24))  # doctest: +SKIP
         >>> [item.record.md5 for item in page.items]  # doctest: +SKIP
         ['4f055f233ff79efdb5fdd377b2161c45', ...]
     """
-    conditions = _conditions(query)
-    statement = select(AnalysisRow).where(*conditions)
-    if query.cursor is not None:
-        created_at, row_id = decode_cursor(query.cursor)
-        # A row comparison, which Postgres reads straight off the (created_at, id) index.
-        after = tuple_(literal(created_at, AnalysisRow.created_at.type), literal(row_id, AnalysisRow.id.type))
-        statement = statement.where(tuple_(AnalysisRow.created_at, AnalysisRow.id) < after)
-    else:
+    statement, cursor_after = _newest_first(query) if query.sort == "newest" else _by_uniqueness(query)
+    if query.cursor is None:
         statement = statement.offset((query.page - 1) * query.limit)
-    statement = (
-        statement.order_by(AnalysisRow.created_at.desc(), AnalysisRow.id.desc())
-        .limit(query.limit + 1)
-        .options(*_children())
-    )
-    rows = session.scalars(statement).all()
+    statement = statement.where(*_conditions(query)).limit(query.limit + 1).options(*_children())
+    rows = session.execute(statement).all()
     more = len(rows) > query.limit
     rows = rows[: query.limit]
     total = count(session, query) if query.with_total else None
     return HistoryPage(
-        items=tuple(stored_analysis(row) for row in rows),
-        next_cursor=encode_cursor(rows[-1].created_at, rows[-1].id) if more else None,
+        items=tuple(stored_analysis(row[0]) for row in rows),
+        next_cursor=cursor_after(rows[-1]) if more else None,
         page=query.page,
         limit=query.limit,
         total=total,
@@ -176,6 +196,40 @@ _LABEL_TABLES: dict[LabelKind, type[ClassificationRow] | type[DetectionRow]] = {
 }
 
 
+def _newest_first(query: HistoryQuery) -> tuple[Select, Callable[[Row], str]]:
+    """Analyses newest first, after ``query.cursor``; and the cursor that follows a row."""
+    statement = select(AnalysisRow)
+    if query.cursor is not None:
+        created_at, row_id = decode_cursor(query.cursor)
+        # A row comparison, which Postgres reads straight off the (created_at, id) index.
+        after = tuple_(literal(created_at, AnalysisRow.created_at.type), literal(row_id, AnalysisRow.id.type))
+        statement = statement.where(tuple_(AnalysisRow.created_at, AnalysisRow.id) < after)
+    statement = statement.order_by(AnalysisRow.created_at.desc(), AnalysisRow.id.desc())
+    return statement, lambda row: encode_cursor(row[0].created_at, row[0].id)
+
+
+def _by_uniqueness(query: HistoryQuery) -> tuple[Select, Callable[[Row], str]]:
+    """Analyses with their uniqueness on the current map, most or least unique first (ties and photos not on
+    the map newest first, after the others), after ``query.cursor``; and the cursor that follows a row."""
+    point = aliased(MapPointRow, name="map_point")  # not the uniqueness filter's own EXISTS over map_points
+    on_map = and_(point.analysis_id == AnalysisRow.id, point.fit_id == current_fit_id())
+    statement = select(AnalysisRow, point.uniqueness).outerjoin(point, on_map)
+    most = query.sort == "most_unique"
+    if query.cursor is not None:
+        value, row_id = decode_uniqueness_cursor(query.cursor)
+        earlier_id = AnalysisRow.id < row_id
+        if value is None:
+            statement = statement.where(point.uniqueness.is_(None), earlier_id)
+        else:
+            further = point.uniqueness < value if most else point.uniqueness > value
+            statement = statement.where(
+                or_(point.uniqueness.is_(None), further, and_(point.uniqueness == value, earlier_id))
+            )
+    order = point.uniqueness.desc() if most else point.uniqueness.asc()
+    statement = statement.order_by(point.uniqueness.is_(None), order, AnalysisRow.id.desc())
+    return statement, lambda row: encode_uniqueness_cursor(row[1], row[0].id)
+
+
 def _children() -> list:
     return [
         selectinload(AnalysisRow.classifications),
@@ -214,7 +268,19 @@ def _conditions(query: HistoryQuery) -> list[ColumnElement[bool]]:
                 BatchItemRow.status != "failed",
             )
         )
+    if query.min_uniqueness is not None or query.max_uniqueness is not None:
+        conditions.append(_uniqueness_within(query.min_uniqueness, query.max_uniqueness))
     return conditions
+
+
+def _uniqueness_within(low: float | None, high: float | None) -> ColumnElement[bool]:
+    """On the current map, with a uniqueness from ``low`` to ``high`` (photos not on it never are)."""
+    bounds = [MapPointRow.analysis_id == AnalysisRow.id, MapPointRow.fit_id == current_fit_id()]
+    if low is not None:
+        bounds.append(MapPointRow.uniqueness >= low)
+    if high is not None:
+        bounds.append(MapPointRow.uniqueness <= high)
+    return exists().where(*bounds)
 
 
 def _label_found(label: str, kind: LabelKind | None, min_score: float) -> ColumnElement[bool]:

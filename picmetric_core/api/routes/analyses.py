@@ -21,7 +21,7 @@ from picmetric_core.api.schemas import (
 )
 from picmetric_core.api.submit import submit_upload, submit_url
 from picmetric_core.filters import DisplayThresholds
-from picmetric_core.history import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, HistoryFilters
+from picmetric_core.history import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, HistoryFilters, HistorySort
 from picmetric_core.submission import Submission
 from picmetric_core.views import submission_document
 
@@ -51,7 +51,7 @@ def create_analysis(
         raise HTTPException(422, "Send exactly one of: a file (multipart field `file`) or a `url` form field.")
     submission = submit_upload(runtime, file) if file is not None else submit_url(runtime, url or "")
     response.status_code = 200 if submission.seen_before else 201
-    return _full(request, submission, shown)
+    return _full(request, submission, shown, runtime.service().uniqueness(submission.record.md5))
 
 
 @router.get("", response_model=AnalysisPageBody, responses=READ_ERRORS, summary="Past analyses, newest first")
@@ -60,22 +60,33 @@ def list_analyses(
     runtime: RuntimeDep,
     shown: ThresholdsDep,
     filters: Annotated[HistoryFilters, Query()],
+    sort: Annotated[
+        HistorySort,
+        Query(description="`newest` first, or by uniqueness on the map: `most_unique` (outliers) or `least_unique`"),
+    ] = "newest",
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE)] = DEFAULT_PAGE_SIZE,
     page: Annotated[int, Query(ge=1, le=1_000_000)] = 1,
     cursor: Annotated[str | None, Query(max_length=200, description="`next_cursor` of the page before")] = None,
     with_total: bool = False,
 ) -> dict[str, Any]:
-    """The analyses the filters find, a page at a time; ``min_face_score`` (a display threshold) also counts
-    faces for the face filters."""
+    """The analyses the filters find, a page at a time, newest first or in ``sort``'s order (photos not on the
+    map last); ``min_face_score`` (a display threshold) also counts faces for the face filters."""
     try:
         query = filters.query(
-            min_face_score=shown.min_face_score, limit=limit, page=page, cursor=cursor, with_total=with_total
+            min_face_score=shown.min_face_score,
+            sort=sort,
+            limit=limit,
+            page=page,
+            cursor=cursor,
+            with_total=with_total,
         )
     except ValueError as error:
         raise HTTPException(422, str(error)) from None
-    result = runtime.service().history(query)
+    service = runtime.service()
+    result = service.history(query)
+    uniqueness = service.uniqueness_of([item.record.md5 for item in result.items])
     return {
-        "items": [_full(request, item, shown) for item in result.items],
+        "items": [_full(request, item, shown, uniqueness.get(item.record.md5)) for item in result.items],
         "next_cursor": result.next_cursor,
         "page": result.page,
         "limit": result.limit,
@@ -93,7 +104,7 @@ def get_analysis(request: Request, runtime: RuntimeDep, md5: str, shown: Thresho
     submission = runtime.service().get(md5)
     if submission is None:
         raise HTTPException(404, f"No analysis of an image with md5 {md5}.")
-    return _full(request, submission, shown)
+    return _full(request, submission, shown, runtime.service().uniqueness(md5))
 
 
 @router.delete(
@@ -130,5 +141,10 @@ def delete_analyses(runtime: RuntimeDep, body: DeleteRequest) -> dict[str, Any]:
     }
 
 
-def _full(request: Request, submission: Submission, thresholds: DisplayThresholds) -> dict[str, Any]:
-    return submission_document(submission, thresholds=thresholds, urls=object_urls(request, submission))
+def _full(
+    request: Request, submission: Submission, thresholds: DisplayThresholds, uniqueness: float | None
+) -> dict[str, Any]:
+    """The v1 body, with the photo's uniqueness on the map (read by the caller: one query per page)."""
+    return submission_document(
+        submission, thresholds=thresholds, urls=object_urls(request, submission), uniqueness=uniqueness
+    )

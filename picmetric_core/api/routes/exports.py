@@ -34,7 +34,7 @@ def export_analyses(runtime: RuntimeDep, filters: Annotated[ExportFilters, Query
     the display thresholds (``min_detection_score``, ``nms_iou``, ``min_face_score``; the last also counts faces
     for the face filters)."""
     try:
-        query = filters.query(min_face_score=shown.min_face_score)
+        query = filters.query(min_face_score=shown.min_face_score, sort=filters.sort)
     except ValueError as error:
         raise HTTPException(422, str(error)) from None
     # A ZIP of many originals does not fit in memory: past SPOOL_BYTES the export goes to a temporary file.

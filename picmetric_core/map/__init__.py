@@ -1,0 +1,1 @@
+"""The History map: every stored photo placed by its embedding, with clusters and a uniqueness score."""
