@@ -24,9 +24,12 @@ from picmetric_core.labels import percent
 from picmetric_core.submission import Submission
 from picmetric_core.text_filters import MAX_FILTER_CHARS, check_filter_text
 from picmetric_ui import charts, components, history_data, plain, resources, thumbnails
+from picmetric_ui.history_map import UNIQUENESS_DEFAULTS, map_section, on_the_map, uniqueness_notes, uniqueness_ui
+from picmetric_ui.history_map import clear as clear_map
 from picmetric_ui.page import page_setup
 from picmetric_ui.result import overlays_for, result_view, stored_rgb, summary_text
 from picmetric_ui.thumbnails import card_thumbnail
+from picmetric_ui.video_cards import history_videos
 
 page_setup("History")
 
@@ -36,7 +39,14 @@ MAX_COMPARE = 4
 MORE_LIKE_THIS = 12
 SIMILAR_CARD_PX = 170
 _MD5_START = re.compile(r"[0-9a-fA-F]{6,32}")
-FILTER_DEFAULTS = {"label": None, "min_score": LABEL_MIN_SCORE, "faces": "Any", "dates": (), "search": ""}
+FILTER_DEFAULTS = {
+    "label": None,
+    "min_score": LABEL_MIN_SCORE,
+    "faces": "Any",
+    "dates": (),
+    "search": "",
+    **UNIQUENESS_DEFAULTS,
+}
 # The filters a gallery link may carry (``?batch=7``, ``?similar_to=<md5>``) and what each must be. (A comment:
 # Streamlit would draw a bare string on the page.)
 LINK_FILTERS = {"batch": "a batch job id", "similar_to": "the md5 of a stored photo"}
@@ -95,6 +105,7 @@ def detail_view(md5: str, thresholds: DisplayThresholds) -> None:
     with st.container(key="detail-result"):
         result_view(submission, stored_rgb(submission), thresholds, key="detail")
     more_like_this(md5, thresholds)
+    on_the_map(md5)
 
 
 def compare_view(md5s: list[str], thresholds: DisplayThresholds) -> None:
@@ -197,6 +208,7 @@ def forget(md5s: tuple[str, ...]) -> None:
     """After a delete: no cached read, thumbnail, decoded photo or overlay of this session shows them again."""
     history_data.clear()
     thumbnails.clear()
+    clear_map()
     for md5 in md5s:
         if md5 in chosen:
             chosen.remove(md5)
@@ -266,6 +278,7 @@ def filters_ui(thresholds: DisplayThresholds) -> HistoryQuery:
     faces = faces_col.selectbox("Faces", ["Any", "With faces", "Without faces"], key="faces")
     dates = dates_col.date_input("Analysed between", key="dates", format="YYYY-MM-DD")
     search = search_col.text_input("File name or md5", key="search", placeholder="dog.jpg or 4f055f…").strip()
+    by_uniqueness = uniqueness_ui()
     label = usable_text("label filter", label or "")
     search = usable_text("file name or md5 filter", search, MAX_FILENAME_CHARS)
     since = until = None
@@ -281,28 +294,36 @@ def filters_ui(thresholds: DisplayThresholds) -> HistoryQuery:
         until=until,
         filename=None if is_md5 or not search else search,
         md5=search if is_md5 else None,
+        min_uniqueness=by_uniqueness.min_uniqueness,
+        max_uniqueness=by_uniqueness.max_uniqueness,
         **link_filters(),
     )
     return filters.query(
-        min_face_score=thresholds.min_face_score, limit=PAGE_SIZE, page=st.session_state.get("page", 1)
+        min_face_score=thresholds.min_face_score,
+        sort=by_uniqueness.sort,
+        limit=PAGE_SIZE,
+        page=st.session_state.get("page", 1),
     )
 
 
 def toggle_compare(md5: str) -> None:
-    if md5 in chosen:
+    """Follows the card's Compare box by its value, not by flipping: after a rerun cut short (a slider moved
+    twice), Streamlit calls this again for boxes nobody touched, which picked four photos out of nowhere."""
+    ticked = st.session_state.get(f"compare-{md5}", False)
+    if not ticked and md5 in chosen:
         chosen.remove(md5)
-    elif len(chosen) < MAX_COMPARE:
+    elif ticked and md5 not in chosen and len(chosen) < MAX_COMPARE:
         chosen.append(md5)
 
 
-def thumbnail_card(submission: Submission, thresholds: DisplayThresholds) -> None:
-    """A card of fixed shape: a 4:3 thumbnail, the full file name (wrapped), when, what was found."""
+def thumbnail_card(submission: Submission, thresholds: DisplayThresholds, uniqueness: str | None = None) -> None:
+    """A card of fixed shape: a 4:3 thumbnail, the full file name (wrapped), when, what was found (and, when
+    the gallery is sorted or filtered by it, the photo's uniqueness)."""
     record, analysis = submission.record, submission.analysis
     st.image(card_thumbnail(record.keys.thumbnail), width="stretch")
     plain.line(record.filename or record.md5[:12], bold=True)
-    plain.line(
-        f"{record.created_at:%d %b %Y %H:%M} · {summary_text(analysis, shown(analysis, thresholds))}", muted=True
-    )
+    found = summary_text(analysis, shown(analysis, thresholds))
+    plain.line(f"{record.created_at:%d %b %Y %H:%M} · {found}" + (f" · {uniqueness}" if uniqueness else ""), muted=True)
     st.button(
         "Open",
         key=f"open-{record.md5}",
@@ -399,17 +420,21 @@ def gallery(query: HistoryQuery, thresholds: DisplayThresholds) -> None:
     total = history_data.count(query)
     if not page.items:
         st.info("No analyses match these filters." if total == 0 else "No more analyses.", icon=":material/search_off:")
+    newest_first = query.sort == "newest"
+    by_uniqueness = not newest_first or query.min_uniqueness is not None or query.max_uniqueness is not None
+    notes = uniqueness_notes([item.record.md5 for item in page.items]) if by_uniqueness else {}
     for start in range(0, len(page.items), GRID_COLUMNS):
         for column, submission in zip(st.columns(GRID_COLUMNS), page.items[start : start + GRID_COLUMNS], strict=False):
             with column, st.container(border=True, height="stretch"):  # every card as tall as its row
-                thumbnail_card(submission, thresholds)
+                thumbnail_card(submission, thresholds, notes.get(submission.record.md5))
     pages = max(1, -(-total // query.limit))
     previous, label, following = st.columns([1, 2, 1], vertical_alignment="center")
-    if previous.button("Newer", icon=":material/chevron_left:", disabled=query.page <= 1, width="stretch"):
+    back, onward = ("Newer", "Older") if newest_first else ("Previous", "Next")
+    if previous.button(back, icon=":material/chevron_left:", disabled=query.page <= 1, width="stretch"):
         st.session_state["page"] = query.page - 1
         st.rerun()
     label.caption(f"Page {query.page} of {pages} · {total} analyses", text_alignment="center")
-    if following.button("Older", icon=":material/chevron_right:", disabled=not page.has_more, width="stretch"):
+    if following.button(onward, icon=":material/chevron_right:", disabled=not page.has_more, width="stretch"):
         st.session_state["page"] = query.page + 1
         st.rerun()
 
@@ -439,6 +464,7 @@ def summary() -> None:
 
 def gallery_view(thresholds: DisplayThresholds) -> None:
     query = filters_ui(thresholds)
+    query = map_section(query)  # a selection on the map narrows the gallery to its photos
     first_page = replace(query, page=1)
     if st.session_state.get("_last_query") != first_page:  # any filter changed: back to the first page
         st.session_state["_last_query"] = first_page
@@ -448,6 +474,7 @@ def gallery_view(thresholds: DisplayThresholds) -> None:
     deleted_notice()
     export_buttons(query, thresholds)
     compare_bar()
+    history_videos(query)  # the clips with the filter's label, above the photos
     gallery(query, thresholds)
     with st.expander("Summary", expanded=True, icon=":material/monitoring:"):
         summary()

@@ -18,6 +18,7 @@ from picmetric_core.filters import shown
 from picmetric_core.intake import Incoming, Upload, intake, is_url
 from picmetric_core.intake.fetch import FetchSlots
 from picmetric_core.intake.images import DecodedImage
+from picmetric_core.map.cli import add_map_parser, map_command
 from picmetric_core.models import weights
 from picmetric_core.results import Analysis
 from picmetric_core.similar.cli import add_similar_parser, similar_command
@@ -28,6 +29,7 @@ class InputResult:
     source: str
     analysis: Analysis | None = None
     error: str | None = None
+    document: dict[str, Any] | None = None  # a video's (see picmetric_core.video.cli)
 
 
 def read_input(source: str, settings: Settings, fetch_slots: FetchSlots | None = None) -> Incoming:
@@ -72,11 +74,19 @@ def analyze_command(args: argparse.Namespace, settings: Settings) -> int:
     from picmetric_core.native_logs import native_stderr_to_log
     from picmetric_core.runtime import shared_runtime
     from picmetric_core.service import analyze_unstored
+    from picmetric_core.video.cli import analyze_video_file
+    from picmetric_core.video.probe import is_video
 
     fetch_slots = shared_runtime(settings).fetch_slots
     results: list[InputResult] = []
     for source in args.inputs:
         try:
+            if not is_url(source) and is_video(Path(source)):
+                document, summary = analyze_video_file(Path(source), settings)
+                results.append(InputResult(source, document=document))
+                if not args.json:
+                    print(summary)
+                continue
             incoming = read_input(source, settings, fetch_slots)
             with native_stderr_to_log():  # TensorFlow's start-up lines are not for the terminal
                 analysis = analyze_unstored(settings, incoming.image)
@@ -91,7 +101,8 @@ def analyze_command(args: argparse.Namespace, settings: Settings) -> int:
     if args.json:
         from picmetric_core.views import cli_document, to_json
 
-        print(to_json([cli_document(r.source, r.analysis, r.error) for r in results], indent=2))
+        documents = [r.document or cli_document(r.source, r.analysis, r.error) for r in results]
+        print(to_json(documents, indent=2))
     return 1 if any(r.error for r in results) else 0
 
 
@@ -213,7 +224,7 @@ def export_command(args: argparse.Namespace, settings: Settings) -> int:
     try:
         thresholds = DisplayThresholds(args.min_detection_score, args.nms_iou, args.min_face_score)
         filters = model_from_flags(exports.ExportFilters, args)
-        query = filters.query(min_face_score=args.min_face_score)
+        query = filters.query(min_face_score=args.min_face_score, sort=filters.sort)
     except ValidationError as error:
         print(f"picmetric export: {flag_problems(error)}", file=sys.stderr)
         return 2
@@ -246,7 +257,7 @@ def export_command(args: argparse.Namespace, settings: Settings) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="picmetric", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
-    analyze = commands.add_parser("analyze", help="analyse image files or URLs")
+    analyze = commands.add_parser("analyze", help="analyse image files or URLs, and video files (stored)")
     analyze.add_argument("inputs", nargs="+", metavar="FILE_OR_URL")
     analyze.add_argument("--json", action="store_true", help="print full results as JSON")
     analyze.add_argument("--out", metavar="DIR", help="write overlays and JSON into DIR")
@@ -254,6 +265,7 @@ def build_parser() -> argparse.ArgumentParser:
     weights_parser.add_argument("action", choices=["status", "fetch"])
     add_export_parser(commands)
     add_similar_parser(commands)
+    add_map_parser(commands)
     from picmetric_core.batch.cli import register as register_batch
     from picmetric_core.delete_cli import register as register_delete
 
@@ -273,6 +285,8 @@ def main(argv: list[str] | None = None) -> int:
         return export_command(args, settings)
     if args.command == "similar":
         return similar_command(args, settings)
+    if args.command == "map":
+        return map_command(args, settings)
     if args.action == "status":
         return weights_status_command(settings)
     return weights_fetch_command(settings)

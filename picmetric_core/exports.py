@@ -9,8 +9,10 @@ objects above the detection threshold after NMS, faces above the face threshold,
   ``annotations`` (boxes as ``[x, y, width, height]``; faces with their 5 landmarks as keypoints).
   ``file_name`` is the original's path inside the ZIP export.
 - ZIP: each image's original and overlays under ``{md5}/``, with ``results.csv`` and
-  ``annotations.json`` beside them. An overlay never drawn before is drawn for the export (and kept in
-  the store, as every link to it would; :meth:`PicMetricService.overlay`).
+  ``annotations.json`` beside them; and the tracks of the clips History shows for the same label under
+  ``videos/<video_id>/`` (:mod:`picmetric_core.video.history_export`; CSV and COCO hold photos only).
+  An overlay never drawn before is drawn for the export (and kept in the store, as every link to it
+  would; :meth:`PicMetricService.overlay`).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import csv
 import io
 import json
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, BinaryIO, Literal
@@ -28,13 +30,15 @@ from pydantic import Field
 
 from picmetric_core.errors import PicMetricError
 from picmetric_core.filters import DEFAULT_THRESHOLDS, DisplayThresholds, shown
-from picmetric_core.history import MAX_PAGE_SIZE, HistoryFilters, HistoryQuery
+from picmetric_core.history import MAX_PAGE_SIZE, HistoryFilters, HistoryQuery, HistorySort
 from picmetric_core.models.coco import COCO_CATEGORIES, COCO_IDS
 from picmetric_core.overlays import OVERLAY_KINDS
 from picmetric_core.results import LANDMARK_NAMES, Analysis, Box
 from picmetric_core.service import PicMetricService
 from picmetric_core.store.history import AnalysisRecord
 from picmetric_core.store.objects import ObjectNotFound
+from picmetric_core.video.history_export import videos_for, write_video_files
+from picmetric_core.video.results import StoredVideo
 
 ExportFormat = Literal["csv", "coco", "zip"]
 EXPORT_FORMATS: tuple[ExportFormat, ...] = ("csv", "coco", "zip")
@@ -54,6 +58,7 @@ class ExportFilters(HistoryFilters):
     """The history filters and the format: what ``GET /v1/analyses/export`` and ``picmetric export`` take."""
 
     format: ExportFormat = Field("csv", description="CSV, COCO JSON or a ZIP of originals and overlays")
+    sort: HistorySort = Field("newest", description="Newest first, or by uniqueness on the map (as the gallery)")
 
 
 class ExportTooLarge(PicMetricError):
@@ -77,7 +82,7 @@ def collect(
     *,
     max_analyses: int = MAX_ANALYSES["csv"],
 ) -> tuple[ExportItem, ...]:
-    """Every analysis ``query`` finds (all pages, newest first), filtered at ``thresholds``.
+    """Every analysis ``query`` finds (all pages, in its sort order), filtered at ``thresholds``.
 
     Raises:
         ExportTooLarge: more than ``max_analyses`` match.
@@ -163,7 +168,9 @@ def to_coco(items: tuple[ExportItem, ...]) -> dict[str, Any]:
     }
 
 
-def write_zip(items: tuple[ExportItem, ...], service: PicMetricService, target: BinaryIO) -> None:
+def write_zip(
+    items: tuple[ExportItem, ...], service: PicMetricService, target: BinaryIO, videos: Sequence[StoredVideo] = ()
+) -> None:
     """Write the originals and overlays of ``items`` under ``{md5}/``, with ``results.csv`` and
     ``annotations.json``, as a ZIP into ``target`` (a file: images are not all held in memory).
 
@@ -192,6 +199,7 @@ def write_zip(items: tuple[ExportItem, ...], service: PicMetricService, target: 
                 archive.writestr(key, data, compress_type=zipfile.ZIP_STORED)
         archive.writestr("results.csv", to_csv(items))
         archive.writestr("annotations.json", json.dumps(to_coco(items), indent=1))
+        write_video_files(archive, videos)
         if missing:
             archive.writestr("missing.txt", "\n".join(missing) + "\n")
 
@@ -214,7 +222,7 @@ def write_export(
     elif export_format == "coco":
         target.write(json.dumps(to_coco(items)).encode("utf-8"))
     else:
-        write_zip(items, service, target)
+        write_zip(items, service, target, videos_for(service, query))
 
 
 def export(

@@ -30,7 +30,8 @@ from starlette.exceptions import HTTPException
 
 from picmetric_core.api.access import document_token, open_matcher
 from picmetric_core.api.middleware import BodyLimit, DatabaseBudget, TokenGate
-from picmetric_core.api.routes import analyses, batches, exports, health, legacy, links, objects, similar
+from picmetric_core.api.routes import analyses, batches, exports, health, legacy, links, objects, similar, videos
+from picmetric_core.api.routes import map as history_map
 from picmetric_core.config import Settings, get_settings
 from picmetric_core.errors import DatabaseUnavailable, PicMetricError, client_message
 from picmetric_core.lifecycle import ModelLoader
@@ -66,7 +67,9 @@ def create_app(settings: Settings | None = None, *, loader: ModelLoader | None =
     )
     app.state.runtime = runtime
     app.add_middleware(DatabaseBudget, seconds=request_budget_s(settings))
-    app.add_middleware(BodyLimit, max_bytes=settings.max_image_bytes)
+    app.add_middleware(
+        BodyLimit, max_bytes=settings.max_image_bytes, larger={videos.router.prefix: settings.video_max_bytes}
+    )
     app.add_middleware(TokenGate, token=settings.api_token, is_open=open_matcher(app))  # no body read without it
     if settings.cors_origins:
         app.add_middleware(
@@ -78,7 +81,7 @@ def create_app(settings: Settings | None = None, *, loader: ModelLoader | None =
             expose_headers=["X-PicMetric-Seen-Before"],
         )
     _add_error_handlers(app)
-    for routes in (analyses, exports, similar, links, objects, health, batches, legacy):
+    for routes in (analyses, exports, similar, history_map, links, objects, health, batches, legacy, videos):
         app.include_router(routes.router)
     if settings.api_token is not None:
         document_token(app)

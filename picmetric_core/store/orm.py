@@ -225,6 +225,9 @@ class SignatureRow(Base):
 
     analysis: Mapped[AnalysisRow] = relationship(back_populates="signature")
 
+    # The History map's "which photos of this classifier" without reading the embeddings (migration 0010).
+    __table_args__ = (Index("ix_signatures_embedding_model_analysis_id", "embedding_model", "analysis_id"),)
+
 
 def signature_row(signature: Signature) -> SignatureRow:
     return SignatureRow(
@@ -383,3 +386,121 @@ class DeletionRow(Base):
     objects_deleted_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
 
     __table_args__ = (Index("ix_deletions_md5", "md5"),)
+
+
+class MapFitRow(Base):
+    """One fit of the History map to a classifier's embeddings (see :mod:`picmetric_core.map`).
+
+    The newest fit of a classifier whose ``status`` is ``done`` is its map. ``checkpoint`` holds what an
+    unfinished fit computed so far (its neighbours, then its layout), so a rerun resumes from there.
+    ``clusters``: ``[{"cluster": 0, "label": "dog", "count": 143}, ...]``.
+    """
+
+    __tablename__ = "map_fits"
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
+    classifier: Mapped[str] = mapped_column(String(100))
+    method: Mapped[str] = mapped_column(String(8))
+    status: Mapped[str] = mapped_column(String(16))
+    photos: Mapped[int] = mapped_column(Integer)
+    clusters: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
+    checkpoint: Mapped[bytes | None] = mapped_column(LargeBinary)
+    started_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utc_now)
+    finished_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+
+    __table_args__ = (
+        CheckConstraint("method IN ('umap', 'pca')", name="method"),
+        CheckConstraint("status IN ('neighbours', 'laid_out', 'done')", name="status"),
+        Index("ix_map_fits_classifier_id", "classifier", "id"),
+    )
+
+
+class MapPointRow(Base):
+    """A photo's place on a fit: coordinates, cluster (-1: none) and uniqueness (0 to 1).
+
+    ``placed`` says how: ``fit`` by the fit itself, ``nearest`` later, from its nearest placed neighbours.
+    """
+
+    __tablename__ = "map_points"
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
+    fit_id: Mapped[int] = mapped_column(ForeignKey("map_fits.id", ondelete="CASCADE"))
+    analysis_id: Mapped[int] = mapped_column(ForeignKey("analyses.id", ondelete="CASCADE"))
+    x: Mapped[float] = mapped_column(Float)
+    y: Mapped[float] = mapped_column(Float)
+    cluster: Mapped[int] = mapped_column(Integer)
+    uniqueness: Mapped[float] = mapped_column(Float)
+    placed: Mapped[str] = mapped_column(String(8))
+
+    __table_args__ = (
+        UniqueConstraint("fit_id", "analysis_id", name="uq_map_points_fit_id_analysis_id"),
+        CheckConstraint("placed IN ('fit', 'nearest')", name="placed"),
+        Index("ix_map_points_analysis_id", "analysis_id"),
+    )
+
+
+class VideoRow(Base):
+    """One analysed clip (issue #23): what it is, what was asked (sampling rate, counting line), the line's
+    crossings and counts, and where its objects are. Its per-frame results are in the store (``tracks_key``)."""
+
+    __tablename__ = "videos"
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
+    md5: Mapped[str] = mapped_column(Md5, unique=True)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utc_now)
+    source: Mapped[str] = mapped_column(String(16))
+    source_url: Mapped[str | None] = mapped_column(Text)
+    filename: Mapped[str | None] = mapped_column(String(255))
+    byte_size: Mapped[int] = mapped_column(BigInteger)
+    container: Mapped[str] = mapped_column(String(32))
+    codec: Mapped[str] = mapped_column(String(32))
+    duration_s: Mapped[float] = mapped_column(Float)
+    fps: Mapped[float] = mapped_column(Float)
+    width: Mapped[int] = mapped_column(Integer)
+    height: Mapped[int] = mapped_column(Integer)
+    frame_count: Mapped[int | None] = mapped_column(Integer)
+    has_audio: Mapped[bool] = mapped_column(Boolean)
+    sample_fps: Mapped[float] = mapped_column(Float)
+    line: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True))
+    crossings: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
+    counts: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
+    models: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
+    seconds: Mapped[float] = mapped_column(Float)
+    original_key: Mapped[str] = mapped_column(String(255))
+    annotated_key: Mapped[str | None] = mapped_column(String(255))
+    poster_key: Mapped[str] = mapped_column(String(255))
+    tracks_key: Mapped[str] = mapped_column(String(255))
+
+    tracks: Mapped[list[VideoTrackRow]] = relationship(
+        back_populates="video", cascade="all, delete-orphan", order_by="VideoTrackRow.track_id"
+    )
+
+    __table_args__ = (
+        CheckConstraint("source IN ('upload', 'url', 'batch')", name="source"),
+        Index("ix_videos_created_at_id", "created_at", "id"),
+    )
+
+
+class VideoTrackRow(_BoxColumns, Base):
+    """One tracked object or face of a clip: its class, when it was seen, its best sighting and crop."""
+
+    __tablename__ = "video_tracks"
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
+    video_id: Mapped[int] = mapped_column(ForeignKey("videos.id", ondelete="CASCADE"))
+    track_id: Mapped[int] = mapped_column(Integer)
+    label: Mapped[str] = mapped_column(String(100))
+    class_id: Mapped[int] = mapped_column(Integer)
+    first_seen_s: Mapped[float] = mapped_column(Float)
+    last_seen_s: Mapped[float] = mapped_column(Float)
+    best_score: Mapped[float] = mapped_column(Float)
+    best_time_s: Mapped[float] = mapped_column(Float)
+    frames: Mapped[int] = mapped_column(Integer)
+    crop_key: Mapped[str | None] = mapped_column(String(255))
+
+    video: Mapped[VideoRow] = relationship(back_populates="tracks")
+
+    __table_args__ = (
+        Index("ix_video_tracks_video_id", "video_id"),
+        Index("ix_video_tracks_label_video_id", "label", "video_id"),
+    )
