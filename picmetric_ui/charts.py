@@ -18,7 +18,7 @@ FONT_SIZE = 15  # legible on a projector
 PRIMARY = "#2563eb"
 
 
-def _rgb(color: tuple[int, int, int]) -> str:
+def css_rgb(color: tuple[int, int, int]) -> str:
     return "rgb({},{},{})".format(*color)
 
 
@@ -45,7 +45,7 @@ def _score_axis(fig: go.Figure) -> None:
     fig.update_traces(textposition="outside", cliponaxis=False, textfont={"size": FONT_SIZE})
 
 
-def _empty(fig: go.Figure, message: str) -> go.Figure:
+def empty_chart(fig: go.Figure, message: str) -> go.Figure:
     fig.update_xaxes(visible=False)
     fig.update_yaxes(visible=False)
     fig.add_annotation(
@@ -89,14 +89,14 @@ def detections_chart(detections: Sequence[Detection], model_name: str = "detecto
             x=[d.score for d in ordered],
             y=names,
             orientation="h",
-            marker_color=[_rgb(class_color(d.class_id)) for d in ordered],
+            marker_color=[css_rgb(class_color(d.class_id)) for d in ordered],
             text=[percent(d.score) for d in ordered],
         )
     )
     _score_axis(fig)
     title = f"{model_name}: {len(ordered)} object{'s' if len(ordered) != 1 else ''}"
     if not ordered:
-        _empty(fig, "No objects at this confidence")
+        empty_chart(fig, "No objects at this confidence")
     return _layout(fig, title, _bar_height(len(ordered)), "confidence")
 
 
@@ -107,14 +107,14 @@ def faces_chart(faces: Sequence[Face], model_name: str = "faces") -> go.Figure:
             x=[f.score for f in faces],
             y=[f"face {i + 1}" for i in range(len(faces))],
             orientation="h",
-            marker_color=_rgb(FACE_COLOR),
+            marker_color=css_rgb(FACE_COLOR),
             text=[percent(f.score) for f in faces],
         )
     )
     _score_axis(fig)
     title = f"{model_name}: {len(faces)} face{'s' if len(faces) != 1 else ''}"
     if not faces:
-        _empty(fig, "No faces at this confidence")
+        empty_chart(fig, "No faces at this confidence")
     return _layout(fig, title, _bar_height(len(faces)), "confidence")
 
 
@@ -133,7 +133,7 @@ def label_frequency_chart(counts: Sequence[LabelCount], title: str = "Objects fo
     fig.update_yaxes(autorange="reversed", tickfont={"size": FONT_SIZE})
     _count_axis(fig, [c.count for c in counts], "x")
     if not counts:
-        _empty(fig, "Nothing analysed yet")
+        empty_chart(fig, "Nothing analysed yet")
     return _layout(fig, title, _bar_height(len(counts)), "analyses")
 
 
@@ -159,7 +159,7 @@ def over_time_chart(counts: Sequence[TimeCount], title: str = "Analyses per day"
     fig.update_traces(width=0.6 if len(counts) > 2 else 0.3)
     _count_axis(fig, [c.count for c in counts], "y")
     if not counts:
-        _empty(fig, "Nothing analysed yet")
+        empty_chart(fig, "Nothing analysed yet")
     return _layout(fig, title, 320, "", "analyses")
 
 
@@ -194,7 +194,7 @@ def interactive_view(rgb: np.ndarray, visible: Analysis) -> go.Figure:
                 x=[box.x1, box.x2, box.x2, box.x1, box.x1],
                 y=[box.y1, box.y1, box.y2, box.y2, box.y1],
                 mode="lines",
-                line={"color": _rgb(color), "width": 3},
+                line={"color": css_rgb(color), "width": 3},
                 fill="toself",
                 fillcolor="rgba({},{},{},0.08)".format(*color),
                 hoveron="fills",

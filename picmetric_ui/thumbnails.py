@@ -13,10 +13,10 @@ from picmetric_ui import resources
 log = logging.getLogger(__name__)
 
 CARD_SIZE = (320, 240)
-_BACKDROP = (100, 116, 139)  # a neutral slate that sits well on the light and the dark theme
+BACKDROP = (100, 116, 139)  # a neutral slate that sits well on the light and the dark theme
 
 
-def _jpeg(image: Image.Image) -> bytes:
+def jpeg_of(image: Image.Image) -> bytes:
     buffer = io.BytesIO()
     image.save(buffer, format="JPEG", quality=85)
     return buffer.getvalue()
@@ -25,7 +25,7 @@ def _jpeg(image: Image.Image) -> bytes:
 @st.cache_data(ttl=600, max_entries=512, show_spinner=False)
 def _card(settings_key: str, key: str) -> bytes:
     stored = Image.open(io.BytesIO(resources.service().read_object(key))).convert("RGB")
-    return _jpeg(ImageOps.pad(stored, CARD_SIZE, color=_BACKDROP))
+    return jpeg_of(ImageOps.pad(stored, CARD_SIZE, color=BACKDROP))
 
 
 def clear() -> None:
@@ -40,4 +40,4 @@ def card_thumbnail(key: str | None) -> bytes:
             return _card(resources.settings_key(resources.settings()), key)
         except Exception:  # a missing or unreadable thumbnail must not take the gallery down
             log.exception("thumbnail %s could not be read", key)
-    return _jpeg(Image.new("RGB", CARD_SIZE, _BACKDROP))
+    return jpeg_of(Image.new("RGB", CARD_SIZE, BACKDROP))

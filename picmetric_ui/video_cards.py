@@ -16,7 +16,7 @@ from picmetric_core.history import HistoryQuery
 from picmetric_core.video.history_export import history_labels
 from picmetric_core.video.results import StoredVideo
 from picmetric_ui import plain, resources
-from picmetric_ui.thumbnails import _BACKDROP, CARD_SIZE, _jpeg
+from picmetric_ui.thumbnails import BACKDROP, CARD_SIZE, jpeg_of
 from picmetric_ui.video_data import card_text
 
 if TYPE_CHECKING:
@@ -48,7 +48,7 @@ def listed(labels: tuple[str, ...] = (), limit: int = HISTORY_CARDS) -> list[Sto
 @st.cache_data(ttl=600, max_entries=256, show_spinner=False)
 def _poster_card(settings_key: str, key: str) -> bytes:
     poster = Image.open(io.BytesIO(videos().read(key))).convert("RGB")
-    return _jpeg(ImageOps.pad(poster, CARD_SIZE, color=_BACKDROP))
+    return jpeg_of(ImageOps.pad(poster, CARD_SIZE, color=BACKDROP))
 
 
 def poster_card(key: str) -> bytes:
@@ -57,7 +57,7 @@ def poster_card(key: str) -> bytes:
         return _poster_card(resources.settings_key(resources.settings()), key)
     except Exception:  # a missing poster must not take the gallery down
         log.exception("poster %s could not be read", key)
-    return _jpeg(Image.new("RGB", CARD_SIZE, _BACKDROP))
+    return jpeg_of(Image.new("RGB", CARD_SIZE, BACKDROP))
 
 
 def clear() -> None:

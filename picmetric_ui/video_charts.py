@@ -13,7 +13,7 @@ import plotly.graph_objects as go
 
 from picmetric_core.overlays import FACE_COLOR, class_color
 from picmetric_core.video.results import Crossing, FrameResult
-from picmetric_ui.charts import FONT_SIZE, _empty, _rgb
+from picmetric_ui.charts import FONT_SIZE, css_rgb, empty_chart
 from picmetric_ui.video_data import FACES, OTHER, class_ids, clock, counts_over_time, timeline_table
 
 OTHER_COLOR = "rgb(100,116,139)"
@@ -65,7 +65,7 @@ def timeline_figure(frames: Sequence[FrameResult], duration_s: float, title: str
     for name in table.columns[1:]:
         if name == FACES:
             continue
-        color = OTHER_COLOR if name == OTHER else _rgb(class_color(ids[name]))
+        color = OTHER_COLOR if name == OTHER else css_rgb(class_color(ids[name]))
         fig.add_trace(
             go.Bar(
                 x=table["time_s"],
@@ -83,7 +83,7 @@ def timeline_figure(frames: Sequence[FrameResult], duration_s: float, title: str
             y=table[FACES],
             name=FACES,
             mode="lines+markers",
-            line={"color": _rgb(FACE_COLOR), "width": 2, "shape": "hv", "dash": "dot"},
+            line={"color": css_rgb(FACE_COLOR), "width": 2, "shape": "hv", "dash": "dot"},
             marker={"size": 6},
             customdata=times,
             hovertemplate="faces: %{y} at %{customdata}<extra></extra>",
@@ -91,7 +91,7 @@ def timeline_figure(frames: Sequence[FrameResult], duration_s: float, title: str
     )
     _time_axis(fig, duration_s)
     if table.empty:
-        _empty(fig, "No frames analysed yet")
+        empty_chart(fig, "No frames analysed yet")
     objects = table.drop(columns=["time_s", FACES]).sum(axis=1) if len(table.columns) > 2 else table[FACES] * 0
     top = int(max(objects.max() if len(objects) else 0, table[FACES].max() if len(table) else 0, 1))
     return _layout(fig, title, 360, "in the frame", top)
@@ -104,7 +104,7 @@ def counts_figure(crossings: Sequence[Crossing], ids: dict[str, int], duration_s
     fig = go.Figure()
     for series, rows in table.groupby("series", sort=False):
         label, direction = str(series).rsplit(" ", 1)
-        color = _rgb(class_color(ids[label])) if label in ids else OTHER_COLOR
+        color = css_rgb(class_color(ids[label])) if label in ids else OTHER_COLOR
         fig.add_trace(
             go.Scatter(
                 x=[0.0, *rows["time_s"], duration_s],
@@ -117,6 +117,6 @@ def counts_figure(crossings: Sequence[Crossing], ids: dict[str, int], duration_s
         )
     _time_axis(fig, duration_s)
     if table.empty:
-        _empty(fig, "Nothing crossed the line")
+        empty_chart(fig, "Nothing crossed the line")
     top = int(table["total"].max()) if len(table) else 1
     return _layout(fig, "Crossings of the line over time", 320, "crossings so far", top)
