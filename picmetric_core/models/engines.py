@@ -19,6 +19,7 @@ import keras
 import numpy as np
 
 from picmetric_core.models.compiled import accelerator, compiled_predict, traced_inference
+from picmetric_core.models.float32_stem import cut_after_stem
 
 log = logging.getLogger(__name__)
 
@@ -174,26 +175,51 @@ def openvino_artefact(model: keras.Model, folder: Path | None, weights: str):
 
 
 class _OpenVinoPredict:
-    """A compiled OpenVINO model with one request per calling thread (a request runs one call at a time)."""
+    """A compiled OpenVINO model with one request per calling thread (a request runs one call at a time).
+
+    In bfloat16 the stem (up to the second convolution) is compiled apart in float32 and hands its output
+    tensor to the body's request without a copy (:mod:`.float32_stem`).
+    """
 
     def __init__(self, model, precision: str, artefacts: Path | None) -> None:
-        config = {
-            "INFERENCE_PRECISION_HINT": "bf16" if precision == "bfloat16" else "f32",
-            "PERFORMANCE_HINT": "LATENCY",
-        }
-        if artefacts is not None:
-            config["CACHE_DIR"] = str(artefacts / ARTEFACTS_FOLDER / "compiled")
-        self._compiled = _core().compile_model(model, "CPU", config)
-        self._outputs = len(self._compiled.outputs)
+        cut = cut_after_stem(model) if precision == "bfloat16" else None
+        if cut is None:
+            self._stem = None
+            self._body = _compile(model, "bf16" if precision == "bfloat16" else "f32", artefacts)
+        else:
+            self._stem = _compile(cut.stem, "f32", artefacts)
+            self._body = _compile(cut.body, "bf16", artefacts)
+        self._outputs = len(self._body.outputs)
         self._local = threading.local()
 
+    @property
+    def float32_stem(self) -> bool:
+        return self._stem is not None
+
     def __call__(self, inputs: np.ndarray | list[np.ndarray]) -> list[np.ndarray]:
-        request = getattr(self._local, "request", None)
-        if request is None:
-            request = self._local.request = self._compiled.create_infer_request()
-        arrays = inputs if isinstance(inputs, list) else [inputs]
-        request.infer([np.ascontiguousarray(a, np.float32) for a in arrays])
-        return [np.array(request.get_output_tensor(i).data, np.float32) for i in range(self._outputs)]
+        arrays = [np.ascontiguousarray(a, np.float32) for a in (inputs if isinstance(inputs, list) else [inputs])]
+        stem, body = self._requests()
+        if stem is not None:
+            stem.infer(arrays)
+            body.set_input_tensor(stem.get_output_tensor(0))
+            body.infer()
+        else:
+            body.infer(arrays)
+        return [np.array(body.get_output_tensor(i).data, np.float32) for i in range(self._outputs)]
+
+    def _requests(self):
+        requests = getattr(self._local, "requests", None)
+        if requests is None:
+            stem = self._stem.create_infer_request() if self._stem is not None else None
+            requests = self._local.requests = (stem, self._body.create_infer_request())
+        return requests
+
+
+def _compile(model, precision_hint: str, artefacts: Path | None):
+    config = {"INFERENCE_PRECISION_HINT": precision_hint, "PERFORMANCE_HINT": "LATENCY"}
+    if artefacts is not None:
+        config["CACHE_DIR"] = str(artefacts / ARTEFACTS_FOLDER / "compiled")
+    return _core().compile_model(model, "CPU", config)
 
 
 @lru_cache(maxsize=1)

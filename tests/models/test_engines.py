@@ -33,6 +33,12 @@ def networks(analyzer) -> dict[str, object]:
     return {"classifier": analyzer.classifier, "detector": analyzer.detector, "faces": analyzer.faces}
 
 
+def against_keras_float32(network, engine: engines.Engine, models_dir, photos) -> fidelity.Fidelity:
+    """The gate's verdict on ``network`` run by ``engine``, against Keras float32 on ``photos``."""
+    role = choice.ROLES[network.info.role]
+    return choice.gate(role, network.run_on(engines.KERAS_FLOAT32), network.run_on(engine, models_dir), photos)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("role", ["classifier", "detector", "faces"])
 def test_what_auto_picked_passes_the_gate_on_the_suite_photos(analyzer, suite_photos, role):
@@ -48,11 +54,39 @@ def test_openvino_float32_gives_what_keras_float32_gives(analyzer, suite_photos,
     """The converted model is the same network: in float32 it passes the gate with room to spare."""
     if not engines.runnable(engines.OPENVINO_FLOAT32):
         pytest.fail("OpenVINO does not run here: requirements-no-deps.txt installs it")
-    network = networks(analyzer)[role]
-    converted = network.run_on(engines.OPENVINO_FLOAT32, empty_models_dir)
-    verdict = choice.gate(choice.ROLES[role], network.run_on(engines.KERAS_FLOAT32), converted, suite_photos)
+    verdict = against_keras_float32(networks(analyzer)[role], engines.OPENVINO_FLOAT32, empty_models_dir, suite_photos)
     assert verdict.passed, verdict.failures
     assert verdict.worst_score_delta < 0.001 and verdict.worst_landmark_px < 0.05 and verdict.top1_changed == 0
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("role", ["classifier", "detector", "faces"])
+def test_bfloat16_with_a_float32_stem_gives_what_float32_gives(analyzer, suite_photos, empty_models_dir, role):
+    """Whole-network bfloat16 moved the horses' scores by 0.037 and changed the astronaut's top class;
+    with the stem in float32 every network passes the gate, so auto may take bfloat16's speed."""
+    if not engines.runnable(engines.OPENVINO_BFLOAT16):
+        pytest.skip("this CPU has no native bfloat16 (neither AMX nor AVX-512 bf16)")
+    verdict = against_keras_float32(networks(analyzer)[role], engines.OPENVINO_BFLOAT16, empty_models_dir, suite_photos)
+    assert verdict.passed, verdict.failures
+
+
+def test_a_network_cut_after_its_stem_computes_what_the_whole_network_computes(empty_models_dir):
+    if engines.openvino_version() is None:
+        pytest.fail("OpenVINO does not run here: requirements-no-deps.txt installs it")
+    from picmetric_core.models.float32_stem import cut_after_stem
+    from picmetric_core.models.mtcnn_keras import build_onet
+
+    onet = engines.openvino_artefact(build_onet(), empty_models_dir, "onet (random weights)")
+    cut = cut_after_stem(onet)
+    assert cut is not None
+    core = engines._core()
+    float32 = {"INFERENCE_PRECISION_HINT": "f32"}
+    whole, stem, body = (core.compile_model(m, "CPU", float32) for m in (onet, cut.stem, cut.body))
+    faces = np.random.default_rng(7).random((3, 48, 48, 3), dtype=np.float32)
+    expected = whole(faces)
+    got = body(stem(faces)[0])
+    for i in range(len(whole.outputs)):
+        np.testing.assert_allclose(got[i], expected[i], rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.slow
