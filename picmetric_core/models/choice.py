@@ -174,6 +174,7 @@ def _choice_key(role: str, network: Any) -> str:
         keras.__version__,
         engines.keras_runtime(),
         engines.openvino_version() or "",
+        engines.RECIPE,
         ",".join(name for name, _ in calibration_photos()),
     ]
     return hashlib.sha256("|".join(parts).encode()).hexdigest()[:20]

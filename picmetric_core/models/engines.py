@@ -27,6 +27,8 @@ Predict = Callable[[np.ndarray | list[np.ndarray]], list[np.ndarray]]
 """A network's inference: float32 input array(s) in, its outputs as float32 numpy arrays out."""
 
 ARTEFACTS_FOLDER = "converted"
+RECIPE = "bfloat16 with a float32 stem"
+"""How the engines are put together; part of a kept choice's key, so a start after a change of recipe measures again."""
 
 
 @dataclass(frozen=True)
