@@ -2,6 +2,10 @@
 
 Every run first removes the objects earlier deletes left in a store that failed, so a cron job that runs
 ``picmetric delete --retention`` daily also finishes what a flaky store interrupted.
+
+A selection by filters, age, retention or ``--all`` deletes the video clips it selects too
+(:mod:`picmetric_core.video.selection`), each with its row, tracks and every object; md5s named one by one are
+photos (``--video ID`` names clips).
 """
 
 from __future__ import annotations
@@ -18,12 +22,15 @@ from picmetric_core.config import Settings
 from picmetric_core.history import HistoryFilters
 
 if TYPE_CHECKING:
+    from picmetric_core.history import HistoryQuery
+    from picmetric_core.runtime import Runtime
     from picmetric_core.store.deletions import DeleteResult, PendingObjects
 
 DESCRIPTION = (
     "Delete stored analyses and everything kept for them (original, thumbnail, overlays, results): name md5s, "
-    "or give History filters, --older-than or --retention (PICMETRIC_RETENTION_DAYS), or --all. Nothing is "
-    "deleted by an empty selection. Use --dry-run to list what would go."
+    "or give History filters, --older-than or --retention (PICMETRIC_RETENTION_DAYS), or --all; these also "
+    "delete the video clips they select (original, annotated clip, poster, tracks). Nothing is deleted by an "
+    "empty selection. Use --dry-run to list what would go."
 )
 VIDEO_ID = re.compile(r"[0-9a-f]{32}")
 AGE = re.compile(r"(\d+)\s*([smhdw])")
@@ -54,7 +61,7 @@ def register(commands: Any) -> None:
     parser.add_argument(
         "--retention", action="store_true", help="analysed longer ago than PICMETRIC_RETENTION_DAYS (if it is set)"
     )
-    parser.add_argument("--all", action="store_true", help="every analysis (needed when nothing else selects)")
+    parser.add_argument("--all", action="store_true", help="every analysis and clip (needed when nothing else selects)")
     parser.add_argument("--dry-run", action="store_true", help="list what would be deleted, delete nothing")
     parser.add_argument(
         "--retry-pending", action="store_true", help="only remove objects earlier deletes left in a failed store"
@@ -101,6 +108,9 @@ def delete_command(args: argparse.Namespace, settings: Settings) -> int:
                 assert query is not None
                 result = service.delete_matching(query, dry_run=args.dry_run)
             left = result.pending
+        status = _report(result, left)
+        if query is not None:  # a selection by filters: the clips it selects go too
+            status = max(status, _delete_matching_videos(runtime, query, dry_run=args.dry_run))
     except ValueError as error:  # an md5 that is not one
         print(f"picmetric delete: {error}", file=sys.stderr)
         return 2
@@ -109,7 +119,27 @@ def delete_command(args: argparse.Namespace, settings: Settings) -> int:
         return 1
     finally:
         runtime.close()
-    return _report(result, left)
+    return status
+
+
+def _delete_matching_videos(runtime: Runtime, query: HistoryQuery, *, dry_run: bool) -> int:
+    """Delete (or list) the clips ``query`` selects, one at a time: each goes whole (row, tracks, objects) or not."""
+    from picmetric_core.errors import PicMetricError
+
+    deleted = 0
+    try:
+        videos = runtime.videos()
+        for video_id in videos.matching(query):
+            if dry_run or videos.delete(video_id):
+                print(video_id)
+                deleted += 1
+    except PicMetricError as error:
+        done = "" if dry_run else " The videos listed above were deleted; no other was."
+        print(f"picmetric delete: {error}{done}", file=sys.stderr)
+        return 1
+    verb = "would delete" if dry_run else "deleted"
+    print(f"{verb} {deleted} videos" + (" (dry run: nothing was deleted)" if dry_run else ""))
+    return 0
 
 
 def _delete_videos(args: argparse.Namespace, settings: Settings) -> int:

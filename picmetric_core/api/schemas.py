@@ -204,6 +204,11 @@ class DeletedBody(V1Body):
         description="Objects still in the store because it failed (of this or an earlier delete); the next delete "
         "removes them. Nothing shows them meanwhile."
     )
+    video_ids: list[str] = Field(
+        default_factory=list,
+        description="The video clips the filters selected, deleted with them (with dry_run: would be), oldest "
+        "first; a filter clips do not have (faces, a classifier label, batch, similar, uniqueness) selects none",
+    )
 class SimilarItemBody(V1Body):
     """A stored photo like the one asked about."""
 

@@ -15,11 +15,12 @@ from pathlib import Path, PurePosixPath
 
 from picmetric_core.config import Settings
 from picmetric_core.errors import PicMetricError, StoreUnavailable
-from picmetric_core.intake import Received, Upload, is_url, receive, source_filename
-from picmetric_core.intake.images import UPLOAD_EXTENSIONS, too_many_bytes
+from picmetric_core.intake import Received, Upload, is_url, receive, source_filename, url_filename
+from picmetric_core.intake.fetch import fetch_url
+from picmetric_core.intake.images import UPLOAD_EXTENSIONS, sniff_format, too_many_bytes
 from picmetric_core.intake.names import MAX_FILENAME_CHARS
 from picmetric_core.store.objects import ObjectNotFound, S3Store
-from picmetric_core.video.probe import is_video
+from picmetric_core.video.probe import is_video, sniff_container
 
 log = logging.getLogger(__name__)
 
@@ -61,13 +62,14 @@ def list_items(sources: Sequence[str], settings: Settings) -> list[str]:
 
 def read_item(item: str, settings: Settings) -> Received:
     """The bytes of one item and the name it is stored under (:mod:`picmetric_core.intake`'s rules: a URL
-    is named after redirects), refusing anything over ``settings.max_image_bytes`` before reading it.
+    is named after redirects), refusing anything over its limit before reading it: ``settings.video_max_bytes``
+    for a clip (a file or a URL that starts like one), ``settings.max_image_bytes`` for anything else.
 
     Raises:
         PicMetricError: a message fit for the user (missing file, refused URL, too large, S3 error).
     """
     if is_url(item):
-        return receive(item, settings)  # one fetch at a time per worker: no fetch slot to take
+        return _fetch_item(item, settings)
     if item.startswith(S3_SCHEME):
         return receive(Upload(_read_s3(item, settings), item), settings)
     path = Path(item)
@@ -79,6 +81,27 @@ def read_item(item: str, settings: Settings) -> Received:
         return receive(Upload(path.read_bytes(), item), settings)
     except OSError as error:
         raise SourceError(f"Could not read {path.name}: {error.strerror or 'unreadable'}.") from None
+
+
+def _fetch_item(url: str, settings: Settings) -> Received:
+    """A URL item under every rule of a photo's URL fetch, except that a clip is taken too, under the video byte
+    limit (what the body starts like decides, as a file's container does). One fetch at a time per worker: no
+    fetch slot to take."""
+
+    def photo_or_clip(head: bytes) -> bool:
+        return sniff_format(head) is not None or sniff_container(head) is not None
+
+    def limit_for(head: bytes) -> int:
+        return settings.video_max_bytes if sniff_container(head) else settings.max_image_bytes
+
+    fetched = fetch_url(
+        url,
+        settings,
+        max_bytes=max(settings.max_image_bytes, settings.video_max_bytes),
+        accept=photo_or_clip,
+        limit_for=limit_for,
+    )
+    return Received(fetched.data, url_filename(fetched.final_url), "url", url)
 
 
 def item_filename(item: str) -> str:

@@ -19,6 +19,7 @@ import numpy as np
 from picmetric_core.batch.videos import VIDEO, analyse_video, looks_like_video, video_jobs
 from picmetric_core.config import Settings
 from picmetric_core.errors import DatabaseUnavailable, PicMetricError, StoreUnavailable
+from picmetric_core.intake import is_url
 from picmetric_core.intake.images import DecodedImage, decode_for
 from picmetric_core.results import Analysis, Signature
 
@@ -158,7 +159,9 @@ class AnalyzeActor:
             nodes[index] = self.node
         statuses, errors, data = list(block["status"]), list(block["error"]), list(block["data"])
         for index in clips:
-            outcome = analyse_video(self._videos(), bytes(data[index]), _clip_name(block, index))
+            item = str(block["item"][index])
+            source_url = item if is_url(item) else None
+            outcome = analyse_video(self._videos(), bytes(data[index]), _clip_name(block, index), source_url)
             statuses[index], errors[index] = outcome.status, outcome.error
             inferred[index], nodes[index] = outcome.status != "failed", self.node
             data[index] = b""  # stored already: the clip's bytes need not travel to the store stage
@@ -231,7 +234,6 @@ def store_block(block: Block, *, settings: Settings, job_id: int) -> Block:
 
 def _to_store(block: Block, index: int, document: str) -> ToStore:
     """What the store stage hands the service for one analysed item of the block."""
-    from picmetric_core.intake import is_url
     from picmetric_core.service import ToStore
 
     data = json.loads(document)

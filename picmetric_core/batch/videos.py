@@ -3,7 +3,8 @@
 A clip never goes through the photo path (decode, ``analyze_many``, the store stage): the analyze stage hands it
 to :meth:`picmetric_core.video.jobs.VideoJobs.analyze_file` with ``source="batch"``, which tracks, counts, encodes
 the annotated clip and stores it, and the item is recorded ``new`` (or ``seen`` when it was stored before) or
-``failed`` with the clip's own message, like a photo.
+``failed`` with the clip's own message, like a photo. A URL item that starts like a clip is fetched under the
+video byte limit (:func:`picmetric_core.batch.sources.read_item`) and analysed the same way, its address kept.
 """
 
 from __future__ import annotations
@@ -40,8 +41,8 @@ class VideoOutcome:
     error: str = ""
 
 
-def analyse_video(videos: VideoJobs, data: bytes, filename: str) -> VideoOutcome:
-    """Analyse and store one clip of a batch.
+def analyse_video(videos: VideoJobs, data: bytes, filename: str, source_url: str | None = None) -> VideoOutcome:
+    """Analyse and store one clip of a batch (``source_url``: the address of a URL item, kept with the clip).
 
     Raises:
         StoreUnavailable, DatabaseUnavailable: not the item's fault; the run stops and a resumed job retries it.
@@ -50,7 +51,7 @@ def analyse_video(videos: VideoJobs, data: bytes, filename: str) -> VideoOutcome
 
     try:
         seen = videos.store().find(md5_of(data)) is not None
-        videos.analyze_file(data, filename, source="batch")
+        videos.analyze_file(data, filename, source="batch", source_url=source_url)
     except (StoreUnavailable, DatabaseUnavailable):
         raise
     except PicMetricError as error:

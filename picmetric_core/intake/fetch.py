@@ -64,6 +64,7 @@ REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 WEB_PAGE_TYPES = frozenset({"text/html", "application/xhtml+xml"})
 USER_AGENT = "PicMetric/0.1 (image analysis; fetches one image per request)"
 _CHUNK = 64 * 1024
+_SNIFF_BYTES = 16  # what tells a file's kind (images' and videos' sniffers look at no more)
 _NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
 # getaddrinfo cannot be interrupted: lookups run here so a fetch can stop waiting for one.
 _RESOLVER_THREADS = ThreadPoolExecutor(max_workers=8, thread_name_prefix="picmetric-dns")
@@ -88,6 +89,7 @@ def fetch_url(
     ca_certs: str | None = None,
     max_bytes: int | None = None,
     accept: Callable[[bytes], object] | None = None,
+    limit_for: Callable[[bytes], int] | None = None,
 ) -> FetchedImage:
     """Download one image from an http(s) URL, refusing anything that could be abused.
 
@@ -110,6 +112,8 @@ def fetch_url(
         max_bytes: The body's limit; ``settings.max_image_bytes`` by default (videos pass their own).
         accept: Says whether the body's first bytes are a kind we take (truthy) instead of
             :func:`sniff_format`'s images (videos pass their container sniffer).
+        limit_for: The body's limit given its first 16 bytes, at most ``max_bytes`` (a batch item, which may
+            be a photo or a clip, is held to the limit of what it starts like).
 
     Returns:
         The bytes and where they finally came from.
@@ -142,7 +146,7 @@ def fetch_url(
                     try:
                         location = _redirect_location(response)
                         if location is None:
-                            return _read_image(url, target, response, settings, clock, max_bytes, accept)
+                            return _read_image(url, target, response, settings, clock, max_bytes, accept, limit_for)
                     finally:
                         response.release_conn()
             current = urljoin(target.url, location)
@@ -481,6 +485,7 @@ def _read_image(
     clock: _Clock,
     max_bytes: int | None = None,
     accept: Callable[[bytes], object] | None = None,
+    limit_for: Callable[[bytes], int] | None = None,
 ) -> FetchedImage:
     media_type = _media_type(response.headers.get("Content-Type"))
     if media_type in WEB_PAGE_TYPES:
@@ -488,7 +493,7 @@ def _read_image(
             f"{_short(target.url)} is a web page, not an image. "
             "Use the address of the image itself (right-click the picture and copy the image address)."
         )
-    data = _read_body(response, max_bytes or settings.max_image_bytes, clock, target)
+    data = _read_body(response, max_bytes or settings.max_image_bytes, clock, target, limit_for)
     if accept is not None:
         if not data:
             raise NotAnImage("The address gave an empty file.")
@@ -502,18 +507,30 @@ def _read_image(
     return FetchedImage(data=data, url=url, final_url=target.url, content_type=media_type)
 
 
-def _read_body(response: HTTPResponse, max_bytes: int, clock: _Clock, target: _Target) -> bytes:
-    """The body, stopping as soon as it passes ``max_bytes`` or the overall deadline."""
+def _read_body(
+    response: HTTPResponse,
+    max_bytes: int,
+    clock: _Clock,
+    target: _Target,
+    limit_for: Callable[[bytes], int] | None = None,
+) -> bytes:
+    """The body, stopping as soon as it passes its limit (``max_bytes``, or less by ``limit_for`` once its first
+    bytes are in) or the overall deadline."""
     declared = response.headers.get("Content-Length", "")
     if declared.isdigit() and int(declared) > max_bytes:
         raise too_many_bytes(int(declared), max_bytes)
     chunks: list[bytes] = []
     received = 0
+    limit = max_bytes
     # read1 returns whatever one socket read brings, so a server dripping bytes cannot outlast the deadline.
     while chunk := response.read1(_CHUNK, decode_content=True):
+        if limit_for is not None and received < _SNIFF_BYTES <= received + len(chunk):
+            limit = min(max_bytes, limit_for(b"".join([*chunks, chunk])[:_SNIFF_BYTES]))
+            if declared.isdigit() and int(declared) > limit:
+                raise too_many_bytes(int(declared), limit)
         received += len(chunk)
-        if received > max_bytes:
-            raise ImageTooLarge(f"The file is larger than the limit of {format_size(max_bytes)}.")
+        if received > limit:
+            raise ImageTooLarge(f"The file is larger than the limit of {format_size(limit)}.")
         if clock.expired():
             raise FetchFailed(f"Timed out after {clock.total_s:g} s fetching {_short(target.url)}.")
         chunks.append(chunk)

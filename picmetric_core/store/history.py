@@ -249,17 +249,7 @@ def _conditions(query: HistoryQuery) -> list[ColumnElement[bool]]:
     if query.label is not None:
         conditions.append(_label_found(query.label, query.label_kind, query.min_score))
     conditions += _face_conditions(query)
-    if query.since is not None:
-        conditions.append(AnalysisRow.created_at >= query.since.astimezone(UTC))
-    if query.until is not None:
-        conditions.append(AnalysisRow.created_at < query.until.astimezone(UTC))
-    if query.filename:
-        conditions.append(AnalysisRow.filename.icontains(query.filename, autoescape=True))
-    if query.md5:
-        md5 = query.md5.lower()
-        conditions.append(AnalysisRow.md5 == md5 if len(md5) == 32 else AnalysisRow.md5.startswith(md5))
-    if query.md5_in is not None:
-        conditions.append(AnalysisRow.md5.in_(query.md5_in))
+    conditions += date_name_and_md5_conditions(query, AnalysisRow)
     if query.batch is not None:
         conditions.append(
             exists().where(
@@ -270,6 +260,24 @@ def _conditions(query: HistoryQuery) -> list[ColumnElement[bool]]:
         )
     if query.min_uniqueness is not None or query.max_uniqueness is not None:
         conditions.append(_uniqueness_within(query.min_uniqueness, query.max_uniqueness))
+    return conditions
+
+
+def date_name_and_md5_conditions(query: HistoryQuery, row: type) -> list[ColumnElement[bool]]:
+    """The filters any stored item answers (photos' ``AnalysisRow``, clips' ``VideoRow``): its dates, file
+    name and md5 (whole, its start, or one of a list)."""
+    conditions: list[ColumnElement[bool]] = []
+    if query.since is not None:
+        conditions.append(row.created_at >= query.since.astimezone(UTC))
+    if query.until is not None:
+        conditions.append(row.created_at < query.until.astimezone(UTC))
+    if query.filename:
+        conditions.append(row.filename.icontains(query.filename, autoescape=True))
+    if query.md5:
+        md5 = query.md5.lower()
+        conditions.append(row.md5 == md5 if len(md5) == 32 else row.md5.startswith(md5))
+    if query.md5_in is not None:
+        conditions.append(row.md5.in_(query.md5_in))
     return conditions
 
 

@@ -1,5 +1,6 @@
 """The annotated clip: every frame of the original with boxes, track ids, short trails and the counting line,
-encoded as H.264 in an MP4 that browsers play, with the original sound.
+encoded as H.264 in an MP4 that browsers play, with the original sound. A clip with a display rotation (a
+phone's portrait clip) is drawn and encoded upright, so the annotated clip needs no rotation to be shown.
 
 The networks saw sampled frames only; on the frames between two samples a track's box is placed on the
 straight line between its two sightings (held where it was seen once), so boxes move smoothly with the
@@ -30,7 +31,7 @@ from picmetric_core.overlays import FACE_COLOR, _draw_box, _draw_labels, _Style,
 from picmetric_core.results import Box, Point
 from picmetric_core.video.counting import anchor
 from picmetric_core.video.encoder import BackgroundEncoder, i420_to_rgb, rgb_to_i420
-from picmetric_core.video.frames import DecodedFrame, decoded_frames
+from picmetric_core.video.frames import DecodedFrame, decoded_frames, stored_size, upright
 from picmetric_core.video.probe import Deadline, VideoLimits, VideoSource, open_clip
 from picmetric_core.video.results import CountingLine, Crossing, FrameResult, Track, VideoInfo
 
@@ -188,6 +189,7 @@ def encode_annotated(
 
     scene = FrameScene(frames, crossings, sample_fps, tracks)
     width, height = output_size(info.width, info.height)
+    scaled_width, scaled_height = stored_size(width, height, info.rotation)
     scale = width / info.width
     rate = Fraction(info.fps).limit_denominator(1001) if info.fps else Fraction(25)
     with av.open(str(target), mode="w", format="mp4", options={"movflags": "+faststart"}) as output:
@@ -201,8 +203,10 @@ def encode_annotated(
                 if not isinstance(item, DecodedFrame):
                     audio = _mux_audio(encoder, audio, item)
                     continue
-                yuv = item.frame.to_ndarray(format="yuv420p", width=width, height=height)  # type: ignore[attr-defined]
-                rgb = i420_to_rgb(yuv)
+                yuv = item.frame.to_ndarray(  # type: ignore[attr-defined]
+                    format="yuv420p", width=scaled_width, height=scaled_height
+                )
+                rgb = upright(i420_to_rgb(yuv), info.rotation)
                 draw_scene(rgb, scene.at(item.time_s), scale, line, scene.counts_until(item.time_s))
                 drawn = av.VideoFrame.from_ndarray(rgb_to_i420(rgb), format="yuv420p")
                 drawn.pts = round(item.time_s * 90_000)

@@ -2,7 +2,9 @@
 
 Frames are streamed: one decoded frame at a time is held, whatever the clip's length. Every frame checks
 the analysis's deadline and the limits again (a container may lie about its length), and a clip that ends
-well before what it declared is refused as cut short.
+well before what it declared is refused as cut short. A clip stored turned (a phone's display rotation,
+:attr:`VideoInfo.rotation`) is turned upright as its frames are converted: the networks, the poster and the
+annotated clip see it as it is shown.
 
 Example:
     >>> for frame in sampled_frames(data, info, 5.0, limits, Deadline(60)):  # doctest: +SKIP
@@ -59,6 +61,28 @@ def network_size(width: int, height: int, side: int = NETWORK_SIDE) -> tuple[int
         return width, height
     factor = side / longest
     return max(2, round(width * factor / 2) * 2), max(2, round(height * factor / 2) * 2)
+
+
+def stored_size(width: int, height: int, rotation: int) -> tuple[int, int]:
+    """The size a stored frame is scaled to so that, turned upright by ``rotation``, it is ``width`` × ``height``.
+
+    Example:
+        >>> stored_size(360, 640, 90), stored_size(640, 360, 180)
+        ((640, 360), (640, 360))
+    """
+    return (height, width) if rotation % 180 else (width, height)
+
+
+def upright(pixels: np.ndarray, rotation: int) -> np.ndarray:
+    """A stored frame's pixels (rows first) turned ``rotation`` degrees counter-clockwise, as the clip is shown.
+
+    Example:
+        >>> upright(np.arange(6).reshape(2, 3), 90).tolist()
+        [[2, 5], [1, 4], [0, 3]]
+    """
+    if not rotation:
+        return pixels
+    return np.ascontiguousarray(np.rot90(pixels, rotation // 90))
 
 
 def decoded_frames(
@@ -118,11 +142,13 @@ def sampled_frames(
     deadline: Deadline,
     side: int = NETWORK_SIDE,
 ) -> Iterator[SampledFrame]:
-    """The frames nearest to every ``1 / sample_fps`` seconds as RGB, at most ``side`` long (:func:`decoded_frames`).
+    """The frames nearest to every ``1 / sample_fps`` seconds as RGB, at most ``side`` long (:func:`decoded_frames`),
+    turned upright when the clip has a display rotation.
 
     Only sampled frames are converted to RGB (scaled by FFmpeg while converting); the rest are decoded and dropped.
     """
     width, height = network_size(info.width, info.height, side)
+    scaled_width, scaled_height = stored_size(width, height, info.rotation)
     scale = info.width / width
     step = 1.0 / sample_fps
     half_frame = 0.5 / info.fps if info.fps else 0.0
@@ -132,8 +158,8 @@ def sampled_frames(
         assert isinstance(decoded, DecodedFrame)
         if decoded.time_s + half_frame < next_time:
             continue
-        rgb = decoded.frame.to_ndarray(format="rgb24", width=width, height=height)  # type: ignore[attr-defined]
-        yield SampledFrame(index, round(decoded.time_s, 3), rgb, scale)
+        rgb = decoded.frame.to_ndarray(format="rgb24", width=scaled_width, height=scaled_height)  # type: ignore[attr-defined]
+        yield SampledFrame(index, round(decoded.time_s, 3), upright(rgb, info.rotation), scale)
         index += 1
         while next_time <= decoded.time_s + half_frame:
             next_time += step
@@ -147,13 +173,13 @@ def expected_samples(info: VideoInfo, sample_fps: float) -> int:
 def frame_at(
     source: VideoSource, info: VideoInfo, time_s: float, limits: VideoLimits, deadline: Deadline
 ) -> np.ndarray:
-    """The clip's frame at ``time_s`` (or its last, when shorter) as full-size RGB."""
+    """The clip's frame at ``time_s`` (or its last, when shorter) as full-size RGB, upright."""
     chosen = None
     for decoded in decoded_frames_until(source, info, time_s, limits, deadline):
         chosen = decoded
     if chosen is None:
         raise VideoRejected("No frame of this video could be decoded: the file is damaged or cut short.")
-    return chosen.frame.to_ndarray(format="rgb24")  # type: ignore[attr-defined]
+    return upright(chosen.frame.to_ndarray(format="rgb24"), info.rotation)  # type: ignore[attr-defined]
 
 
 def decoded_frames_until(

@@ -39,9 +39,11 @@ from picmetric_core.video.frames import frame_at
 from picmetric_core.video.probe import Deadline, VideoLimits, VideoSource, probe, scan
 from picmetric_core.video.results import CountingLine, FrameResult, StoredVideo, VideoInfo, VideoJob
 from picmetric_core.video.store import Parameters, VideoStore
+from picmetric_core.video.watchdog import DeadlineWatch
 
 if TYPE_CHECKING:
     from picmetric_core.config import Settings
+    from picmetric_core.history import HistoryQuery
     from picmetric_core.intake.fetch import FetchSlots
     from picmetric_core.lifecycle import ModelLoader
     from picmetric_core.service import PicMetricService
@@ -106,13 +108,18 @@ class VideoJobs:
         Raises:
             VideoRejected, VideoTooLarge, VideoTimedOut: with a message for the person who sent it.
         """
-        return probe(data, self.limits)
+        deadline = Deadline(self.limits.deadline_s)
+        return DeadlineWatch(deadline).run(lambda: probe(data, self.limits, deadline), "probing")
 
     def poster(self, data: bytes) -> np.ndarray:
-        """The frame ~1 s in (or the last, for a shorter clip) as full-size RGB: where a counting line is drawn."""
+        """The frame ~1 s in (or the last, for a shorter clip) as full-size RGB, upright: where a counting line is
+        drawn."""
         deadline = Deadline(self.limits.deadline_s)
-        info = probe(data, self.limits, deadline)
-        return frame_at(data, info, 1.0, self.limits, deadline)
+
+        def first_second() -> np.ndarray:
+            return frame_at(data, probe(data, self.limits, deadline), 1.0, self.limits, deadline)
+
+        return DeadlineWatch(deadline).run(first_second, "reading the poster")
 
     # Analysing ---------------------------------------------------------------------------------------------
 
@@ -227,12 +234,16 @@ class VideoJobs:
         if isinstance(clip, Path) and not clip.is_file():
             raise PicMetricError(f"no such file: {clip.name}")
         name = clean_filename(filename) or (clip.name if isinstance(clip, Path) else None) or "video"
-        report = on_progress or (lambda _stage, _progress: None)
+        source_clip: VideoSource = clip  # the clip, typed for the closures below
         options = ClipOptions(sample_fps=sample_fps or self.settings.video_sample_fps, line=line)
         deadline = Deadline(self.limits.deadline_s)
+        # Every FFmpeg call runs on a thread waited for only until the deadline: one that never returns cannot
+        # hold the job (video/watchdog.py).
+        watch = DeadlineWatch(deadline)
+        report = watch.quiet(on_progress or (lambda _stage, _progress: None))
         report("probing", 0.0)
         # A bad clip is refused before anything waits for the networks or runs them.
-        scan(clip, probe(clip, self.limits, deadline), self.limits, deadline)
+        watch.run(lambda: _checked(source_clip, self.limits, deadline), "probing")
         video_id = md5_of(clip)
         store = self.store()
         stored_row = store.find(video_id)
@@ -245,15 +256,18 @@ class VideoJobs:
         networks = self._loader.analyzer()
         with tempfile.TemporaryDirectory(prefix="picmetric-video-") as folder:
             annotated = Path(folder) / "annotated.mp4"
-            analysed: AnalysedClip = analyze_clip(
-                clip,
-                networks,
-                self.limits,
-                options,
-                annotated=annotated,
-                deadline=deadline,
-                on_frame=on_frame,
-                on_stage=report,
+            analysed: AnalysedClip = watch.run(
+                lambda: analyze_clip(
+                    source_clip,
+                    networks,
+                    self.limits,
+                    options,
+                    annotated=annotated,
+                    deadline=deadline,
+                    on_frame=watch.quiet(on_frame) if on_frame is not None else None,
+                    on_stage=report,
+                ),
+                "analysing",
             )
             report("storing", 0.98)
             return store.save(
@@ -296,6 +310,10 @@ class VideoJobs:
     def delete(self, video_id: str) -> bool:
         """Delete a clip's row and every object kept for it. ``False`` when there was none."""
         return self.store().delete(video_id)
+
+    def matching(self, query: HistoryQuery) -> list[str]:
+        """The clips History's filters select, oldest first (what a delete by filters deletes with the photos)."""
+        return self.store().matching(query)
 
     def read(self, key: str) -> bytes:
         """The bytes of one of a clip's objects (the page's player and downloads)."""
@@ -363,6 +381,11 @@ class VideoJobs:
             job.stage = "failed" if error else "done"
             if not error:
                 job.progress = 1.0
+
+
+def _checked(clip: VideoSource, limits: VideoLimits, deadline: Deadline) -> None:
+    """Probe and scan a clip: refused here when it is not one we analyse (see :func:`probe`, :func:`scan`)."""
+    scan(clip, probe(clip, limits, deadline), limits, deadline)
 
 
 def md5_of(clip: VideoSource) -> str:

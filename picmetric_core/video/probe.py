@@ -108,7 +108,8 @@ def source_size(source: VideoSource) -> int:
 
 
 class Deadline:
-    """One wall-clock deadline for a whole analysis: every read of the clip and every frame checks it."""
+    """One wall-clock deadline for a whole analysis: every read of the clip and every frame checks it, and the
+    caller waits for the work that calls FFmpeg only until it passes (:mod:`picmetric_core.video.watchdog`)."""
 
     def __init__(self, seconds: float, clock=time.monotonic) -> None:
         self.seconds = seconds
@@ -121,10 +122,14 @@ class Deadline:
     def check(self) -> None:
         """Raises :class:`VideoTimedOut` once the deadline has passed."""
         if self._clock() >= self._ends:
-            raise VideoTimedOut(
-                f"The video took longer than the limit of {self.seconds:g} s to analyse (a stalled file or "
-                "decoder, or a clip too long for this server); nothing was stored."
-            )
+            raise self.timed_out()
+
+    def timed_out(self) -> VideoTimedOut:
+        """The error of an analysis that passed this deadline, with the message for the person who sent the clip."""
+        return VideoTimedOut(
+            f"The video took longer than the limit of {self.seconds:g} s to analyse (a stalled file or "
+            "decoder, or a clip too long for this server); nothing was stored."
+        )
 
 
 class DeadlineReader(io.RawIOBase):
@@ -286,16 +291,36 @@ def describe(container: av.container.InputContainer) -> VideoInfo:
     elif container.duration is not None:
         duration = container.duration / 1_000_000
     frames = int(stream.frames) or None
+    rotation = display_rotation(container)
+    width, height = int(stream.codec_context.width), int(stream.codec_context.height)
     return VideoInfo(
         duration_s=round(duration, 3),
         fps=round(fps, 3),
-        width=int(stream.codec_context.width),
-        height=int(stream.codec_context.height),
+        width=height if rotation % 180 else width,
+        height=width if rotation % 180 else height,
         codec=codec,
         container=container.format.name.split(",")[0],
         frame_count=frames,
         has_audio=bool(container.streams.audio),
+        rotation=rotation,
     )
+
+
+def display_rotation(container: av.container.InputContainer) -> int:
+    """Degrees counter-clockwise (0, 90, 180 or 270) the first video stream's frames are turned to be shown
+    upright: the display matrix a phone writes instead of turning the picture it stores.
+
+    PyAV gives the matrix on decoded frames only, so the first frame is decoded (a few milliseconds). A first
+    frame that cannot be decoded counts as upright: decoding the clip reports the damage.
+    """
+    import av
+
+    try:
+        for frame in container.decode(container.streams.video[0]):
+            return round(frame.rotation / 90) % 4 * 90
+    except av.FFmpegError:
+        pass
+    return 0
 
 
 def check_limits(info: VideoInfo, limits: VideoLimits) -> VideoInfo:

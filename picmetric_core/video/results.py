@@ -17,7 +17,11 @@ Direction = Literal["in", "out"]
 
 @dataclass(frozen=True)
 class VideoInfo:
-    """What the container and its video stream declare (checked against the limits before decoding)."""
+    """What the container and its video stream declare (checked against the limits before decoding).
+
+    ``width`` and ``height`` are the frame's as shown: a phone's portrait clip, stored landscape with a display
+    rotation of 90 or 270 degrees, is as tall as it is shown.
+    """
 
     duration_s: float
     fps: float
@@ -27,6 +31,7 @@ class VideoInfo:
     container: str  # e.g. "mp4", "webm", "matroska"
     frame_count: int | None  # declared, when the container says
     has_audio: bool
+    rotation: int = 0  # degrees counter-clockwise the stored frames are turned to be shown upright (0/90/180/270)
 
 
 @dataclass(frozen=True)

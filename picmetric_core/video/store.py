@@ -27,7 +27,7 @@ from contextlib import suppress
 from dataclasses import asdict, dataclass, replace
 from datetime import UTC
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from sqlalchemy import Engine, delete, exists, select
@@ -39,6 +39,7 @@ from picmetric_core.results import Box, Classification, Face, ModelInfo, Point
 from picmetric_core.store.database import database_errors, session_factory
 from picmetric_core.store.objects import ObjectNotFound, ObjectStore
 from picmetric_core.store.orm import VideoRow, VideoTrackRow, utc_now
+from picmetric_core.video import selection
 from picmetric_core.video.analysis import AnalysedClip
 from picmetric_core.video.results import (
     CountingLine,
@@ -52,6 +53,9 @@ from picmetric_core.video.results import (
     VideoInfo,
     VideoKeys,
 )
+
+if TYPE_CHECKING:
+    from picmetric_core.history import HistoryQuery
 
 log = logging.getLogger(__name__)
 
@@ -122,7 +126,8 @@ class VideoStore:
         if row is None:
             return None
         document = json.loads(self.store.get(row.tracks_key))
-        return stored_video(row, frames=frames_from_dicts(document.get("frames", [])))
+        rotation = document.get("info", {}).get("rotation", 0)  # not a column: the row keeps the size as shown
+        return stored_video(row, frames=frames_from_dicts(document.get("frames", [])), rotation=rotation)
 
     def list(self, labels: Sequence[str] = (), limit: int = 50, offset: int = 0) -> list[StoredVideo]:
         """Stored clips, newest first; with ``labels``, those with a track of any of these classes. No frames."""
@@ -134,6 +139,15 @@ class VideoStore:
         query = query.order_by(VideoRow.created_at.desc(), VideoRow.id.desc()).limit(limit).offset(offset)
         with database_errors(self.engine), self._sessions() as session:
             return [stored_video(row) for row in session.scalars(query)]
+
+    def matching(self, query: HistoryQuery) -> list[str]:
+        """The ``video_id`` of every clip ``query``'s filters select (:mod:`picmetric_core.video.selection`),
+        oldest first; none when a filter is one clips do not have."""
+        if not selection.judged(query):
+            return []
+        statement = select(VideoRow.md5).where(*selection.conditions(query))
+        with database_errors(self.engine), self._sessions() as session:
+            return list(session.scalars(statement.order_by(VideoRow.created_at, VideoRow.id)))
 
     def read(self, key: str) -> bytes:
         """An object's bytes (only keys of clips). Raises ``ObjectNotFound``, ``StoreUnavailable``."""
@@ -190,13 +204,19 @@ class VideoStore:
             raise
         if replaced:
             self._remove(replaced, keep_original=True)
-        return stored_video(row, frames=analysis.frames)
+        return stored_video(row, frames=analysis.frames, rotation=analysis.info.rotation)
 
     def delete(self, video_id: str) -> bool:
-        """Delete a clip's row, then its objects. ``False`` when there was none."""
+        """Delete a clip's row (its tracks with it), then its objects. ``False`` when there was none.
+
+        Raises:
+            StoreUnavailable: the store is down; checked before the row goes, so nothing was deleted.
+            DatabaseUnavailable: nothing was deleted.
+        """
         row = self.find(video_id)
         if row is None:
             return False
+        self.store.exists(row.tracks_key)  # a store that is down fails here, before the row goes
         with database_errors(self.engine), self._sessions.begin() as session:
             deleted = session.execute(delete(VideoRow).where(VideoRow.md5 == video_id)).rowcount
         if deleted:
@@ -313,8 +333,8 @@ def _replace_tracks(analysis: VideoAnalysis, tracks: tuple[Track, ...]) -> Video
     return replace(analysis, tracks=tracks)
 
 
-def stored_video(row: VideoRow, frames: tuple[FrameResult, ...] = ()) -> StoredVideo:
-    """The typed clip a row holds (``frames`` from its tracks JSON, when read)."""
+def stored_video(row: VideoRow, frames: tuple[FrameResult, ...] = (), rotation: int = 0) -> StoredVideo:
+    """The typed clip a row holds (``frames`` and the display ``rotation`` from its tracks JSON, when read)."""
     tracks = tuple(
         Track(
             track_id=t.track_id,
@@ -341,6 +361,7 @@ def stored_video(row: VideoRow, frames: tuple[FrameResult, ...] = ()) -> StoredV
             container=row.container,
             frame_count=row.frame_count,
             has_audio=row.has_audio,
+            rotation=rotation,
         ),
         sample_fps=row.sample_fps,
         frames=frames,

@@ -11,7 +11,7 @@ import doctest
 import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
 import numpy as np
 import pytest
@@ -24,6 +24,7 @@ from picmetric_core.intake.fetch import FetchSlots
 from tests.support.api import HANG_LIMIT_S, TrickleServer
 from tests.support.photos import png_bytes
 from tests.support.services import make_settings
+from tests.support.web import local_web_server
 
 PHOTO = png_bytes(np.full((24, 32, 3), 200, np.uint8))
 
@@ -132,11 +133,8 @@ class _Photos(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def photo_server() -> Iterator[str]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Photos)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
+    with local_web_server(_Photos) as url:
+        yield url
 
 
 def test_a_url_is_named_after_its_redirects_and_kept_as_given(tmp_path, photo_server):

@@ -93,14 +93,23 @@ def make_clip(
     container: str = "mp4",
     audio: bool = False,
     audio_codec: str = "aac",
+    rotation: int = 0,
 ) -> bytes:
-    """The clip's bytes: ``sprites`` moving over :func:`background`, optionally with a 440 Hz tone."""
+    """The clip's bytes: ``sprites`` moving over :func:`background`, optionally with a 440 Hz tone.
+
+    With ``rotation`` (90, 180 or 270), the clip is stored the way a phone stores one: each frame turned that many
+    degrees clockwise, and a display matrix (written by PyAV) saying to turn it back counter-clockwise to show
+    it; ``size`` and the sprites' paths are as shown.
+    """
     width, height = size
+    stored_width, stored_height = (height, width) if rotation % 180 else (width, height)
     buffer = io.BytesIO()
     frames = round(seconds * fps)
     with av.open(buffer, mode="w", format=container) as output:
         video = output.add_stream(codec, rate=fps)
-        video.width, video.height = width, height
+        video.width, video.height = stored_width, stored_height
+        if rotation:
+            video.set_display_rotation(rotation)
         video.pix_fmt = "yuv420p" if codec not in ("ffv1", "png") else ("rgb24" if codec == "png" else "yuv420p")
         if codec == "libx264":
             video.options = {"preset": "ultrafast"}
@@ -110,7 +119,8 @@ def make_clip(
             sound.layout = "mono"
         for number in range(frames):
             rgb = frame_at(sprites, number / max(frames - 1, 1), width, height)
-            frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
+            stored = np.ascontiguousarray(np.rot90(rgb, -(rotation // 90)))
+            frame = av.VideoFrame.from_ndarray(stored, format="rgb24")
             frame.pts = number
             frame.time_base = Fraction(1, fps)
             for packet in video.encode(frame):

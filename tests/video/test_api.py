@@ -10,7 +10,7 @@ import pytest
 
 from tests.support.api import app_client
 from tests.support.services import make_settings
-from tests.support.videos import audio_only
+from tests.support.videos import Sprite, audio_only, horse_patch, make_clip
 from tests.video.conftest import CENTRE_LINE
 
 TOKEN = "video-token"
@@ -80,3 +80,39 @@ def test_bad_clips_and_requests_get_clear_json_errors(tmp_path):
         assert client.get("/v1/videos/job_unknown", headers=AUTH).status_code == 404
         assert client.get("/v1/videos/not-an-id", headers=AUTH).status_code == 404
         assert client.get("/v1/videos", headers=AUTH).json()["items"] == []
+
+
+@pytest.mark.slow
+def test_a_clips_signed_links_play_without_the_header_and_nothing_else_opens_them(tmp_path, client, analyzer):
+    clip = make_clip([Sprite(horse_patch(0.5), (-10, 40), (300, 60))], seconds=1.0, fps=10, size=(320, 180))
+    stored = client.app.state.runtime.videos().analyze_file(clip, "walk.mp4", sample_fps=5.0)
+    links = client.get(f"/v1/videos/{stored.video_id}", headers=AUTH).json()["links"]
+    annotated = links["annotated"].removeprefix("http://testserver")
+    assert "sig=" in annotated and TOKEN not in annotated
+    unsigned = annotated.split("?")[0]
+
+    assert client.get(unsigned).status_code == 401  # a link without its signature needs the header
+    assert client.get(unsigned, headers=AUTH).status_code == 200
+    played = client.get(annotated)  # what a <video src> sends: no header
+    assert played.status_code == 200 and played.headers["content-type"] == "video/mp4"
+    with av.open(io.BytesIO(played.content)) as video:
+        assert video.streams.video[0].codec_context.name == "h264"
+    part = client.get(annotated, headers={"Range": "bytes=0-99"})  # how a player asks for the clip
+    assert part.status_code == 206 and part.content == played.content[:100]
+    assert part.headers["content-range"] == f"bytes 0-99/{len(played.content)}"
+    poster = client.get(links["poster"].removeprefix("http://testserver"))
+    assert poster.status_code == 200 and poster.content[:3] == b"\xff\xd8\xff"
+    assert client.get(links["original"].removeprefix("http://testserver")).content == clip
+
+    signature = annotated.split("sig=")[1]
+    altered = signature[:-1] + ("A" if signature[-1] != "A" else "B")
+    assert client.get(f"{unsigned}?sig={altered}").status_code == 401
+    poster_signature = links["poster"].split("sig=")[1]
+    assert client.get(f"{unsigned}?sig={poster_signature}").status_code == 401  # one object's link opens only it
+    photo_link = f"/v1/analyses/{stored.video_id}/original?sig={links['original'].split('sig=')[1]}"
+    assert client.get(photo_link).status_code == 401  # nor a photo's of the same md5
+    # Links expire when the token changes (as photos' do): the old signature opens nothing on the new server.
+    renewed = make_settings(tmp_path, models_dir=client.app.state.runtime.settings.models_dir, api_token="new-token")
+    with app_client(renewed, analyzer) as after_rotation:
+        assert after_rotation.get(annotated).status_code == 401
+        assert after_rotation.get(unsigned, headers={"Authorization": "Bearer new-token"}).status_code == 200

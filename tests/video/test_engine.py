@@ -30,6 +30,8 @@ FPS, SECONDS, SAMPLE_FPS = 15, 3.0, 5.0
         "picmetric_core.video.store",
         "picmetric_core.video.exports",
         "picmetric_core.video.encoder",
+        "picmetric_core.video.watchdog",
+        "picmetric_core.video.selection",
     ],
 )
 def test_docstring_examples_run(name):

@@ -125,7 +125,8 @@ def delete_analysis(runtime: RuntimeDep, md5: str) -> Response:
 @router.post("/delete", response_model=DeletedBody, responses=ERRORS, summary="Delete every analysis a filter finds")
 def delete_analyses(runtime: RuntimeDep, body: DeleteRequest) -> dict[str, Any]:
     """The filters of ``GET /v1/analyses`` (without paging: every match goes) as a JSON body. An empty body
-    is refused; ``"all": true`` deletes every analysis. ``dry_run`` only answers which would go."""
+    is refused; ``"all": true`` deletes every analysis. ``dry_run`` only answers which would go. The video clips
+    the filters select go too, each whole (``video_ids``)."""
     if not body.filtered and not body.all:
         raise HTTPException(422, 'Give at least one filter, or "all": true to delete every analysis.')
     try:
@@ -133,11 +134,14 @@ def delete_analyses(runtime: RuntimeDep, body: DeleteRequest) -> dict[str, Any]:
     except ValueError as error:
         raise HTTPException(422, str(error)) from None
     result = runtime.service().delete_matching(query, dry_run=body.dry_run)
+    videos = runtime.videos()
+    video_ids = [video_id for video_id in videos.matching(query) if body.dry_run or videos.delete(video_id)]
     return {
         "deleted": len(result.deleted),
         "md5s": list(result.deleted),
         "dry_run": result.dry_run,
         "pending_objects": result.pending_objects,
+        "video_ids": video_ids,
     }
 
 

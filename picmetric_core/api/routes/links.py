@@ -10,6 +10,8 @@ the bytes: no link ever leads to a missing overlay.
 With ``PICMETRIC_API_TOKEN`` set, a link carries ``sig``, an HMAC of the md5 and the kind under the
 token: an ``<img src>`` cannot send a bearer header, and the token itself never appears in a link.
 The route accepts either the bearer token or a valid ``sig``; changing the token retires old links.
+A clip's objects are signed the same way (:func:`signed_link`, :func:`check_link_access`), so a
+``<video src>`` plays them.
 """
 
 from __future__ import annotations
@@ -67,10 +69,14 @@ def _forwarded(request: Request, header: str, valid: re.Pattern[str]) -> str | N
 
 def stable_link(settings: Settings, request: Request, md5: str, kind: ObjectKind) -> str:
     """The permanent link to one stored object of ``md5``."""
-    link = f"{public_base_url(settings, request)}/v1/analyses/{md5}/{kind}"
-    if settings.api_token is not None:
-        link += f"?sig={link_signature(settings.api_token.get_secret_value(), md5, kind)}"
-    return link
+    return signed_link(settings, f"{public_base_url(settings, request)}/v1/analyses/{md5}/{kind}", md5, kind)
+
+
+def signed_link(settings: Settings, link: str, md5: str, kind: str) -> str:
+    """``link`` with the ``sig`` that opens ``kind`` of ``md5`` when the API token is set (as it is without one)."""
+    if settings.api_token is None:
+        return link
+    return f"{link}?sig={link_signature(settings.api_token.get_secret_value(), md5, kind)}"
 
 
 def object_urls(request: Request, submission: Submission) -> dict[str, str]:
@@ -102,7 +108,7 @@ def get_stored_object(
     kind: ObjectKind,
     sig: Annotated[str | None, Query(max_length=64, description="The link's signature (with a token)")] = None,
 ) -> Response:
-    _check_access(runtime.settings, request, md5, kind, sig)
+    check_link_access(runtime.settings, request, md5, kind, sig)
     service = runtime.service()
     submission = service.get(md5)
     if submission is None:
@@ -120,7 +126,12 @@ def get_stored_object(
     return Response(data, media_type=content_type_of(key), headers=headers)
 
 
-def _check_access(settings: Settings, request: Request, md5: str, kind: str, sig: str | None) -> None:
+def check_link_access(settings: Settings, request: Request, md5: str, kind: str, sig: str | None) -> None:
+    """Nothing when the request may read ``kind`` of ``md5``: no token is set, or it brings the token or the sig.
+
+    Raises:
+        HTTPException: 401, with neither.
+    """
     if settings.api_token is None:
         return
     token = settings.api_token.get_secret_value()

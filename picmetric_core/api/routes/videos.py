@@ -5,10 +5,16 @@ limit), and optionally ``sample_fps`` and a counting ``line`` as ``x1,y1,x2,y2``
 is checked (container, codec, limits) before the answer, so a bad clip is a 4xx at once; the analysis runs in
 the background. ``GET /v1/videos/{id}`` takes the job id (state, stage, progress, frames done, and the result
 when done) or a video id (the stored result). The token and the request limits apply as for photos.
+
+``GET /v1/videos/{id}/{original|annotated|poster|tracks}`` is a stable object link like a photo's
+(:mod:`picmetric_core.api.routes.links`): with the token set, the links the API hands out carry a ``sig``, so
+a ``<video src>`` or ``<img src>`` opens them without the bearer header. Served from a local store, a link
+answers a ``Range`` request with just those bytes (206), which browsers' players ask for (Safari's always).
 """
 
 from __future__ import annotations
 
+import re
 import tempfile
 from pathlib import Path
 from typing import Annotated, Any
@@ -17,8 +23,9 @@ from fastapi import APIRouter, File, Form, Query, Request, UploadFile
 from fastapi.responses import RedirectResponse, Response
 from starlette.exceptions import HTTPException
 
+from picmetric_core.api.access import SELF_CHECKED
 from picmetric_core.api.deps import RuntimeDep
-from picmetric_core.api.routes.links import public_base_url
+from picmetric_core.api.routes.links import check_link_access, public_base_url, signed_link
 from picmetric_core.api.schemas import ERRORS, READ_ERRORS, ErrorBody
 from picmetric_core.errors import VideoTooLarge
 from picmetric_core.intake.images import format_size
@@ -32,6 +39,7 @@ router = APIRouter(prefix="/v1/videos", tags=["videos"])
 OBJECT_KINDS = ("original", "annotated", "poster", "tracks")
 NOT_FOUND = {404: {"model": ErrorBody, "description": "No such job or video"}}
 _COPY_CHUNK = 1 << 20
+BYTE_RANGE = re.compile(r"bytes=(\d*)-(\d*)")
 
 
 def parse_line(text: str | None) -> CountingLine | None:
@@ -120,9 +128,28 @@ def get_video(request: Request, runtime: RuntimeDep, video_or_job: str) -> dict[
     return _document(request, runtime, stored)
 
 
-@router.get("/{video_id}/{kind}", responses={**READ_ERRORS, **NOT_FOUND}, summary="One of a video's stored objects")
-def video_object(runtime: RuntimeDep, video_id: str, kind: str) -> Response:
-    """``original``, ``annotated`` (MP4), ``poster`` (JPEG) or ``tracks`` (JSON): the bytes, or a fresh link (S3)."""
+@router.get(
+    "/{video_id}/{kind}",
+    openapi_extra=SELF_CHECKED,
+    responses={
+        206: {"description": "The byte range asked for"},
+        307: {"description": "A fresh link to the object in the bucket"},
+        **READ_ERRORS,
+        **NOT_FOUND,
+    },
+    summary="One of a video's stored objects, by a link that never expires",
+)
+def video_object(
+    request: Request,
+    runtime: RuntimeDep,
+    video_id: str,
+    kind: str,
+    sig: Annotated[str | None, Query(max_length=64, description="The link's signature (with a token)")] = None,
+) -> Response:
+    """``original``, ``annotated`` (MP4), ``poster`` (JPEG) or ``tracks`` (JSON): the bytes, or a fresh link (S3).
+
+    The bearer token, or the ``sig`` of the link the API gave, opens it."""
+    check_link_access(runtime.settings, request, video_id, _signed_kind(kind), sig)
     if kind not in OBJECT_KINDS:
         raise HTTPException(404, f"No such object: {kind[:20]} (one of {', '.join(OBJECT_KINDS)}).")
     videos = runtime.videos()
@@ -139,12 +166,32 @@ def video_object(runtime: RuntimeDep, video_id: str, kind: str) -> Response:
         raise HTTPException(404, f"This video has no {kind}.")
     link = videos.store().store.url(key)
     if link is not None:
-        return RedirectResponse(link, status_code=307)
+        return RedirectResponse(link, status_code=307, headers={"Cache-Control": "no-store"})
     try:
         data = videos.read(key)
     except ObjectNotFound:
         raise HTTPException(404, f"This video's {kind} is not in the store.") from None
-    return Response(data, media_type=content_type_of(key))
+    return byte_range_response(data, content_type_of(key), request.headers.get("range"))
+
+
+def byte_range_response(data: bytes, media_type: str, asked: str | None) -> Response:
+    """``data`` whole (200), or the one byte range ``asked`` names (206; 416 when it starts past the end).
+
+    Several ranges, or a header that is not one, get the whole object, as HTTP allows.
+    """
+    headers = {"Accept-Ranges": "bytes", "X-Content-Type-Options": "nosniff"}
+    found = BYTE_RANGE.fullmatch((asked or "").strip())
+    if found is None or found[1] == found[2] == "":
+        return Response(data, media_type=media_type, headers=headers)
+    size = len(data)
+    if found[1] == "":  # "bytes=-500": the last 500 bytes
+        first, last = max(0, size - int(found[2])), size - 1
+    else:
+        first, last = int(found[1]), min(int(found[2]) if found[2] else size - 1, size - 1)
+    if first >= size or first > last:
+        return Response(status_code=416, headers=headers | {"Content-Range": f"bytes */{size}"})
+    headers["Content-Range"] = f"bytes {first}-{last}/{size}"
+    return Response(data[first : last + 1], status_code=206, media_type=media_type, headers=headers)
 
 
 @router.delete("/{video_id}", status_code=204, responses={**ERRORS, **NOT_FOUND}, summary="Delete a video")
@@ -177,8 +224,17 @@ def job_view(request: Request, runtime: Any, job: VideoJob) -> dict[str, Any]:
 
 def _document(request: Request, runtime: Any, stored: StoredVideo) -> dict[str, Any]:
     base = f"{public_base_url(runtime.settings, request)}/v1/videos/{stored.video_id}"
-    links = {kind: f"{base}/{kind}" for kind in OBJECT_KINDS if kind != "annotated" or stored.keys.annotated}
+    links = {
+        kind: signed_link(runtime.settings, f"{base}/{kind}", stored.video_id, _signed_kind(kind))
+        for kind in OBJECT_KINDS
+        if kind != "annotated" or stored.keys.annotated
+    }
     return runtime.videos().document(stored, {"self": base} | links)
+
+
+def _signed_kind(kind: str) -> str:
+    """What a clip's object link signs besides the id: never what a photo's link of the same md5 would sign."""
+    return f"video/{kind}"
 
 
 def _video_id(text: str) -> str:
