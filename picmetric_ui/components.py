@@ -11,7 +11,6 @@ import streamlit as st
 from picmetric_core.errors import without_paths
 from picmetric_core.filters import SLIDER_RANGES, DisplayThresholds
 from picmetric_core.intake.images import SUPPORTED_FORMATS, format_size
-from picmetric_core.pipeline import get_analyzer
 from picmetric_core.submission import Submission
 from picmetric_ui import plain, resources
 from picmetric_ui.upload_limit import effective_max_bytes
@@ -105,7 +104,7 @@ def _model_panel_body() -> None:
     if warmup.error:
         st.error(f"The models could not be loaded: {without_paths(warmup.error)}")
         return
-    analyzer = get_analyzer(resources.settings())
+    analyzer = warmup.analyzer()  # the networks the warm-up loaded, never a second load
     runtime = analyzer.runtime()
     for info in analyzer.models:
         kind = "full weights" if info.full else "offline stand-in"

@@ -29,6 +29,7 @@ from fastapi.testclient import TestClient
 from picmetric_core.api import create_app
 from picmetric_core.config import Settings
 from picmetric_core.lifecycle import ModelLoader
+from picmetric_core.pipeline import RuntimeInfo
 from tests.support.browser import free_port
 
 HANG_LIMIT_S = 60  # far beyond every budget under test; a request still running then has hung
@@ -104,6 +105,9 @@ class NoNetworks:
 
     def analyze(self, image, on_stage=None):
         raise AssertionError("the networks were not meant to run in this test")
+
+    def runtime(self) -> RuntimeInfo:
+        return RuntimeInfo(backend="none", device="none (the networks are not loaded in this test)", load_seconds={})
 
 
 def app_client(settings: Settings, analyzer: Any = None) -> TestClient:
