@@ -12,7 +12,9 @@ from PIL import Image
 from picmetric_core.cli import main as cli_main
 from picmetric_core.filters import DisplayThresholds, filter_detections, shown
 from picmetric_core.intake.images import decode_image
+from picmetric_core.models.engines import KERAS_FLOAT32
 from picmetric_core.overlays import LANDMARK_COLORS, annotate_detections, render_overlays
+from picmetric_core.pipeline import Analyzer
 from picmetric_core.results import Analysis, Box, Detection
 from picmetric_core.views import NO_FACES, full_view, legacy_view
 
@@ -214,8 +216,11 @@ def test_the_whole_pipeline_runs_on_the_jax_backend_with_the_same_results(
         check=True,
     )
     on_jax = [Analysis.from_dict(d) for d in json.loads(run.stdout.strip().splitlines()[-1])]
+    # On JAX the networks run in Keras float32; so does the reference here (auto may run OpenVINO bfloat16).
+    networks = (analyzer.classifier, analyzer.detector, analyzer.faces)
+    keras_float32 = Analyzer(*(network.run_on(KERAS_FLOAT32) for network in networks))
     for path, jax_analysis in zip(photos, on_jax, strict=True):
-        tf_analysis = analyzer.analyze(decode_image(path.read_bytes(), **limits))
+        tf_analysis = keras_float32.analyze(decode_image(path.read_bytes(), **limits))
         assert [c.label for c in jax_analysis.classifications] == [c.label for c in tf_analysis.classifications]
         for a, b in zip(shown(jax_analysis).detections, shown(tf_analysis).detections, strict=True):
             assert a.label == b.label and abs(a.score - b.score) < 1e-3 and a.box.iou(b.box) > 0.99
