@@ -6,7 +6,11 @@ import argparse
 
 from picmetric_core.config import Settings
 
-STAGES = {"neighbours": "nearest neighbours", "layout": "layout and clusters", "points": "writing points"}
+STAGES = {
+    "neighbours": "reduced space, nearest neighbours",
+    "layout": "layout and clusters",
+    "points": "writing points",
+}
 
 
 def add_map_parser(commands: argparse._SubParsersAction) -> None:

@@ -1,8 +1,9 @@
 """Fitting the map: neighbours, layout and clusters for every photo of a classifier, in resumable stages.
 
-Each stage's result is kept in the fit's row before the next starts (the neighbours, then the layout),
-and the points are written in committed chunks, so ``picmetric map fit`` run again after an interruption
-carries on from the last stage it finished. The previous map stays the map until the new fit is done.
+Each stage's result is kept in the fit's row before the next starts (the reduced space and neighbours,
+then the layout), and the points are written in committed chunks, so ``picmetric map fit`` run again
+after an interruption carries on from the last stage it finished. The previous map stays the map until
+the new fit is done; the finished fit then keeps its reduced space for placing new photos (:mod:`.space`).
 """
 
 from __future__ import annotations
@@ -16,6 +17,9 @@ import numpy as np
 from sqlalchemy.orm import Session, sessionmaker
 
 from picmetric_core.map import layout, records
+from picmetric_core.map.neighbours import Neighbours, nearest_neighbours
+from picmetric_core.map.projection import Projection, fit_projection
+from picmetric_core.map.space import SpaceArrays
 from picmetric_core.store.orm import MapFitRow, utc_now
 
 log = logging.getLogger(__name__)
@@ -50,6 +54,8 @@ def fit_map(
     if len(stored.analysis_ids) == 0:
         return None
     checkpoint = records.unpack(unfinished.checkpoint) if unfinished and unfinished.checkpoint else None
+    if checkpoint is not None and "last_signature_id" not in checkpoint:
+        checkpoint = None  # an interrupted fit of an earlier version, without a reduced space: start again
     resumed = unfinished.status if unfinished is not None and checkpoint is not None else None
     fit_id = unfinished.id if unfinished is not None else _new_fit(sessions, classifier, len(stored.analysis_ids))
     if checkpoint is None or not _still_stored(stored.analysis_ids, checkpoint["ids"]):
@@ -57,8 +63,11 @@ def fit_map(
     if "xy" not in checkpoint:
         checkpoint = _layout_stage(sessions, fit_id, classifier, stored, checkpoint, progress)
     _points_stage(sessions, fit_id, checkpoint, progress)
+    space = SpaceArrays(
+        checkpoint["ids"], checkpoint["reduced"], _projection(checkpoint), int(checkpoint["last_signature_id"])
+    )
     with sessions.begin() as session:
-        records.finish_fit(session, fit_id, classifier)
+        records.finish_fit(session, fit_id, classifier, space.pack())
         fit = records.current_fit(session, classifier)
     assert fit is not None
     log.info("fitted the map of %s: %d photos, %d clusters (%s)", classifier, fit.photos, len(fit.clusters), fit.method)
@@ -90,16 +99,36 @@ def _still_stored(stored_ids: np.ndarray, fitted_ids: np.ndarray) -> bool:
 
 
 def _rows_of(stored: records.Embeddings, ids: np.ndarray) -> np.ndarray:
+    if np.array_equal(ids, stored.analysis_ids):
+        return stored.vectors
     return stored.vectors[np.searchsorted(stored.analysis_ids, ids)]
+
+
+def _projection(checkpoint: dict[str, np.ndarray]) -> Projection:
+    return Projection(checkpoint["mean"], checkpoint["components"])
 
 
 def _neighbours_stage(
     sessions: sessionmaker[Session], fit_id: int, stored: records.Embeddings, progress: FitProgress
 ) -> dict[str, np.ndarray]:
-    found = layout.nearest_neighbours(
-        stored.vectors, layout.NEIGHBOURS, on_progress=lambda done, total: progress("neighbours", done, total)
+    projection = fit_projection(stored.vectors)
+    # float16 as kept in the checkpoint, so a resumed fit lays out exactly what an uninterrupted one would
+    reduced = projection.project(stored.vectors).astype(np.float16)
+    found = nearest_neighbours(
+        stored.vectors,
+        reduced.astype(np.float32),
+        layout.NEIGHBOURS,
+        on_progress=lambda done, total: progress("neighbours", done, total),
     )
-    checkpoint = {"ids": stored.analysis_ids, "indices": found.indices, "similarities": found.similarities}
+    checkpoint = {
+        "ids": stored.analysis_ids,
+        "indices": found.indices,
+        "similarities": found.similarities,
+        "reduced": reduced,
+        "mean": projection.mean,
+        "components": projection.components,
+        "last_signature_id": np.array(stored.last_signature_id, np.int64),
+    }
     with sessions.begin() as session:
         row = session.get_one(MapFitRow, fit_id)
         row.status, row.photos = "neighbours", len(stored.analysis_ids)
@@ -117,14 +146,14 @@ def _layout_stage(
     progress: FitProgress,
 ) -> dict[str, np.ndarray]:
     ids = checkpoint["ids"]
-    vectors = _rows_of(stored, ids)
-    neighbours = layout.Neighbours(checkpoint["indices"], checkpoint["similarities"])
+    neighbours = Neighbours(checkpoint["indices"], checkpoint["similarities"])
     progress("layout", 0, 2)
     with warnings.catch_warnings():  # UMAP and HDBSCAN warn about options the map does not use
         warnings.simplefilter("ignore")
-        xy, method = layout.coordinates(vectors, neighbours)
+        xy, method = layout.coordinates(checkpoint["reduced"].astype(np.float32), neighbours)
         progress("layout", 1, 2)
-        clusters = layout.clusters_of(vectors, xy)
+        exact = len(ids) <= layout.EXACT_CLUSTERS_MAX_PHOTOS  # on the full embeddings' distances
+        clusters = layout.clusters_of(xy, _rows_of(stored, ids) if exact else None)
     progress("layout", 2, 2)
     with sessions() as session:
         top = records.top_classes(session, ids.tolist())
@@ -134,6 +163,10 @@ def _layout_stage(
         "xy": xy,
         "clusters": clusters,
         "uniqueness": layout.uniqueness_of(neighbours.similarities),
+        "reduced": checkpoint["reduced"],
+        "mean": checkpoint["mean"],
+        "components": checkpoint["components"],
+        "last_signature_id": checkpoint["last_signature_id"],
     }
     with sessions.begin() as session:
         row = session.get_one(MapFitRow, fit_id)

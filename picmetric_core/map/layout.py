@@ -1,38 +1,29 @@
-"""From embeddings to a map: nearest neighbours, uniqueness, 2-D coordinates and clusters. Numbers only.
+"""From embeddings to a map: uniqueness, 2-D coordinates and clusters. Numbers only.
 
-Neighbours are exact (cosine similarity of the L2-normalised embeddings, in chunks), so a photo's
-uniqueness is its true distance to its nearest neighbours, and UMAP is handed that graph instead of
-searching for an approximate one.
+The neighbours (:mod:`.neighbours`) carry the exact cosine similarities of the full embeddings, so a
+photo's uniqueness is its true distance to its nearest neighbours, and UMAP is handed that graph instead
+of searching for one; its own uses of the data (laying out separate components) get the reduced vectors.
 """
 
 from __future__ import annotations
 
 import sys
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
+
+from picmetric_core.map.neighbours import Neighbours
 
 NEIGHBOURS = 15  # UMAP's n_neighbors
 UNIQUENESS_NEIGHBOURS = 5
 UMAP_MIN_PHOTOS = 50  # below this a 2-D PCA is the map: UMAP's neighbourhoods need photos to spare
 EXACT_CLUSTERS_MAX_PHOTOS = 5_000  # up to here clusters are found on the exact cosine distances
 CLUSTER_SAMPLE = 20_000  # above that, on the map, on a sample of this many (HDBSCAN's cost grows fast)
-_CHUNK_ELEMENTS = 25_000_000  # similarity scores held at once while finding neighbours (100 MB)
 
 Method = Literal["umap", "pca"]
-Progress = Callable[[int, int], None]
-
-
-@dataclass(frozen=True)
-class Neighbours:
-    """Each photo's nearest other photos: ``indices`` (n, k) into the same rows, ``similarities`` (n, k)
-    cosine similarities, nearest first."""
-
-    indices: np.ndarray
-    similarities: np.ndarray
 
 
 @dataclass(frozen=True)
@@ -43,35 +34,6 @@ class Layout:
     method: Method
     clusters: np.ndarray
     uniqueness: np.ndarray
-
-
-def nearest_neighbours(vectors: np.ndarray, k: int, on_progress: Progress | None = None) -> Neighbours:
-    """The ``k`` most similar other rows of ``vectors`` (L2-normalised, float32) for every row.
-
-    Example:
-        >>> v = np.eye(3, dtype=np.float32)
-        >>> nearest_neighbours(v, 1).indices.shape
-        (3, 1)
-    """
-    count = len(vectors)
-    k = min(k, count - 1)
-    indices = np.zeros((count, max(k, 0)), np.int32)
-    similarities = np.zeros((count, max(k, 0)), np.float32)
-    if k <= 0:
-        return Neighbours(indices, similarities)
-    chunk = max(16, _CHUNK_ELEMENTS // count)
-    for start in range(0, count, chunk):
-        stop = min(start + chunk, count)
-        scores = vectors[start:stop] @ vectors.T
-        scores[np.arange(stop - start), np.arange(start, stop)] = -np.inf
-        best = np.argpartition(-scores, k - 1, axis=1)[:, :k]
-        best_scores = np.take_along_axis(scores, best, axis=1)
-        order = np.argsort(-best_scores, axis=1, kind="stable")
-        indices[start:stop] = np.take_along_axis(best, order, axis=1)
-        similarities[start:stop] = np.take_along_axis(best_scores, order, axis=1)
-        if on_progress is not None:
-            on_progress(stop, count)
-    return Neighbours(indices, similarities)
 
 
 def uniqueness_of(similarities: np.ndarray) -> np.ndarray:
@@ -92,15 +54,16 @@ def method_for(count: int) -> Method:
     return "umap" if count >= UMAP_MIN_PHOTOS else "pca"
 
 
-def coordinates(vectors: np.ndarray, neighbours: Neighbours) -> tuple[np.ndarray, Method]:
-    """2-D coordinates for every row: UMAP on the exact neighbour graph, or PCA for few photos."""
-    method = method_for(len(vectors))
+def coordinates(reduced: np.ndarray, neighbours: Neighbours) -> tuple[np.ndarray, Method]:
+    """2-D coordinates for every row of ``reduced`` (the reduced vectors): UMAP on the neighbour graph, or
+    PCA for few photos."""
+    method = method_for(len(reduced))
     if method == "pca":
-        return _pca_2d(vectors), method
+        return _pca_2d(reduced), method
     umap_class = _umap_class()
     k = neighbours.indices.shape[1]
     # UMAP's graph lists each point as its own nearest neighbour, at distance 0.
-    own = np.arange(len(vectors), dtype=np.int32)[:, None]
+    own = np.arange(len(reduced), dtype=np.int32)[:, None]
     knn_indices = np.hstack([own, neighbours.indices])
     knn_distances = np.hstack([np.zeros_like(own, np.float32), 1.0 - neighbours.similarities]).clip(0.0, None)
     reducer = umap_class(
@@ -110,23 +73,25 @@ def coordinates(vectors: np.ndarray, neighbours: Neighbours) -> tuple[np.ndarray
         precomputed_knn=(knn_indices, knn_distances.astype(np.float32), None),
         low_memory=True,
     )
-    xy = reducer.fit_transform(vectors)
+    xy = reducer.fit_transform(reduced)
     return np.asarray(xy, np.float32), method
 
 
-def clusters_of(vectors: np.ndarray, xy: np.ndarray) -> np.ndarray:
+def clusters_of(xy: np.ndarray, vectors: np.ndarray | None) -> np.ndarray:
     """Each row's cluster (-1: noise), by HDBSCAN.
 
-    Up to ``EXACT_CLUSTERS_MAX_PHOTOS`` on the cosine distances of the embeddings (the finest clusters,
-    so different photos are never merged); above, on the map's coordinates (UMAP keeps neighbourhoods)
-    for a sample, every other photo taking its nearest sampled photo's cluster.
+    Up to ``EXACT_CLUSTERS_MAX_PHOTOS`` on the cosine distances of the embeddings ``vectors`` (the finest
+    clusters, so different photos are never merged); above (``vectors`` unused: ``None`` will do), on the
+    map's coordinates (UMAP keeps neighbourhoods) for a sample, every other photo taking its nearest
+    sampled photo's cluster.
     """
     from sklearn.cluster import HDBSCAN
 
-    count = len(vectors)
+    count = len(xy)
     if count < 3:
         return np.full(count, -1, np.int32)
     if count <= EXACT_CLUSTERS_MAX_PHOTOS:
+        assert vectors is not None, "up to EXACT_CLUSTERS_MAX_PHOTOS clusters are found on the embeddings"
         distances = np.clip(1.0 - vectors @ vectors.T, 0.0, 2.0).astype(np.float64)
         np.fill_diagonal(distances, 0.0)
         found = HDBSCAN(

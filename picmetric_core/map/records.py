@@ -9,7 +9,7 @@ from datetime import datetime
 
 import numpy as np
 from sqlalchemy import ScalarSelect, Select, and_, delete, func, insert, select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, defer
 
 from picmetric_core.filters import DEFAULT_THRESHOLDS
 from picmetric_core.similar.signature import EMBEDDING_DTYPE
@@ -76,10 +76,32 @@ class MapPoint:
 
 @dataclass(frozen=True)
 class Embeddings:
-    """One classifier's stored embeddings: analysis ids and L2-normalised float32 rows, oldest first."""
+    """One classifier's stored embeddings: analysis ids and L2-normalised float32 rows, oldest first, and the
+    newest signature id read (an embedding stored later, or backfilled, has a newer one)."""
 
     analysis_ids: np.ndarray
     vectors: np.ndarray
+    last_signature_id: int = 0
+
+
+@dataclass(frozen=True)
+class PlacedSince:
+    """Photos placed on a fit after it was fitted, above a point id: their analysis ids and embeddings, and
+    the newest point id read (of any fit), to ask from next time."""
+
+    last_point_id: int
+    analysis_ids: np.ndarray
+    vectors: np.ndarray
+
+
+@dataclass(frozen=True)
+class NeighbourPoint:
+    """A placed photo asked about as a neighbour: its place on the fit and its embedding (L2-normalised)."""
+
+    x: float
+    y: float
+    cluster: int
+    vector: np.ndarray
 
 
 def newest_classifier(session: Session) -> str | None:
@@ -110,40 +132,61 @@ def _newest_classifier() -> Select[tuple[str | None]]:
 
 
 def embeddings(session: Session, classifier: str, analysis_ids: Sequence[int] | None = None) -> Embeddings:
-    """The embeddings of ``classifier`` (of these analyses only, when given), streamed a few thousand at a time."""
+    """The embeddings of ``classifier`` (of these analyses only, when given), streamed a few thousand at a time
+    into one array sized by a count first (512 MB at 100,000 photos, and no more held on the way)."""
+    wanted = [SignatureRow.embedding_model == classifier, SignatureRow.embedding.is_not(None)]
+    if analysis_ids is not None:
+        wanted.append(SignatureRow.analysis_id.in_(list(analysis_ids)))
+    expected = session.scalar(select(func.count()).select_from(SignatureRow).where(*wanted)) or 0
     statement = (
-        select(SignatureRow.analysis_id, SignatureRow.embedding)
-        .where(SignatureRow.embedding_model == classifier, SignatureRow.embedding.is_not(None))
+        select(SignatureRow.analysis_id, SignatureRow.embedding, SignatureRow.id)
+        .where(*wanted)
         .order_by(SignatureRow.analysis_id)
     )
-    if analysis_ids is not None:
-        statement = statement.where(SignatureRow.analysis_id.in_(list(analysis_ids)))
     ids: list[int] = []
-    rows: list[np.ndarray] = []
-    dim: int | None = None
+    vectors: np.ndarray | None = None
+    last_signature_id = 0
     for partition in session.execute(statement.execution_options(yield_per=_READ_CHUNK)).partitions():
-        for analysis_id, blob in partition:
+        for analysis_id, blob, signature_id in partition:
             vector = np.frombuffer(blob, EMBEDDING_DTYPE)
-            dim = dim or len(vector)
-            if len(vector) == dim:
+            if vectors is None:
+                vectors = np.empty((expected, len(vector)), np.float32)
+            # Left out: another size (a row of another version), or stored since the count (placed later).
+            if len(vector) == vectors.shape[1] and len(ids) < len(vectors):
+                vectors[len(ids)] = vector
                 ids.append(analysis_id)
-                rows.append(vector)
-    if not rows:
-        return Embeddings(np.zeros(0, np.int64), np.zeros((0, dim or 0), np.float32))
-    vectors = np.vstack(rows).astype(np.float32)
+                last_signature_id = max(last_signature_id, signature_id)
+    if vectors is None or not ids:
+        return Embeddings(np.zeros(0, np.int64), np.zeros((0, 0 if vectors is None else vectors.shape[1]), np.float32))
+    vectors = vectors[: len(ids)]
+    for start in range(0, len(vectors), _READ_CHUNK):
+        chunk = vectors[start : start + _READ_CHUNK]
+        chunk /= np.maximum(np.linalg.norm(chunk, axis=1, keepdims=True), 1e-12)
+    return Embeddings(np.asarray(ids, np.int64), vectors, last_signature_id)
+
+
+def _normalised(rows: np.ndarray) -> np.ndarray:
+    vectors = rows.astype(np.float32)
     vectors /= np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
-    return Embeddings(np.asarray(ids, np.int64), vectors)
+    return vectors
 
 
 def current_fit(session: Session, classifier: str) -> MapFit | None:
     """The classifier's map: its newest finished fit."""
     row = session.scalars(
         select(MapFitRow)
+        .options(defer(MapFitRow.checkpoint))  # a finished fit's space: megabytes, read by fit_space only
         .where(MapFitRow.classifier == classifier, MapFitRow.status == "done")
         .order_by(MapFitRow.id.desc())
         .limit(1)
     ).first()
     return _fit(row) if row is not None else None
+
+
+def fit_space(session: Session, fit_id: int) -> bytes | None:
+    """What a finished fit keeps for placing new photos (``space.SpaceArrays``, packed); ``None`` for a fit
+    finished before fits kept it. (An unfinished fit's ``checkpoint`` is its last stage instead.)"""
+    return session.scalar(select(MapFitRow.checkpoint).where(MapFitRow.id == fit_id, MapFitRow.status == "done"))
 
 
 def unfinished_fit(session: Session, classifier: str) -> MapFitRow | None:
@@ -185,28 +228,42 @@ def existing_ids(session: Session, analysis_ids: Sequence[int]) -> set[int]:
     return found
 
 
-def finish_fit(session: Session, fit_id: int, classifier: str) -> None:
-    """Make ``fit_id`` the classifier's map and drop its earlier fits (their points go with them)."""
+def finish_fit(session: Session, fit_id: int, classifier: str, space: bytes) -> None:
+    """Make ``fit_id`` the classifier's map, keeping ``space`` (what placing new photos needs) in place of its
+    checkpoint, and drop its earlier fits (their points go with them)."""
     session.execute(
         MapFitRow.__table__.update()
         .where(MapFitRow.id == fit_id)
-        .values(status="done", checkpoint=None, finished_at=utc_now())
+        .values(status="done", checkpoint=space, finished_at=utc_now())
     )
     earlier = select(MapFitRow.id).where(MapFitRow.classifier == classifier, MapFitRow.id < fit_id)
     session.execute(delete(MapPointRow).where(MapPointRow.fit_id.in_(earlier)))
     session.execute(delete(MapFitRow).where(MapFitRow.classifier == classifier, MapFitRow.id < fit_id))
 
 
-def unplaced(session: Session, fit: MapFit, limit: int) -> list[tuple[int, str]]:
-    """Analyses with an embedding of the fit's classifier but no point on it yet: (id, md5), oldest first."""
+def unplaced(
+    session: Session, fit: MapFit, limit: int, *, after_signature_id: int | None = None
+) -> list[tuple[int, str]]:
+    """Analyses with an embedding of the fit's classifier but no point on it yet: (id, md5), oldest first.
+
+    ``after_signature_id``: the newest signature the fit read (its space keeps it). Only embeddings stored
+    since can be waiting, so only they are looked at: a few rows instead of every photo (60 ms at 100,000).
+    """
     statement = (
         select(AnalysisRow.id, AnalysisRow.md5)
         .join(SignatureRow, SignatureRow.analysis_id == AnalysisRow.id)
         .outerjoin(MapPointRow, and_(MapPointRow.analysis_id == AnalysisRow.id, MapPointRow.fit_id == fit.id))
-        .where(SignatureRow.embedding_model == fit.classifier, MapPointRow.id.is_(None))
-        .order_by(AnalysisRow.id)
+        .where(MapPointRow.id.is_(None))
         .limit(limit)
     )
+    if after_signature_id is None:
+        statement = statement.where(SignatureRow.embedding_model == fit.classifier).order_by(AnalysisRow.id)
+    else:
+        # Compared as an expression, the classifier leaves SQLite the signature id range to walk (given the
+        # column, it walks the classifier's index: every photo).
+        statement = statement.where(
+            SignatureRow.id > after_signature_id, SignatureRow.embedding_model.concat("") == fit.classifier
+        ).order_by(SignatureRow.id)
     return [(row_id, md5) for row_id, md5 in session.execute(statement)]
 
 
@@ -240,6 +297,53 @@ def placed_points(session: Session, fit_id: int, md5s: Sequence[str]) -> dict[st
         .where(MapPointRow.fit_id == fit_id, MapPointRow.analysis_id.in_(ids_of(md5s)))
     )
     return {md5: (x, y, cluster) for md5, x, y, cluster in session.execute(statement)}
+
+
+def placed_since(session: Session, fit: MapFit, after_point_id: int) -> PlacedSince:
+    """The photos placed on ``fit`` after it was fitted whose points are newer than ``after_point_id``."""
+    last_point_id = session.scalar(select(func.max(MapPointRow.id))) or 0
+    statement = (
+        select(MapPointRow.analysis_id)
+        .where(
+            MapPointRow.id > after_point_id,
+            MapPointRow.id <= last_point_id,
+            # As an expression, so that SQLite walks the (short) point id range rather than the fit's index.
+            (MapPointRow.fit_id + 0) == fit.id,
+            MapPointRow.placed == "nearest",
+        )
+        .order_by(MapPointRow.id)
+    )
+    ids = list(session.scalars(statement))
+    found = embeddings(session, fit.classifier, ids) if ids else Embeddings(np.zeros(0, np.int64), np.zeros((0, 0)))
+    return PlacedSince(max(last_point_id, after_point_id), found.analysis_ids, found.vectors)
+
+
+def neighbour_points(session: Session, fit: MapFit, analysis_ids: Sequence[int]) -> dict[int, NeighbourPoint]:
+    """The points on ``fit`` and embeddings of these analyses, by id (deleted ones are left out)."""
+    if not analysis_ids:
+        return {}
+    statement = (
+        select(MapPointRow.analysis_id, MapPointRow.x, MapPointRow.y, MapPointRow.cluster, SignatureRow.embedding)
+        .join(SignatureRow, SignatureRow.analysis_id == MapPointRow.analysis_id)
+        .where(
+            MapPointRow.fit_id == fit.id,
+            MapPointRow.analysis_id.in_([int(i) for i in analysis_ids]),
+            SignatureRow.embedding_model == fit.classifier,
+        )
+    )
+    rows = session.execute(statement).all()
+    vectors = _decoded([row.embedding for row in rows])
+    return {
+        row.analysis_id: NeighbourPoint(float(row.x), float(row.y), int(row.cluster), vector)
+        for row, vector in zip(rows, vectors, strict=True)
+    }
+
+
+def _decoded(blobs: Sequence[bytes]) -> np.ndarray:
+    """Stored embeddings (of one classifier, so of one size) as L2-normalised float32 rows."""
+    if not blobs:
+        return np.zeros((0, 0), np.float32)
+    return _normalised(np.vstack([np.frombuffer(blob, EMBEDDING_DTYPE) for blob in blobs]))
 
 
 def ids_of(md5s: Sequence[str]) -> Select[tuple[int]]:

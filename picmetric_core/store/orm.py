@@ -392,7 +392,9 @@ class MapFitRow(Base):
     """One fit of the History map to a classifier's embeddings (see :mod:`picmetric_core.map`).
 
     The newest fit of a classifier whose ``status`` is ``done`` is its map. ``checkpoint`` holds what an
-    unfinished fit computed so far (its neighbours, then its layout), so a rerun resumes from there.
+    unfinished fit computed so far (its neighbours, then its layout), so a rerun resumes from there; once
+    done, what placing new photos needs of it (its reduced space: ``picmetric_core.map.space``). Megabytes:
+    read it only where needed.
     ``clusters``: ``[{"cluster": 0, "label": "dog", "count": 143}, ...]``.
     """
 
