@@ -1,11 +1,12 @@
 """How long does History → Map take in Chromium with many photos: drawing it, and a lasso narrowing the gallery?
 
 Runs the real Streamlit server (127.0.0.1 only) on a folder ``bench/map_bench.py --data DIR`` seeded and
-fitted, and headless Chromium (software WebGL: no GPU here), and times:
+fitted, and headless Chromium (no GPU here: the map's 2-D canvas is drawn in software), and times:
 
-- **open**: from the click on the Map switch until every point is on the canvas (the server's read of the
-  map, the figure, its transfer, plotly's draw); first with the page's caches cold, then warm;
-- **draw**: plotly alone redrawing the same figure in the page (``Plotly.newPlot``), no server;
+- **open**: from the click on the Map switch until every point is painted (the server's read of the map,
+  the points and colour files written and fetched, the component's draw); first with the page's caches
+  cold, then warm (the switch off and on: a new frame, so the files are fetched again);
+- **draw**: the component alone redrawing every point (no server, no fetch);
 - **lasso**: a lasso round ~``--select`` points, from the mouse's release until the gallery lists them.
 
 Usage:
@@ -25,77 +26,66 @@ from sqlalchemy import func, select
 
 from picmetric_core.store.database import create_database_engine
 from picmetric_core.store.orm import MapPointRow
-from tests.support.browser import chromium, new_page, streamlit_server, wait_for_run
+from tests.support.browser import chromium, new_page, streamlit_server, wait_for_models, wait_for_run
 from tests.support.services import make_settings
 
-PLOT = "[data-testid='stPlotlyChart'] .js-plotly-plot"
+MAP = "iframe[title='picmetric_ui.map_component.picmetric_map']"
 
-# Records (ms after this call) when the map first holds ``want`` points, and two frames later (painted).
+# Records (ms after this call) when the map's frame has painted ``want`` points. Both frames are of one origin,
+# so the page reads the frame's state; times are compared as performance.timeOrigin + now() (each frame has its own).
 WATCH_DRAW_JS = """
-({plot, want}) => {
-  const started = performance.now();
+({frame, want}) => {
+  const started = performance.timeOrigin + performance.now();
   window.__drawn = null;
-  const count = () => [...document.querySelectorAll(plot)]
-    .map(p => (p._fullData || []).filter(t => t.type === 'scattergl').reduce((n, t) => n + t.x.length, 0))
-    .reduce((a, b) => Math.max(a, b), 0);
   const look = () => {
-    if (count() >= want) {
-      requestAnimationFrame(() => requestAnimationFrame(() => { window.__drawn = performance.now() - started; }));
+    const map = document.querySelector(frame)?.contentWindow?.pmMap;
+    if (map && map.state.paintedPoints >= want && map.state.paintedAt > started) {
+      window.__drawn = map.state.paintedAt - started;
     } else {
-      requestAnimationFrame(look);
+      setTimeout(look, 5);
     }
   };
-  requestAnimationFrame(look);
+  look();
 }
 """
 
-# The map has left the page (its switch is off): no WebGL scatter anywhere.
-GONE_JS = (
-    "(plot) => ![...document.querySelectorAll(plot)].some(p => (p._fullData || []).some(t => t.type === 'scattergl'))"
-)
-
-# Plotly alone: the same figure drawn again into a new element, timed until painted.
-REDRAW_JS = """
-async ({plot}) => {
-  if (typeof Plotly === 'undefined') return null;  // not every Streamlit build exposes it
-  const gd = [...document.querySelectorAll(plot)].find(p => (p._fullData || []).some(t => t.type === 'scattergl'));
-  const div = document.createElement('div');
-  div.style.width = gd.clientWidth + 'px';
-  document.body.appendChild(div);
-  const started = performance.now();
-  await Plotly.newPlot(div, gd.data, gd.layout);
-  await new Promise(done => requestAnimationFrame(() => requestAnimationFrame(done)));
-  const took = performance.now() - started;
-  Plotly.purge(div); div.remove();
-  return took;
-}
-"""
+# The map has left the page (its switch is off).
+GONE_JS = "(frame) => document.querySelector(frame) === null"
 
 # The page coordinates of a square round the map's middle holding about ``want`` points, and how many it holds.
 SQUARE_JS = """
-({plot, want}) => {
-  const gd = [...document.querySelectorAll(plot)].find(p => (p._fullData || []).some(t => t.type === 'scattergl'));
-  const box = gd.getBoundingClientRect();
-  const xa = gd._fullLayout.xaxis, ya = gd._fullLayout.yaxis;
-  const px = [], py = [];
-  gd._fullData.forEach(t => t.x.forEach((x, i) => {
-    px.push(box.left + xa._offset + xa.l2p(x)); py.push(box.top + ya._offset + ya.l2p(t.y[i]));
-  }));
-  const cx = box.left + xa._offset + xa._length / 2, cy = box.top + ya._offset + ya._length / 2;
-  const reach = px.map((x, i) => Math.max(Math.abs(x - cx), Math.abs(py[i] - cy))).sort((a, b) => a - b);
-  const half = reach[Math.min(want, reach.length) - 1] + 0.5;
-  const inside = reach.filter(r => r <= half).length;
-  return {left: cx - half, right: cx + half, top: cy - half, bottom: cy + half, inside};
+({want, left, top}) => {
+  const s = pmMap.state, box = document.getElementById('overlay').getBoundingClientRect();
+  const cx = s.W / 2, cy = s.H / 2, reach = new Float64Array(s.pts.count);
+  for (let i = 0; i < s.pts.count; i++) {
+    const p = pmMap.screenOf(i);
+    reach[i] = Math.max(Math.abs(p.x - cx), Math.abs(p.y - cy));
+  }
+  const sorted = reach.slice().sort();
+  const half = sorted[Math.min(want, sorted.length) - 1] + 0.5;
+  const inside = sorted.filter(r => r <= half).length;
+  const x = left + box.left + cx, y = top + box.top + cy;
+  return {left: x - half, right: x + half, top: y - half, bottom: y + half, inside};
 }
+"""
+
+# The sizes of the data files the frame fetched (bytes).
+FETCHED_JS = """
+() => performance.getEntriesByType('resource').filter(r => r.name.endsWith('.bin.gz'))
+  .map(r => ({file: r.name.split('/').pop().split('-')[0], bytes: r.encodedBodySize, ms: r.duration}))
 """
 
 
 def open_map(page, points: int) -> float:
     """Seconds from the click on the Map switch until ``points`` points are painted."""
-    page.evaluate(WATCH_DRAW_JS, {"plot": PLOT, "want": points})
+    page.evaluate(WATCH_DRAW_JS, {"frame": MAP, "want": points})
     page.get_by_text("Map", exact=True).click()
-    page.wait_for_function("() => window.__drawn !== null", timeout=600_000, polling=100)
+    page.wait_for_function("() => window.__drawn !== null", timeout=600_000, polling=50)
     return page.evaluate("() => window.__drawn") / 1000
+
+
+def map_frame(page):
+    return page.locator(MAP).first.element_handle().content_frame()
 
 
 def lasso(page, square: dict) -> float:
@@ -117,10 +107,15 @@ def main() -> None:
     parser.add_argument("--data", type=Path, required=True, help="a folder bench/map_bench.py --data seeded")
     parser.add_argument("--select", type=int, default=5_000, help="about how many points the lasso takes")
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument(
+        "--after-models",
+        action="store_true",
+        help="open the map once the networks have loaded (their start shares the server's CPU for a minute or more)",
+    )
     args = parser.parse_args()
     lines = Path("/proc/cpuinfo").read_text().splitlines()
     cpu = next(line.split(":", 1)[1].strip() for line in lines if "model name" in line)
-    print(f"CPU: {cpu} × {os.cpu_count()}; load average {os.getloadavg()[0]:.1f}")
+    print(f"CPU: {cpu} × {os.cpu_count()}; load average {_load()}")
     with (
         tempfile.TemporaryDirectory() as models,
         streamlit_server(args.data, Path(models)) as base,
@@ -130,26 +125,33 @@ def main() -> None:
         page.set_default_timeout(600_000)
         page.goto(f"{base}/History")
         wait_for_run(page, timeout_ms=600_000)
+        if args.after_models:
+            wait_for_models(page, timeout_ms=600_000)
         points = mapped_photos(args.data)
         cold = open_map(page, points)
         wait_for_run(page, timeout_ms=600_000)
-        print(f"open the map, caches cold: {cold:.2f} s ({points} points)")
+        print(f"open the map, caches cold: {cold:.2f} s ({points} points; load {_load()})")
+        for fetched in map_frame(page).evaluate(FETCHED_JS):
+            print(f"  fetched the {fetched['file']} file: {fetched['bytes'] / 2**20:.2f} MiB in {fetched['ms']:.0f} ms")
         warm = []
         for _ in range(args.runs):
             page.get_by_text("Map", exact=True).click()  # off
             wait_for_run(page, timeout_ms=600_000)
-            page.wait_for_function(GONE_JS, arg=PLOT, timeout=600_000)
+            page.wait_for_function(GONE_JS, arg=MAP, timeout=600_000)
             warm.append(open_map(page, points))
             wait_for_run(page, timeout_ms=600_000)
-        print(f"open the map, caches warm: median {statistics.median(warm):.2f} s (runs: {_list(warm)})")
-        redraws = [page.evaluate(REDRAW_JS, {"plot": PLOT}) for _ in range(args.runs)]
-        if None not in redraws:
-            seconds = [ms / 1000 for ms in redraws]
-            print(f"plotly's own draw of the figure: median {statistics.median(seconds):.2f} s ({_list(seconds)})")
-        square = page.evaluate(SQUARE_JS, {"plot": PLOT, "want": args.select})
+        median = statistics.median(warm)
+        print(f"open the map, caches warm: median {median:.2f} s (runs: {_list(warm)}; load {_load()})")
+        frame = map_frame(page)
+        draws = [frame.evaluate("() => pmMap.redraw()") / 1000 for _ in range(max(args.runs, 5))]
+        print(f"the component's own draw of every point: median {statistics.median(draws) * 1000:.0f} ms")
+        page.locator(MAP).first.scroll_into_view_if_needed()
+        box = page.locator(MAP).first.bounding_box()
+        square = frame.evaluate(SQUARE_JS, {"want": args.select, "left": box["x"], "top": box["y"]})
         took = lasso(page, square)
         caption = page.get_by_text("selected on the map").first.inner_text()
-        print(f"lasso of {square['inside']} points until the gallery lists them: {took:.2f} s ({caption!r})")
+        inside = square["inside"]
+        print(f"lasso of {inside} points until the gallery lists them: {took:.2f} s ({caption!r}; load {_load()})")
         page.context.close()
 
 
@@ -161,6 +163,10 @@ def mapped_photos(folder: Path) -> int:
             return connection.scalar(select(func.count()).select_from(MapPointRow)) or 0
     finally:
         engine.dispose()
+
+
+def _load() -> str:
+    return "/".join(f"{value:.1f}" for value in os.getloadavg())
 
 
 def _list(values: list[float]) -> str:

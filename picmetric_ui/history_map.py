@@ -11,20 +11,21 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
-import plotly.graph_objects as go
 import streamlit as st
 
 from picmetric_core.errors import PicMetricError
 from picmetric_core.history import MAX_PAGE_SIZE, HistoryQuery, HistorySort
 from picmetric_core.map.view import MapView
-from picmetric_ui import history_data, plain, resources, thumbnails
-from picmetric_ui.map_chart import COLOUR_BY, map_figure
+from picmetric_ui import history_data, map_views, plain, resources, thumbnails
+from picmetric_ui.map_chart import COLOUR_BY
+from picmetric_ui.map_component import photo_map
 
 SHOW = "show_map"
 OPENED = "_map_opened"  # the md5 last opened in the detail view, ringed on the map
-ROUND = "_map_round"  # part of the chart's key: a new round clears its selection
+ROUND = "_map_round"  # a new round clears the selection (one made in an earlier round is ignored)
 MAX_SELECTED = 30_000  # SQLite takes at most 32,766 values in one statement
-TTL_S = 30
+MAP_PX = 560
+DETAIL_MAP_PX = 360
 SORT = "sort"
 UNIQUENESS = "uniqueness"
 UNIQUENESS_DEFAULTS = {SORT: "newest", UNIQUENESS: (0.0, 1.0)}
@@ -45,22 +46,9 @@ class UniquenessChoice:
     max_uniqueness: float | None = None
 
 
-# A resource, not data: cache_data would pickle 100,000 points on every rerun. The view is frozen, so shared.
-@st.cache_resource(ttl=TTL_S, show_spinner=False, max_entries=8)
-def _view(settings_key: str, query: HistoryQuery) -> MapView:
-    return resources.service().map_view(query)
-
-
-@st.cache_resource(ttl=TTL_S, show_spinner=False, max_entries=8)
-def _figure(settings_key: str, query: HistoryQuery, colour_by: str, marked: str | None) -> go.Figure:
-    """The map's figure, built once per filters, colouring and ringed photo (reruns such as a lasso's reuse it)."""
-    view = _view(settings_key, query)
-    return map_figure(view.points, view.matching, colour_by, view.fit.clusters if view.fit else (), marked=marked)
-
-
-def map_view(query: HistoryQuery) -> MapView:
-    """The map for these filters (paging and order ignored), cached like the gallery's reads."""
-    return _view(resources.settings_key(resources.settings()), _filters_only(query))
+def drawn_map(query: HistoryQuery) -> map_views.DrawnPoints:
+    """The map for these filters (paging and order ignored), as served; kept until what it shows changes."""
+    return map_views.drawn_points(_filters_only(query))
 
 
 def _filters_only(query: HistoryQuery) -> HistoryQuery:
@@ -102,8 +90,8 @@ def map_section(query: HistoryQuery) -> HistoryQuery:
     """The map (when switched on) above the gallery; returns ``query`` narrowed to the photos selected on it."""
     if not st.toggle("Map", key=SHOW, help="Every stored photo placed by what it shows; lasso some to list them"):
         return query
-    view = map_view(query)
-    if view.classifier is None:
+    drawn = drawn_map(query)
+    if drawn.view.classifier is None:
         st.info(
             "No photo has an embedding yet, so the map is empty. Photos analysed before similar photos were "
             "indexed get one with `picmetric similar backfill`.",
@@ -111,21 +99,17 @@ def map_section(query: HistoryQuery) -> HistoryQuery:
         )
         return query
     colour_by = st.segmented_control("Colour by", COLOUR_BY, default="Cluster", key="map_colour") or "Cluster"
-    settings_key = resources.settings_key(resources.settings())
-    figure = _figure(settings_key, _filters_only(query), colour_by, st.session_state.get(OPENED))
-    event = st.plotly_chart(
-        figure,
-        key=f"history-map-{st.session_state.get(ROUND, 0)}",
-        on_select="rerun",
-        selection_mode=("points", "box", "lasso"),
-        config={"displaylogo": False, "scrollZoom": True},
-    )
-    selected = selected_md5s(event)
-    map_caption(view)
+    files = drawn.files(colour_by)
+    selection_round = st.session_state.get(ROUND, 0)
+    marked = drawn.index.get(st.session_state.get(OPENED))
+    selection = photo_map(files, key="history-map", height=MAP_PX, marked=marked, selection_round=selection_round)
+    selected = map_views.selected_md5s(selection, drawn, selection_round)
+    map_caption(drawn.view)
     refit_button()
     if not selected:
         return query
-    kept = [md5 for md5 in selected if md5 in view.matching][:MAX_SELECTED]
+    matching = drawn.view.matching
+    kept = [md5 for md5 in selected if md5 in matching][:MAX_SELECTED]
     left, right = st.columns([4, 1], vertical_alignment="center")
     outside = len(selected) - len(kept)
     left.caption(
@@ -134,19 +118,6 @@ def map_section(query: HistoryQuery) -> HistoryQuery:
     )
     right.button("Clear the selection", key="map-clear", on_click=_clear_selection, width="stretch")
     return replace(query, md5_in=tuple(kept))
-
-
-def selected_md5s(event) -> list[str]:
-    """The md5s of the points a selection event holds (each point carries its md5 first in customdata)."""
-    points = (event or {}).get("selection", {}).get("points", []) if isinstance(event, dict) else []
-    if not points and hasattr(event, "selection"):
-        points = event.selection.get("points", [])
-    found: dict[str, None] = {}
-    for point in points:
-        custom = point.get("customdata")
-        if custom:
-            found[custom[0] if isinstance(custom, list | tuple) else custom] = None
-    return list(found)
 
 
 def map_caption(view: MapView) -> None:
@@ -197,25 +168,23 @@ def on_the_map(md5: str) -> None:
     """In the detail view: where this photo lies on the map, ringed, and its cluster and uniqueness."""
     st.session_state[OPENED] = md5
     with st.expander("On the map", icon=":material/scatter_plot:"):
-        view = map_view(HistoryQuery())
-        point = next((p for p in view.points if p.md5 == md5), None)
-        if point is None:
+        drawn = drawn_map(HistoryQuery())
+        view = drawn.view
+        index = drawn.index.get(md5)
+        if index is None:
             plain.line("Not on the map: it has no embedding yet (`picmetric similar backfill` adds one).", muted=True)
             return
+        point = view.points[index]
         clusters = view.fit.clusters if view.fit else ()
         name = next((c.name for c in clusters if c.cluster == point.cluster), "in no cluster")
         plain.line(f"Cluster {name} · uniqueness {point.uniqueness:.2f}", muted=True)
-        st.plotly_chart(
-            map_figure(view.points, view.matching, "Cluster", clusters, marked=md5, height=360),
-            key="detail-map",
-            config={"displaylogo": False},
-        )
+        files = drawn.files("Cluster")
+        photo_map(files, key="detail-map", height=DETAIL_MAP_PX, marked=index, selectable=False)
 
 
 def clear() -> None:
     """Forget the cached maps (after a refit or a delete)."""
-    _view.clear()
-    _figure.clear()
+    map_views.clear()
     history_data.clear()
     thumbnails.clear()
 

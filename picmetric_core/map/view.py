@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from picmetric_core.history import HistoryQuery
@@ -14,7 +14,7 @@ from picmetric_core.map.fit import fit_map
 from picmetric_core.map.place import NeighboursOf, place_unplaced
 from picmetric_core.map.records import MapFit, MapPoint
 from picmetric_core.store import history
-from picmetric_core.store.orm import AnalysisRow, MapPointRow
+from picmetric_core.store.orm import AnalysisRow, BatchItemRow, MapFitRow, MapPointRow
 
 PLACE_ON_READ = 200  # new photos placed by one read (≈ 20 ms each); more wait for the next read or a refit
 AUTO_FIT_MAX_PHOTOS = 1_000  # a history this small is fitted on its first read (seconds), larger ones by a command
@@ -64,6 +64,21 @@ def map_view(
         unplaced = records.count_unplaced(session, fit) if fit is not None else photos
         without = records.count_without_embedding(session, classifier)
     return MapView(classifier, fit, points, matching, unplaced, without)
+
+
+def map_version(sessions: sessionmaker[Session]) -> tuple[int | None, ...]:
+    """What a map read depends on, in one query of a few milliseconds: the newest photo and how many there
+    are, the newest finished fit, the newest point, the newest batch item. A photo stored or deleted, a fit
+    finished or a photo placed changes it; a page may keep its map read until it does."""
+    statement = select(
+        select(func.max(AnalysisRow.id)).scalar_subquery(),
+        select(func.count()).select_from(AnalysisRow).scalar_subquery(),
+        select(func.max(MapFitRow.id)).where(MapFitRow.status == "done").scalar_subquery(),
+        select(func.max(MapPointRow.id)).scalar_subquery(),
+        select(func.max(BatchItemRow.id)).scalar_subquery(),
+    )
+    with sessions() as session:
+        return tuple(session.execute(statement).one())
 
 
 def uniqueness_of(sessions: sessionmaker[Session], md5s: Sequence[str]) -> dict[str, float]:

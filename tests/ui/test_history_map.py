@@ -1,6 +1,6 @@
-"""History → Map in real Chromium on the real Streamlit server: a lasso on the map lists exactly the photos
-inside it, an opened photo is ringed on the map, the gallery sorts and filters by uniqueness, and the page looks
-right at laptop and phone width."""
+"""History → Map in real Chromium on the real Streamlit server: a lasso, a box and a click on the map list
+exactly the photos inside them, hovering names a photo, an opened photo is ringed on the map, the gallery sorts
+and filters by uniqueness, and the page looks right at laptop and phone width in both themes."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 from playwright.sync_api import TimeoutError as PlaywrightTimeout
+from playwright.sync_api import expect
 
 from picmetric_core.intake.images import thumbnail_jpeg
 from picmetric_core.service import PicMetricService
@@ -19,9 +20,9 @@ from tests.support.browser import (
     SCREENSHOTS,
     chromium,
     new_page,
+    outside_requests,
     snapshot,
     streamlit_server,
-    wait_for_models,
     wait_for_run,
 )
 from tests.support.map_rows import add_photos, themed_vectors
@@ -34,25 +35,30 @@ pytestmark = [pytest.mark.browser, pytest.mark.slow]
 THEMES = {"cat": "chelsea", "coffee": "coffee", "astronaut": "astronaut", "rocket": "rocket", "camera": "camera"}
 PER_THEME = 10  # 50 photos: a UMAP map, and one theme fits on a gallery page
 NAMES = [f"{theme}-{i}" for theme in THEMES for i in range(PER_THEME)] + ["outlier"]
-MAP = "[class*='st-key-history-map'] .js-plotly-plot, [data-testid='stPlotlyChart'] .js-plotly-plot"
+MAP = "iframe[title='picmetric_ui.map_component.picmetric_map']"
+MARK_RGB = (0xF5, 0x9E, 0x0B)  # the ring round the opened photo
 
-# Page coordinates of every point of the gallery map, with its md5 (plotly's own axis conversions).
+# Every point's file name and coordinates in the map's frame.
 POINTS_JS = """
 () => {
-  const plots = [...document.querySelectorAll("[data-testid='stPlotlyChart'] .js-plotly-plot")];
-  const gd = plots.find(p => (p._fullData || []).some(t => t.type === 'scattergl' && t.x.length > 1));
-  const box = gd.getBoundingClientRect();
-  const xa = gd._fullLayout.xaxis, ya = gd._fullLayout.yaxis;
-  const out = [];
-  gd._fullData.forEach(t => t.x.forEach((x, i) => out.push({
-    md5: t.customdata[i], name: t.name,
-    px: box.left + xa._offset + xa.l2p(x), py: box.top + ya._offset + ya.l2p(t.y[i])})));
+  const box = document.getElementById('overlay').getBoundingClientRect();
+  const s = pmMap.state, out = [];
+  for (let i = 0; i < s.pts.count; i++) {
+    const p = pmMap.screenOf(i);
+    out.push({i, name: pmMap.nameOf(i), x: box.left + p.x, y: box.top + p.y});
+  }
   return out;
 }
 """
-TRACES_JS = """
-() => [...document.querySelectorAll("[data-testid='stPlotlyChart'] .js-plotly-plot")]
-  .flatMap(p => (p.data || []).map(t => ({name: t.name, md5s: [...(t.customdata || [])]})))
+# The opened photo's name, and the colour of the overlay 11 px right of its point (the ring's radius).
+RING_JS = """
+() => {
+  const s = pmMap.state, i = s.args.marked;
+  if (i < 0 || !s.pts) return null;
+  const p = pmMap.screenOf(i), canvas = document.getElementById('overlay');
+  const d = s.dpr, pixel = canvas.getContext('2d').getImageData(Math.round((p.x + 11) * d), Math.round(p.y * d), 1, 1);
+  return {name: pmMap.nameOf(i), rgba: [...pixel.data]};
+}
 """
 
 
@@ -87,39 +93,80 @@ def browser():
         yield browser
 
 
+@pytest.fixture(autouse=True)
+def nothing_leaves_the_machine() -> Iterator[None]:
+    outside_requests.clear()
+    yield
+    assert not outside_requests, f"the page asked hosts outside this machine for: {outside_requests}"
+
+
 def open_map(browser, server: str, viewport: str = "desktop", theme: str = "light"):
     page = new_page(browser, viewport, theme)
     page.goto(f"{server}/History")
     wait_for_run(page)
-    if viewport == "desktop":  # the sidebar shows it; the models' arrival reruns the page, losing a selection
-        wait_for_models(page)
     page.get_by_text("Map", exact=True).click()
-    page.wait_for_function(f'() => document.querySelector("{MAP}") !== null')
     wait_for_run(page)
-    page.wait_for_timeout(500)
+    drawn_map(page)
+    page.locator(MAP).first.scroll_into_view_if_needed()  # the mouse cannot draw below the window's edge
     return page
 
 
-def settled_points(page) -> list[dict]:
-    """The map's points once their page positions stop moving (a first page load still lays itself out),
-    with the map scrolled into the window (the mouse cannot draw below its edge)."""
-    page.locator(MAP).first.scroll_into_view_if_needed()
-    points = page.evaluate(POINTS_JS)
-    for _ in range(20):
-        page.wait_for_timeout(500)
-        again = page.evaluate(POINTS_JS)
-        if again == points:
-            break
-        points = again
-    return [p for p in points if p["name"] != "opened"]
+def map_frame(page, nth: int = 0):
+    return page.locator(MAP).nth(nth).element_handle().content_frame()
+
+
+def drawn_map(page, nth: int = 0):
+    """The map's frame once its points are painted."""
+    frame = map_frame(page, nth)
+    frame.wait_for_function("() => window.pmMap && pmMap.state.paintedPoints > 0", polling=100)
+    return frame
+
+
+def map_points(page, frame) -> list[dict]:
+    """Every point's file name and page coordinates (the frame's own plus the frame's place; it has no border)."""
+    box = page.locator(MAP).first.bounding_box()
+    return [{**p, "x": box["x"] + p["x"], "y": box["y"] + p["y"]} for p in frame.evaluate(POINTS_JS)]
 
 
 def lasso(page, left: float, top: float, right: float, bottom: float) -> None:
+    """A lasso drawn round the rectangle, with the mouse."""
     page.mouse.move(left, top)
     page.mouse.down()
     for x, y in ((right, top), (right, bottom), (left, bottom), (left, top + 1)):
         page.mouse.move(x, y, steps=8)
     page.mouse.up()
+
+
+def box(page, left: float, top: float, right: float, bottom: float) -> None:
+    """A box dragged from one corner of the rectangle to the other."""
+    page.mouse.move(left, top)
+    page.mouse.down()
+    page.mouse.move(right, bottom, steps=12)
+    page.mouse.up()
+
+
+def round_theme(points: list[dict], theme: str) -> tuple[float, float, float, float]:
+    """A rectangle round every point of ``theme``, 6 px wider each side."""
+    own = [p for p in points if p["name"].startswith(f"{theme}-")]
+    return (
+        min(p["x"] for p in own) - 6,
+        min(p["y"] for p in own) - 6,
+        max(p["x"] for p in own) + 6,
+        max(p["y"] for p in own) + 6,
+    )
+
+
+def select_and_wait(page, act) -> None:
+    """Runs ``act`` (a drag or a click on the map), then waits for the gallery to list the selection."""
+    selected = page.get_by_text("selected on the map")
+    act()
+    try:
+        selected.wait_for(timeout=20_000)
+    except PlaywrightTimeout:  # a drag that began while the page still reran
+        wait_for_run(page)
+        act()
+        selected.wait_for()
+    wait_for_run(page)
 
 
 def gallery_names(page) -> set[str]:
@@ -128,47 +175,79 @@ def gallery_names(page) -> set[str]:
     return {text.strip() for text in texts if text.strip().endswith(".jpg")}
 
 
+def assert_gallery_lists(page, names: set[str]) -> None:
+    expect(page.get_by_text(f"The gallery shows the {len(names)} photo")).to_have_count(1)
+    expect(page.get_by_text(f"· {len(names)} analyses")).to_have_count(1)
+    assert gallery_names(page) == names
+
+
 def test_a_lasso_on_the_map_lists_exactly_the_photos_inside_it(browser, server):
     page = open_map(browser, server)
-    points = settled_points(page)
-    cats = [p for p in points if p["md5"] in {md5_of(f"cat-{i}") for i in range(PER_THEME)}]
-    left, right = min(p["px"] for p in cats) - 6, max(p["px"] for p in cats) + 6
-    top, bottom = min(p["py"] for p in cats) - 6, max(p["py"] for p in cats) + 6
-    inside = {p["md5"] for p in points if left <= p["px"] <= right and top <= p["py"] <= bottom}
-
+    frame = map_frame(page)
+    points = map_points(page, frame)
+    left, top, right, bottom = round_theme(points, "cat")
+    inside = {p["name"] for p in points if left <= p["x"] <= right and top <= p["y"] <= bottom}
     assert top >= 0 and bottom <= page.viewport_size["height"], "the points to select lie outside the window"
-    selected = page.get_by_text("selected on the map")
-    lasso(page, left, top, right, bottom)
-    try:
-        selected.wait_for(timeout=20_000)
-    except PlaywrightTimeout:  # seen once in a full run only: a drag that began while the page still reran
-        wait_for_run(page)
-        lasso(page, left, top, right, bottom)
-        selected.wait_for()
-    wait_for_run(page)
 
-    expected = {f"{name}.jpg" for name in NAMES if md5_of(name) in inside}
-    assert inside >= {p["md5"] for p in cats}
-    assert page.get_by_text(f"The gallery shows the {len(inside)} photo").count() == 1
-    assert page.get_by_text(f"· {len(inside)} analyses").count() == 1
-    assert gallery_names(page) == expected
+    cat = next(p for p in points if p["name"] == "cat-3.jpg")
+    page.mouse.move(cat["x"], cat["y"])  # hovering names the photo (or one drawn on the same spot)
+    frame.wait_for_function("() => pmMap.state.hover >= 0", polling=100)
+    hovered = frame.evaluate("() => pmMap.nameOf(pmMap.state.hover)")
+    assert hovered.startswith("cat-")
+    expect(page.frame_locator(MAP).locator("#tip")).to_contain_text(hovered)
+    select_and_wait(page, lambda: lasso(page, left, top, right, bottom))
+
+    assert inside >= {f"cat-{i}.jpg" for i in range(PER_THEME)}
+    assert frame.evaluate("() => pmMap.state.selectedCount") == len(inside)
+    assert_gallery_lists(page, inside)
     page.context.close()
+
+
+def test_a_box_and_a_click_select_and_clear_undoes_them(browser, server):
+    page = open_map(browser, server)
+    frame = map_frame(page)
+    points = map_points(page, frame)
+    page.frame_locator(MAP).get_by_role("button", name="Box select").click()
+    left, top, right, bottom = round_theme(points, "coffee")
+    inside = {p["name"] for p in points if left <= p["x"] <= right and top <= p["y"] <= bottom}
+    select_and_wait(page, lambda: box(page, left, top, right, bottom))
+    assert inside >= {f"coffee-{i}.jpg" for i in range(PER_THEME)}
+    assert_gallery_lists(page, inside)
+
+    outlier = next(p for p in points if p["name"] == "outlier.jpg")
+    page.mouse.click(outlier["x"], outlier["y"])
+    expect(page.get_by_text("The gallery shows the 1 photo selected on the map")).to_be_visible()
+    wait_for_run(page)
+    assert gallery_names(page) == {"outlier.jpg"}
+
+    page.get_by_role("button", name="Clear the selection").click()
+    expect(page.get_by_text("selected on the map")).to_have_count(0)
+    wait_for_run(page)
+    expect(page.get_by_text(f"· {len(NAMES)} analyses")).to_have_count(1)
+    frame.wait_for_function("() => pmMap.state.selectedCount === 0 && pmMap.state.shape === null", polling=100)
+    page.context.close()
+
+
+def is_ring(rgba: list[int]) -> bool:
+    return rgba[3] > 200 and all(abs(a - b) < 40 for a, b in zip(rgba, MARK_RGB, strict=False))
 
 
 def test_an_opened_photo_is_ringed_on_the_map(browser, server):
     page = open_map(browser, server)
     page.locator("[data-testid='stMain'] button:has-text('Open')").first.click()
     page.get_by_text("On the map").click()
-    page.wait_for_function(f'() => document.querySelectorAll("{MAP}").length > 0')
     wait_for_run(page)
-    opened = [t for t in page.evaluate(TRACES_JS) if t["name"] == "opened"]
+    frame = drawn_map(page)
     md5 = page.evaluate("() => new URLSearchParams(location.search).get('md5')")
+    opened = {md5_of(name): f"{name}.jpg" for name in NAMES}[md5]
 
-    assert [t["md5s"] for t in opened] == [[md5]]
+    ring = frame.evaluate(RING_JS)
+    assert ring["name"] == opened and is_ring(ring["rgba"]), ring
     page.get_by_text("Back to the gallery").click()
     wait_for_run(page)
-    page.wait_for_function(f'() => document.querySelector("{MAP}") !== null')
-    assert [t["md5s"] for t in page.evaluate(TRACES_JS) if t["name"] == "opened"] == [[md5]]
+    frame = drawn_map(page)
+    ring = frame.evaluate(RING_JS)
+    assert ring["name"] == opened and is_ring(ring["rgba"]), ring
     page.context.close()
 
 
@@ -179,8 +258,6 @@ def card_names(page) -> list[str]:
 
 
 def test_most_unique_first_opens_the_gallery_on_the_outlier(browser, server):
-    from playwright.sync_api import expect
-
     page = new_page(browser)
     page.goto(f"{server}/History")
     wait_for_run(page)
@@ -198,8 +275,6 @@ def test_most_unique_first_opens_the_gallery_on_the_outlier(browser, server):
 
 
 def test_a_uniqueness_range_keeps_exactly_the_photos_in_it(browser, server):
-    from playwright.sync_api import expect
-
     page = new_page(browser)
     page.goto(f"{server}/History")
     wait_for_run(page)
@@ -222,11 +297,13 @@ def test_a_uniqueness_range_keeps_exactly_the_photos_in_it(browser, server):
 @pytest.mark.parametrize("theme", ["light", "dark"])
 def test_the_map_at_laptop_and_phone_width(browser, server, viewport, theme):
     page = open_map(browser, server, viewport, theme)
-    width = page.evaluate(
-        "() => document.querySelector(\"[data-testid='stPlotlyChart']\").getBoundingClientRect().width"
-    )
+    width = page.evaluate(f'() => document.querySelector("{MAP}").getBoundingClientRect().width')
     main = page.evaluate("() => document.querySelector(\"[data-testid='stMain']\").scrollWidth")
+    drawn = map_frame(page).evaluate(
+        "() => ({W: pmMap.state.W, dark: pmMap.state.dark, painted: pmMap.state.paintedPoints})"
+    )
 
     snapshot(page, f"history-map-{viewport}-{theme}.png")
     assert 0 < width <= main <= page.viewport_size["width"]
+    assert drawn == {"W": width - 2, "dark": theme == "dark", "painted": len(NAMES)}  # the canvas fills its frame
     page.context.close()
