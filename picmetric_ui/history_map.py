@@ -21,6 +21,7 @@ from picmetric_ui.map_chart import COLOUR_BY
 from picmetric_ui.map_component import photo_map
 
 SHOW = "show_map"
+SHOW_KEPT = "show_map_kept"  # outlives the switch while the detail view is open
 OPENED = "_map_opened"  # the md5 last opened in the detail view, ringed on the map
 ROUND = "_map_round"  # a new round clears the selection (one made in an earlier round is ignored)
 MAX_SELECTED = 30_000  # SQLite takes at most 32,766 values in one statement
@@ -88,7 +89,11 @@ def uniqueness_notes(md5s: Sequence[str]) -> dict[str, str]:
 
 def map_section(query: HistoryQuery) -> HistoryQuery:
     """The map (when switched on) above the gallery; returns ``query`` narrowed to the photos selected on it."""
-    if not st.toggle("Map", key=SHOW, help="Every stored photo placed by what it shows; lasso some to list them"):
+    if SHOW not in st.session_state:  # Streamlit drops a widget's state while the detail view hides it
+        st.session_state[SHOW] = st.session_state.get(SHOW_KEPT, False)
+    shown = st.toggle("Map", key=SHOW, help="Every stored photo placed by what it shows; lasso some to list them")
+    st.session_state[SHOW_KEPT] = shown
+    if not shown:
         return query
     drawn = drawn_map(query)
     if drawn.view.classifier is None:

@@ -102,6 +102,7 @@ class NoNetworks:
 
     models = ()
     load_seconds: dict = {}  # noqa: RUF012
+    classifier = detector = faces = None
 
     def analyze(self, image, on_stage=None):
         raise AssertionError("the networks were not meant to run in this test")

@@ -17,18 +17,11 @@ from types import SimpleNamespace
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from tests.support.api import NoNetworks
 from tests.support.browser import ROOT
 from tests.support.live import is_loopback
 
 WANTED_FRAMES = 15
-
-
-class StandInNetworks:
-    """Loaded "networks" for a page test that never runs one (no frames reach them)."""
-
-    models = ()
-    load_seconds: dict = {}  # noqa: RUF012
-    classifier = detector = faces = None
 
 
 class FakeStream:
@@ -49,7 +42,7 @@ def live_page(tmp_path, monkeypatch) -> list[dict]:
     monkeypatch.setenv("PICMETRIC_DATA_DIR", str(tmp_path))
     monkeypatch.delenv("PICMETRIC_APP_PASSWORD", raising=False)
     monkeypatch.delenv("PICMETRIC_ICE_SERVERS", raising=False)
-    monkeypatch.setattr(resources, "_loader", lambda current: ModelLoader(current, load=lambda _: StandInNetworks()))
+    monkeypatch.setattr(resources, "_loader", lambda current: ModelLoader(current, load=lambda _: NoNetworks()))
     calls: list[dict] = []
 
     def streamer(**kwargs):

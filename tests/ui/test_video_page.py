@@ -20,6 +20,7 @@ import pytest
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
+from tests.support.api import NoNetworks
 from tests.support.browser import (
     MAIN,
     SCREENSHOTS,
@@ -56,19 +57,10 @@ def moving_photo_clip(path: Path, source: str = "dog.jpg") -> Path:
     return path
 
 
-class StandInNetworks:
-    """Loaded "networks" for page tests that never analyse a clip."""
-
-    models = ()
-    load_seconds: dict = {}  # noqa: RUF012
-    classifier = detector = faces = None
-
-
 @pytest.fixture(scope="module")
-def video_page(tmp_path_factory, empty_models_dir, analyzer) -> Iterator[Path]:
+def video_page(tmp_path_factory, empty_models_dir) -> Iterator[Path]:
     """The app's settings on a fresh data folder, with stand-in networks behind the page (probing a clip
-    needs none). The sidebar's Models panel describes the session's offline models: ``analyzer`` loads them
-    once for the whole test session, outside the page's run time limit."""
+    needs none)."""
     from picmetric_core.config import get_settings
     from picmetric_core.lifecycle import ModelLoader
     from picmetric_ui import resources
@@ -79,7 +71,7 @@ def video_page(tmp_path_factory, empty_models_dir, analyzer) -> Iterator[Path]:
         patch.setenv("PICMETRIC_MODELS_DIR", str(empty_models_dir))
         for name in ("DATABASE_URL", "S3_BUCKET", "PICMETRIC_STORE_DIR", "PICMETRIC_APP_PASSWORD"):
             patch.delenv(name, raising=False)
-        patch.setattr(resources, "_loader", lambda current: ModelLoader(current, load=lambda _: StandInNetworks()))
+        patch.setattr(resources, "_loader", lambda current: ModelLoader(current, load=lambda _: NoNetworks()))
         get_settings.cache_clear()
         yield data_dir
         get_settings.cache_clear()
