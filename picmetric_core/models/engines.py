@@ -194,10 +194,6 @@ class _OpenVinoPredict:
         self._outputs = len(self._body.outputs)
         self._local = threading.local()
 
-    @property
-    def float32_stem(self) -> bool:
-        return self._stem is not None
-
     def __call__(self, inputs: np.ndarray | list[np.ndarray]) -> list[np.ndarray]:
         arrays = [np.ascontiguousarray(a, np.float32) for a in (inputs if isinstance(inputs, list) else [inputs])]
         stem, body = self._requests()
