@@ -15,15 +15,17 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-import cv2
 import joblib
 import keras
 import numpy as np
 from keras import layers
 
 from picmetric_core.models import pyramid_mosaic as mosaic
+from picmetric_core.models.area_pyramid import area_levels
 from picmetric_core.models.compiled import compiled_predict
+from picmetric_core.models.crops import crop_and_resize
 from picmetric_core.models.engines import Engine, Predict, predictor
+from picmetric_core.models.mtcnn_runtime import BACKGROUND, face_logit, face_probability, merged_heads, runtime_copy
 from picmetric_core.models.weights import weights_label
 from picmetric_core.results import LANDMARK_NAMES, RAW_FACE_SCORE, Box, Face, ModelInfo, Point
 
@@ -34,6 +36,7 @@ PNET_WINDOW = 12
 PNET_STRIDE = 2
 THRESHOLD_PNET = 0.6
 THRESHOLD_RNET = 0.7
+LOGIT_PNET = face_logit(THRESHOLD_PNET)
 NMS_PNET_SCALE = 0.5
 NMS_PNET_ALL = 0.7
 NMS_RNET = 0.7
@@ -79,12 +82,13 @@ def _conv_block(x: keras.KerasTensor, filters: int, kernel: int, index: int) -> 
     return layers.PReLU(shared_axes=[1, 2], name=f"prelu{index}")(x)
 
 
-def build_pnet() -> keras.Model:
+def build_pnet(runtime: bool = False) -> keras.Model:
     """P-Net: fully convolutional; inputs an image and an additive mask on its first activations.
 
     The mask is 0 over the real image and ``pyramid_mosaic.PAD_ACTIVATION`` over padding, shape
     ``(B, H-2, W-2, 1)``.
-    Outputs box offsets ``(B, h, w, 4)`` and face probabilities ``(B, h, w, 2)``.
+    Outputs box offsets ``(B, h, w, 4)`` and face probabilities ``(B, h, w, 2)``; with ``runtime``
+    (:mod:`.mtcnn_runtime`: pixels 0–255 in) one output ``(B, h, w, 5)``, the offsets and the face logit.
     """
     image = keras.Input((None, None, 3), name="image")
     mask = keras.Input((None, None, 1), name="mask")
@@ -92,6 +96,8 @@ def build_pnet() -> keras.Model:
     x = layers.MaxPooling2D(2, 2, padding="same")(x)
     x = _conv_block(x, 16, 3, 2)
     x = _conv_block(x, 32, 3, 3)
+    if runtime:
+        return keras.Model([image, mask], merged_heads(x, 4, dense=False), name="pnet_pixels")
     offsets = layers.Conv2D(4, 1, name="conv4-1")(x)
     scores = layers.Conv2D(2, 1, activation="softmax", name="conv4-2")(x)
     return keras.Model([image, mask], [offsets, scores], name="pnet")
@@ -104,24 +110,30 @@ def _dense_head(x: keras.KerasTensor, units: int, index: int) -> keras.KerasTens
     return layers.PReLU(name=f"prelu{index}")(x)
 
 
-def build_rnet() -> keras.Model:
-    """R-Net on 24×24 patches: outputs box offsets ``(N, 4)`` and face probabilities ``(N, 2)``."""
+def build_rnet(runtime: bool = False) -> keras.Model:
+    """R-Net on 24×24 patches: outputs box offsets ``(N, 4)`` and face probabilities ``(N, 2)``; with
+    ``runtime``, one output ``(N, 5)``: the offsets and the face logit."""
     patches = keras.Input((24, 24, 3), name="patches")
     x = layers.MaxPooling2D(3, 2, padding="same")(_conv_block(patches, 28, 3, 1))
     x = layers.MaxPooling2D(3, 2, padding="valid")(_conv_block(x, 48, 3, 2))
     x = _dense_head(_conv_block(x, 64, 2, 3), 128, 4)
+    if runtime:
+        return keras.Model(patches, merged_heads(x, 4, dense=True), name="rnet_pixels")
     offsets = layers.Dense(4, name="fc5-1")(x)
     scores = layers.Dense(2, activation="softmax", name="fc5-2")(x)
     return keras.Model(patches, [offsets, scores], name="rnet")
 
 
-def build_onet() -> keras.Model:
-    """O-Net on 48×48 patches: box offsets ``(N, 4)``, landmarks ``(N, 10)`` (xs then ys), probabilities."""
+def build_onet(runtime: bool = False) -> keras.Model:
+    """O-Net on 48×48 patches: box offsets ``(N, 4)``, landmarks ``(N, 10)`` (xs then ys), probabilities;
+    with ``runtime``, one output ``(N, 15)``: offsets, landmarks and the face logit."""
     patches = keras.Input((48, 48, 3), name="patches")
     x = layers.MaxPooling2D(3, 2, padding="same")(_conv_block(patches, 32, 3, 1))
     x = layers.MaxPooling2D(3, 2, padding="valid")(_conv_block(x, 64, 3, 2))
     x = layers.MaxPooling2D(2, 2, padding="same")(_conv_block(x, 64, 3, 3))
     x = _dense_head(_conv_block(x, 128, 2, 4), 256, 5)
+    if runtime:
+        return keras.Model(patches, merged_heads(x, 14, dense=True), name="onet_pixels")
     offsets = layers.Dense(4, name="fc6-1")(x)
     landmarks = layers.Dense(10, name="fc6-2")(x)
     scores = layers.Dense(2, activation="softmax", name="fc6-3")(x)
@@ -157,18 +169,18 @@ def _batch_bucket(count: int, smallest: int = MIN_BATCH_BUCKET) -> int:
     return max(smallest, 1 << (count - 1).bit_length())
 
 
-def pnet_boxes(offsets: np.ndarray, scores: np.ndarray, scale: float) -> np.ndarray:
+def pnet_boxes(offsets: np.ndarray, logits: np.ndarray, scale: float) -> np.ndarray:
     """P-Net's windows above ``THRESHOLD_PNET`` as rows ``x1, y1, x2, y2, score`` in image pixels.
 
-    ``offsets`` ``(h, w, 4)`` and ``scores`` ``(h, w)`` are one level's maps, cropped to the real image.
+    ``offsets`` ``(h, w, 4)`` and face ``logits`` ``(h, w)`` are one level's maps, cropped to the real image.
     """
-    ys, xs = np.nonzero(scores > THRESHOLD_PNET)
+    ys, xs = np.nonzero(logits > LOGIT_PNET)
     reg = offsets[ys, xs]
     size = PNET_WINDOW - 1  # the package's cell: corners at stride*i + 1 and stride*i + 12
     x1, y1 = xs * PNET_STRIDE + 1, ys * PNET_STRIDE + 1
     x2, y2 = xs * PNET_STRIDE + PNET_WINDOW, ys * PNET_STRIDE + PNET_WINDOW
     corners = np.stack([x1, y1, x2, y2], axis=1) + reg * size
-    boxes = np.column_stack([corners / scale, scores[ys, xs]])
+    boxes = np.column_stack([corners / scale, face_probability(logits[ys, xs])])
     return sort_by_score(boxes)
 
 
@@ -235,51 +247,8 @@ def place_landmarks(landmarks: np.ndarray, boxes: np.ndarray) -> np.ndarray:
     return np.concatenate([w * landmarks[:, :5] + boxes[:, 0:1] - 1, h * landmarks[:, 5:] + boxes[:, 1:2] - 1], axis=1)
 
 
-def crop_and_resize(image: np.ndarray, boxes: np.ndarray, size: int) -> np.ndarray:
-    """Bilinear ``size``×``size`` patches of ``boxes`` like ``tf.image.crop_and_resize``, zeros outside.
-
-    The package hands TensorFlow the boxes divided by the image size, so samples span
-    ``x1·(W-1)/W … x2·(W-1)/W``; that mapping is reproduced here.
-    """
-    height, width = image.shape[:2]
-    ys = _sample_positions(boxes[:, 1], boxes[:, 3], height, size)
-    xs = _sample_positions(boxes[:, 0], boxes[:, 2], width, size)
-    y0, y1, wy, inside_y = _neighbours(ys, height)
-    x0, x1, wx, inside_x = _neighbours(xs, width)
-    # Gathering from the flattened image with one index array is ~3x faster than 2-D fancy indexing.
-    pixels = image.reshape(height * width, -1)
-    rows0, rows1 = (y0 * width)[:, :, None], (y1 * width)[:, :, None]
-    cols0, cols1 = x0[:, None, :], x1[:, None, :]
-    shape = (len(boxes), size, size, pixels.shape[1])
-    top_left, top_right = (pixels.take((rows0 + c).ravel(), axis=0).reshape(shape) for c in (cols0, cols1))
-    bottom_left, bottom_right = (pixels.take((rows1 + c).ravel(), axis=0).reshape(shape) for c in (cols0, cols1))
-    # float32 weights, as tf.image.crop_and_resize (which the package calls) computes.
-    wx = wx[:, None, :, None].astype(np.float32)
-    wy = wy[:, :, None, None].astype(np.float32)
-    top = top_left + (top_right - top_left) * wx
-    bottom = bottom_left + (bottom_right - bottom_left) * wx
-    patches = (top + (bottom - top) * wy).astype(np.float32, copy=False)
-    inside = inside_y[:, :, None] & inside_x[:, None, :]
-    return np.where(inside[..., None], patches, np.float32(0.0))
-
-
-def _sample_positions(start: np.ndarray, stop: np.ndarray, extent: int, size: int) -> np.ndarray:
-    scale = (extent - 1) / extent
-    step = (stop - start) * scale / (size - 1)
-    return (start * scale)[:, None] + np.arange(size)[None, :] * step[:, None]
-
-
-def _neighbours(positions: np.ndarray, extent: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    inside = (positions >= 0) & (positions <= extent - 1)
-    low = np.floor(positions)
-    weight = positions - low
-    low_index = np.clip(low, 0, extent - 1).astype(np.intp)
-    high_index = np.clip(np.ceil(positions), 0, extent - 1).astype(np.intp)
-    return low_index, high_index, weight, inside
-
-
 def normalize(rgb: np.ndarray) -> np.ndarray:
-    """Pixels to the networks' range, ``(v - 127.5) / 128``, as float32."""
+    """Pixels to the package networks' range, ``(v - 127.5) / 128``, as float32 (the runtime networks fold it in)."""
     return (rgb.astype(np.float32) - 127.5) / 128.0
 
 
@@ -301,10 +270,14 @@ class KerasMtcnn:
 
     def __init__(self, weights: Path | None = None) -> None:
         folder = weights or weights_dir()
-        self._pnet = load_package_weights(build_pnet(), folder / "pnet.lz4", PNET_LAYERS)
-        self._rnet = load_package_weights(build_rnet(), folder / "rnet.lz4", RNET_LAYERS)
-        self._onet = load_package_weights(build_onet(), folder / "onet.lz4", ONET_LAYERS)
+        pnet = load_package_weights(build_pnet(), folder / "pnet.lz4", PNET_LAYERS)
+        rnet = load_package_weights(build_rnet(), folder / "rnet.lz4", RNET_LAYERS)
+        onet = load_package_weights(build_onet(), folder / "onet.lz4", ONET_LAYERS)
+        self._pnet = runtime_copy(pnet, build_pnet, ("conv4-1", "conv4-2"))
+        self._rnet = runtime_copy(rnet, build_rnet, ("fc5-1", "fc5-2"))
+        self._onet = runtime_copy(onet, build_onet, ("fc6-1", "fc6-2", "fc6-3"))
         self._predicts = self._keras_predicts = {net: compiled_predict(getattr(self, f"_{net}")) for net in NETWORKS}
+        _compile_host_kernels()
         self._lock = threading.Lock()
         self.info = ModelInfo(
             role="faces",
@@ -369,10 +342,10 @@ class KerasMtcnn:
 
     def _detect_rows(self, images: list[np.ndarray], threshold_onet: float) -> list[np.ndarray]:
         """The three stages on each image: rows ``x1, y1, x2, y2, score`` + 10 landmark values (xs, ys)."""
-        normalized = [normalize(rgb) if min(rgb.shape[:2]) >= PNET_WINDOW else None for rgb in images]
-        boxes = self._proposals(normalized)
-        boxes = self._per_stage(self._refined, normalized, boxes)
-        faces = self._per_stage(lambda imgs, bxs: self._outputs(imgs, bxs, threshold_onet), normalized, boxes)
+        photos = [rgb if min(rgb.shape[:2]) >= PNET_WINDOW else None for rgb in images]
+        boxes = self._proposals(photos)
+        boxes = self._per_stage(self._refined, photos, boxes)
+        faces = self._per_stage(lambda imgs, bxs: self._outputs(imgs, bxs, threshold_onet), photos, boxes)
         return [_clip_to(rows, rgb.shape[:2]) for rows, rgb in zip(faces, images, strict=True)]
 
     @staticmethod
@@ -386,13 +359,14 @@ class KerasMtcnn:
         return out
 
     def _proposals(self, images: list[np.ndarray | None]) -> list[np.ndarray]:
+        """P-Net's candidate boxes on each photo (uint8 RGB; None: too small to look at)."""
         levels = [_pyramid(image) if image is not None else [] for image in images]
         maps = self._pnet_maps([[scaled for _, scaled in image_levels] for image_levels in levels])
         proposals = []
         for image_levels, image_maps in zip(levels, maps, strict=True):
             per_scale = [
-                package_nms(pnet_boxes(offsets, scores[..., 1], scale), NMS_PNET_SCALE)
-                for (scale, _), (offsets, scores) in zip(image_levels, image_maps, strict=True)
+                package_nms(pnet_boxes(heads[..., :4], heads[..., 4], scale), NMS_PNET_SCALE)
+                for (scale, _), heads in zip(image_levels, image_maps, strict=True)
             ]
             if not per_scale:
                 proposals.append(np.empty((0, 5)))
@@ -400,8 +374,9 @@ class KerasMtcnn:
             proposals.append(to_square(package_nms(sort_by_score(np.concatenate(per_scale)), NMS_PNET_ALL)))
         return proposals
 
-    def _pnet_maps(self, images_levels: list[list[np.ndarray]]) -> list[list[tuple[np.ndarray, np.ndarray]]]:
-        """P-Net's (offsets, scores) maps for every level of every image, cropped to the level's cells.
+    def _pnet_maps(self, images_levels: list[list[np.ndarray]]) -> list[list[np.ndarray]]:
+        """P-Net's output (offsets and face logit, ``(h, w, 5)``) for every level of every image, cropped to the
+        level's cells.
 
         Each image's small levels share one canvas (:mod:`~picmetric_core.models.pyramid_mosaic`);
         canvases of one shape, whichever image they come from, run as one batch.
@@ -422,45 +397,51 @@ class KerasMtcnn:
             for start in range(0, len(group), per_call):
                 chunk = group[start : start + per_call]
                 canvases = [mosaic.canvas([images_levels[j.image][k] for k in j.levels], j.layout) for j in chunk]
-                offsets, scores = self._predicts["pnet"](list(_stacked(canvases)))
+                (heads,) = self._predicts["pnet"](list(_stacked(canvases)))
                 for row, job in enumerate(chunk):
                     for k, place in zip(job.levels, job.layout.placements, strict=True):
-                        level_maps = (mosaic.level_map(offsets[row], place), mosaic.level_map(scores[row], place))
-                        maps[job.image][k] = level_maps
+                        maps[job.image][k] = mosaic.level_map(heads[row], place)
         return maps
 
     def _refined(self, images: list[np.ndarray], boxes: list[np.ndarray]) -> list[np.ndarray]:
-        offsets, scores = _predict_patches(self._predicts["rnet"], _patches(images, boxes, 24))
+        (heads,) = _predict_patches(self._predicts["rnet"], _patches(images, boxes, 24))
         out = []
-        for image_boxes, (off, sc) in zip(boxes, _split(boxes, offsets, scores), strict=True):
-            refined = refine(image_boxes, off, sc[:, 1])
+        for image_boxes, (image_heads,) in zip(boxes, _split(boxes, heads), strict=True):
+            refined = refine(image_boxes, image_heads[:, :4], face_probability(image_heads[:, 4]))
             refined = refined[refined[:, 4] > THRESHOLD_RNET]
             out.append(to_square(package_nms(sort_by_score(refined), NMS_RNET)))
         return out
 
     def _outputs(self, images: list[np.ndarray], boxes: list[np.ndarray], threshold: float) -> list[np.ndarray]:
-        offsets, landmarks, scores = _predict_patches(self._predicts["onet"], _patches(images, boxes, 48))
+        (heads,) = _predict_patches(self._predicts["onet"], _patches(images, boxes, 48))
         out = []
-        for image_boxes, (off, marks, sc) in zip(boxes, _split(boxes, offsets, landmarks, scores), strict=True):
-            rows = np.concatenate([refine(image_boxes, off, sc[:, 1]), place_landmarks(marks, image_boxes)], axis=1)
+        for image_boxes, (image_heads,) in zip(boxes, _split(boxes, heads), strict=True):
+            scores = face_probability(image_heads[:, 14])
+            landmarks = place_landmarks(image_heads[:, 4:14], image_boxes)
+            rows = np.concatenate([refine(image_boxes, image_heads[:, :4], scores), landmarks], axis=1)
             rows = rows[rows[:, 4] > threshold]
             out.append(package_nms(sort_by_score(rows), NMS_ONET, method="min"))
         return out
 
 
-def _pyramid(image: np.ndarray) -> list[tuple[float, np.ndarray]]:
-    """(scale, resized image) for each pyramid level P-Net can look at."""
-    height, width = image.shape[:2]
-    levels = []
-    for scale in scale_pyramid(height, width):
-        h, w = int(height * scale), int(width * scale)
-        if min(h, w) >= PNET_WINDOW:
-            levels.append((float(scale), cv2.resize(image, (w, h), interpolation=cv2.INTER_AREA)))
-    return levels
+def _compile_host_kernels() -> None:
+    """Runs the pyramid and the crops once on a blank image, so that numba compiles them (or reads its
+    cache) while the models load rather than on the first photo."""
+    blank = np.zeros((PNET_WINDOW * 2, PNET_WINDOW * 2, 3), np.uint8)
+    _pyramid(blank)
+    crop_and_resize(blank, np.array([[0.0, 0.0, 10.0, 10.0]]), 24, BACKGROUND)
+
+
+def _pyramid(rgb: np.ndarray) -> list[tuple[float, np.ndarray]]:
+    """(scale, the photo's pixels averaged down to it) for each pyramid level P-Net can look at."""
+    height, width = rgb.shape[:2]
+    scales = [float(s) for s in scale_pyramid(height, width) if min(int(height * s), int(width * s)) >= PNET_WINDOW]
+    sizes = [(int(height * s), int(width * s)) for s in scales]
+    return list(zip(scales, area_levels(rgb, sizes), strict=True))
 
 
 def _patches(images: list[np.ndarray], boxes: list[np.ndarray], size: int) -> np.ndarray:
-    return np.concatenate([crop_and_resize(image, b, size) for image, b in zip(images, boxes, strict=True)])
+    return np.concatenate([crop_and_resize(image, b, size, BACKGROUND) for image, b in zip(images, boxes, strict=True)])
 
 
 def _split(boxes: list[np.ndarray], *outputs: np.ndarray) -> list[tuple[np.ndarray, ...]]:

@@ -16,6 +16,7 @@ from PIL import Image
 
 from picmetric_core.models import mtcnn_keras as mk
 from picmetric_core.models import pyramid_mosaic as mosaic
+from picmetric_core.models.mtcnn_runtime import face_probability
 from picmetric_core.results import LANDMARK_NAMES, Box, Face, Point
 from tests.support.photos import darknet_photo
 
@@ -136,24 +137,33 @@ def _package_network(name: str):
     return model
 
 
+def _as_package_outputs(heads: np.ndarray) -> list[np.ndarray]:
+    """A runtime network's one output (regressions, then the face logit) as the package's outputs."""
+    face = face_probability(heads[..., -1])
+    splits = {5: [4], 15: [4, 14]}[heads.shape[-1]]
+    return [*np.split(heads[..., :-1], splits[:-1], axis=-1), np.stack([1 - face, face], axis=-1)]
+
+
 @pytest.mark.parametrize(("name", "size"), [("rnet", 24), ("onet", 48)])
 def test_patch_networks_match_the_package(keras_mtcnn, name: str, size: int) -> None:
-    patches = np.random.default_rng(0).uniform(-1, 1, (7, size, size, 3)).astype(np.float32)
-    theirs = [np.asarray(o) for o in _package_network(name)(patches)]
-    ours = mk._predict(getattr(keras_mtcnn, f"_{name}"), patches)
-    for a, b in zip(ours, theirs, strict=True):
+    """The runtime networks take the pixels as they are and answer with one array: the same numbers."""
+    pixels = np.random.default_rng(0).uniform(0, 255, (7, size, size, 3)).astype(np.float32)
+    theirs = [np.asarray(o) for o in _package_network(name)(mk.normalize(pixels))]
+    (heads,) = mk._predict(getattr(keras_mtcnn, f"_{name}"), pixels)
+    for a, b in zip(_as_package_outputs(heads), theirs, strict=True):
         np.testing.assert_allclose(a, b, atol=1e-4)
 
 
 def test_pnet_on_a_mosaic_gives_each_level_the_package_map_of_that_level_alone(keras_mtcnn) -> None:
-    astronaut = mk.normalize(skimage.data.astronaut())
+    astronaut = skimage.data.astronaut().astype(np.float32)
     levels = [astronaut[:h, :w] for h, w in [(90, 121), (64, 64), (37, 53), (41, 90), (13, 12)]]
     layout = mosaic.pack([level.shape[:2] for level in levels])
     image, mask = mosaic.canvas(levels, layout)
-    offsets, scores = mk._predict(keras_mtcnn._pnet, (image[None], mask[None]))
+    (heads,) = mk._predict(keras_mtcnn._pnet, (image[None], mask[None]))
     for level, place in zip(levels, layout.placements, strict=True):
-        theirs_offsets, theirs_scores = (np.asarray(o)[0] for o in _package_network("pnet")(level[None]))
-        ours_offsets, ours_scores = mosaic.level_map(offsets[0], place), mosaic.level_map(scores[0], place)
+        package = _package_network("pnet")(mk.normalize(level)[None])
+        theirs_offsets, theirs_scores = (np.asarray(o)[0] for o in package)
+        ours_offsets, ours_scores = _as_package_outputs(mosaic.level_map(heads[0], place))
         cells = (mosaic.output_size(place.height), mosaic.output_size(place.width))
         assert ours_scores.shape[:2] == theirs_scores.shape[:2] == cells
         np.testing.assert_allclose(ours_offsets, theirs_offsets, atol=1e-4)
@@ -239,3 +249,17 @@ def test_jax_backend_finds_the_same_faces(keras_mtcnn) -> None:
     faces = [_face(data) for data in result["faces"]]
     assert len(faces) == 1
     assert_same_faces(faces, keras_mtcnn.detect_faces(skimage.data.astronaut(), min_confidence=FACE_SCORE))
+
+
+@pytest.mark.parametrize("shape", [(480, 640, 3), (427, 640, 3), (301, 199, 1)])
+def test_pyramid_levels_are_opencvs_area_averages(shape) -> None:
+    """The levels read from one table of sums are the area averages the package's pyramid is made of."""
+    import cv2
+
+    from picmetric_core.models.area_pyramid import area_levels
+
+    rgb = np.random.default_rng(3).integers(0, 256, shape, dtype=np.uint8)
+    sizes = [(int(shape[0] * s), int(shape[1] * s)) for s in mk.scale_pyramid(*shape[:2])]
+    for level, (height, width) in zip(area_levels(rgb, sizes), sizes, strict=True):
+        expected = cv2.resize(rgb.astype(np.float32), (width, height), interpolation=cv2.INTER_AREA)
+        np.testing.assert_allclose(level, expected.reshape(level.shape), atol=1e-3)
