@@ -68,9 +68,12 @@ def cpu_header() -> str:
 
 def interleaved(runs: int, candidates: dict[str, Callable[[], object]], warm: int = 3) -> dict[str, list[float]]:
     """Milliseconds of each candidate, one call of each per round."""
+    from picmetric_core.models import engines
+
     for run in candidates.values():
         for _ in range(warm):
             run()
+    engines.settled()  # OpenVINO's models compiled for the shapes seen again are ready
     times: dict[str, list[float]] = {name: [] for name in candidates}
     for _ in range(runs):
         for name, run in candidates.items():

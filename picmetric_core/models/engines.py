@@ -10,7 +10,9 @@ from __future__ import annotations
 import hashlib
 import logging
 import threading
+from collections import OrderedDict
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -19,7 +21,7 @@ import keras
 import numpy as np
 
 from picmetric_core.models.compiled import accelerator, compiled_predict, traced_inference
-from picmetric_core.models.float32_stem import cut_after_stem
+from picmetric_core.models.split_first_convolution import split_first_convolution
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +29,13 @@ Predict = Callable[[np.ndarray | list[np.ndarray]], list[np.ndarray]]
 """A network's inference: float32 input array(s) in, its outputs as float32 numpy arrays out."""
 
 ARTEFACTS_FOLDER = "converted"
-RECIPE = "bfloat16 with a float32 stem"
+RECIPE = "bfloat16 with a two-part first convolution; static shapes"
+# Models compiled for one input shape, kept per network (the least recently used dropped): a network whose
+# only free size is the batch (two: one photo, and a batch job's batch), or one free in height and width
+# too (P-Net: three canvases a photo size; each compiled copy is small).
+STATIC_BATCHES = 2
+STATIC_SHAPES = 24
+SEEN_SHAPES = 256  # shapes remembered as seen once (forgotten all together beyond that)
 """How the engines are put together; part of a kept choice's key, so a start after a change of recipe measures again."""
 
 
@@ -177,40 +185,98 @@ def openvino_artefact(model: keras.Model, folder: Path | None, weights: str):
 
 
 class _OpenVinoPredict:
-    """A compiled OpenVINO model with one request per calling thread (a request runs one call at a time).
-
-    In bfloat16 the stem (up to the second convolution) is compiled apart in float32 and hands its output
-    tensor to the body's request without a copy (:mod:`.float32_stem`).
-    """
+    """A converted model run by OpenVINO, compiled for free shapes and, once an input shape comes back, for
+    that shape alone (:data:`STATIC_SHAPES` kept): the CPU plugin prepares its kernels again whenever a free
+    shape changes between calls, which cost P-Net's pyramid a third of its time. A photo size seen once
+    (a batch of mixed photos) stays on the free-shape model; a camera's frames or one camera's photos get
+    static models, compiled in the background from their second call (a few hundred milliseconds that no
+    call waits for). Where more shapes come back than it keeps (photos of many sizes), it stops compiling
+    once it has dropped as many as it keeps, rather than compile the same shapes again and again."""
 
     def __init__(self, model, precision: str, artefacts: Path | None) -> None:
-        cut = cut_after_stem(model) if precision == "bfloat16" else None
-        if cut is None:
-            self._stem = None
-            self._body = _compile(model, "bf16" if precision == "bfloat16" else "f32", artefacts)
-        else:
-            self._stem = _compile(cut.stem, "f32", artefacts)
-            self._body = _compile(cut.body, "bf16", artefacts)
-        self._outputs = len(self._body.outputs)
-        self._local = threading.local()
+        self._model = model
+        self._precision = precision
+        self._free = _Compiled(model, precision, artefacts)
+        self._keep = STATIC_SHAPES if _free_beyond_batch(model) else STATIC_BATCHES
+        self._static: OrderedDict[tuple[tuple[int, ...], ...], _Compiled] = OrderedDict()
+        self._seen: set[tuple[tuple[int, ...], ...]] = set()
+        self._compiling: set[tuple[tuple[int, ...], ...]] = set()
+        self._evicted = 0  # once as many as it keeps: more sizes come back than it can keep, so it stops
+        self._lock = threading.Lock()
 
     def __call__(self, inputs: np.ndarray | list[np.ndarray]) -> list[np.ndarray]:
         arrays = [np.ascontiguousarray(a, np.float32) for a in (inputs if isinstance(inputs, list) else [inputs])]
-        stem, body = self._requests()
-        if stem is not None:
-            stem.infer(arrays)
-            body.set_input_tensor(stem.get_output_tensor(0))
-            body.infer()
-        else:
-            body.infer(arrays)
-        return [np.array(body.get_output_tensor(i).data, np.float32) for i in range(self._outputs)]
+        return self._compiled_for(tuple(a.shape for a in arrays)).infer(arrays)
 
-    def _requests(self):
-        requests = getattr(self._local, "requests", None)
-        if requests is None:
-            stem = self._stem.create_infer_request() if self._stem is not None else None
-            requests = self._local.requests = (stem, self._body.create_infer_request())
-        return requests
+    def _compiled_for(self, shapes: tuple[tuple[int, ...], ...]) -> _Compiled:
+        if not self._free.has_free_shape:
+            return self._free
+        with self._lock:
+            compiled = self._static.get(shapes)
+            if compiled is not None:
+                self._static.move_to_end(shapes)
+                return compiled
+            if shapes in self._seen and shapes not in self._compiling and self._evicted < self._keep:
+                self._compiling.add(shapes)
+                _background().submit(self._compile_static, shapes)
+            elif len(self._seen) >= SEEN_SHAPES:
+                self._seen.clear()
+            self._seen.add(shapes)
+            return self._free
+
+    def _compile_static(self, shapes: tuple[tuple[int, ...], ...]) -> None:
+        try:
+            static = self._model.clone()
+            static.reshape({index: list(shape) for index, shape in enumerate(shapes)})
+            compiled = _Compiled(static, self._precision, None)
+        except RuntimeError:
+            log.warning("could not compile %s for shapes %s; it keeps running for free shapes", self._model, shapes)
+            return
+        finally:
+            with self._lock:
+                self._compiling.discard(shapes)
+        with self._lock:
+            self._static[shapes] = compiled
+            while len(self._static) > self._keep:
+                self._static.popitem(last=False)
+                self._evicted += 1
+
+
+def settled() -> None:
+    """Returns once the models compiled for a shape so far are ready (timings taken after it see no compile)."""
+    _background().submit(lambda: None).result()
+
+
+def _free_beyond_batch(model) -> bool:
+    return any(any(dim.is_dynamic for dim in list(port.get_partial_shape())[1:]) for port in model.inputs)
+
+
+@lru_cache(maxsize=1)
+def _background() -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(max_workers=1, thread_name_prefix="openvino-compile")
+
+
+class _Compiled:
+    """One compiled model with one request per calling thread (a request runs one call at a time).
+
+    In bfloat16 the first convolution runs as two whose weights add up to the float32 ones
+    (:mod:`.split_first_convolution`): whole-network bfloat16 otherwise fails the fidelity gate.
+    """
+
+    def __init__(self, model, precision: str, artefacts: Path | None) -> None:
+        if precision == "bfloat16":
+            model = split_first_convolution(model) or model
+        self._model = _compile(model, "bf16" if precision == "bfloat16" else "f32", artefacts)
+        self._outputs = len(self._model.outputs)
+        self.has_free_shape = any(port.get_partial_shape().is_dynamic for port in model.inputs)
+        self._local = threading.local()
+
+    def infer(self, arrays: list[np.ndarray]) -> list[np.ndarray]:
+        request = getattr(self._local, "request", None)
+        if request is None:
+            request = self._local.request = self._model.create_infer_request()
+        request.infer(arrays)
+        return [np.array(request.get_output_tensor(i).data, np.float32) for i in range(self._outputs)]
 
 
 def _compile(model, precision_hint: str, artefacts: Path | None):

@@ -61,32 +61,38 @@ def test_openvino_float32_gives_what_keras_float32_gives(analyzer, suite_photos,
 
 @pytest.mark.slow
 @pytest.mark.parametrize("role", ["classifier", "detector", "faces"])
-def test_bfloat16_with_a_float32_stem_gives_what_float32_gives(analyzer, suite_photos, empty_models_dir, role):
-    """Whole-network bfloat16 moved the horses' scores by 0.037 and changed the astronaut's top class;
-    with the stem in float32 every network passes the gate, so auto may take bfloat16's speed."""
+def test_bfloat16_with_a_two_part_first_convolution_gives_what_float32_gives(
+    analyzer, suite_photos, empty_models_dir, role
+):
+    """Whole-network bfloat16 moved the horses' scores by 0.037 and changed the astronaut's top class; with
+    the first convolution's weights kept as two bfloat16 parts every network passes the gate, so auto may
+    take bfloat16's speed."""
     if not engines.runnable(engines.OPENVINO_BFLOAT16):
         pytest.skip("this CPU has no native bfloat16 (neither AMX nor AVX-512 bf16)")
     verdict = against_keras_float32(networks(analyzer)[role], engines.OPENVINO_BFLOAT16, empty_models_dir, suite_photos)
     assert verdict.passed, verdict.failures
 
 
-def test_a_network_cut_after_its_stem_computes_what_the_whole_network_computes(empty_models_dir):
+def test_a_first_convolution_in_two_parts_computes_what_it_computed(empty_models_dir):
     if engines.openvino_version() is None:
         pytest.fail("OpenVINO does not run here: requirements-no-deps.txt installs it")
-    from picmetric_core.models.float32_stem import cut_after_stem
     from picmetric_core.models.mtcnn_keras import build_onet
+    from picmetric_core.models.split_first_convolution import bfloat16_rounded, split_first_convolution
 
     onet = engines.openvino_artefact(build_onet(), empty_models_dir, "onet (random weights)")
-    cut = cut_after_stem(onet)
-    assert cut is not None
+    split = split_first_convolution(onet)
+    assert split is not None
+    parts = [op for op in split.get_ordered_ops() if op.get_type_name() == "Convolution"][:2]
+    high, low = (part.input_value(1).get_node().get_data() for part in parts)
+    np.testing.assert_array_equal(bfloat16_rounded(high), high)  # the first part loses nothing to bfloat16
+    assert np.abs(low).max() <= np.abs(high).max() / 2**7  # the second is what bfloat16 would lose
     core = engines._core()
     float32 = {"INFERENCE_PRECISION_HINT": "f32"}
-    whole, stem, body = (core.compile_model(m, "CPU", float32) for m in (onet, cut.stem, cut.body))
+    whole, two_parts = (core.compile_model(m, "CPU", float32) for m in (onet, split))
     faces = np.random.default_rng(7).random((3, 48, 48, 3), dtype=np.float32)
-    expected = whole(faces)
-    got = body(stem(faces)[0])
+    expected, got = whole(faces), two_parts(faces)
     for i in range(len(whole.outputs)):
-        np.testing.assert_allclose(got[i], expected[i], rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(got[i], expected[i], rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.slow
@@ -156,6 +162,27 @@ def test_gate_wants_the_same_faces_with_landmarks_within_one_and_a_half_pixels()
     assert fidelity.compare_faces([face()], [face(dx=1.4)]).passed
     assert not fidelity.compare_faces([face()], [face(dx=1.6)]).passed
     assert not fidelity.compare_faces([face()], []).passed
+
+
+def test_a_shape_that_comes_back_runs_on_a_model_compiled_for_it(empty_models_dir):
+    """A camera's frames give P-Net the same shapes every time: from the second call they get a model compiled
+    for that shape (in the background), which answers exactly as the free-shape model did."""
+    if engines.openvino_version() is None:
+        pytest.fail("OpenVINO does not run here: requirements-no-deps.txt installs it")
+    from picmetric_core.models.mtcnn_keras import KerasMtcnn
+
+    predict = engines.predictor(KerasMtcnn()._pnet, engines.OPENVINO_FLOAT32, empty_models_dir, "pnet")
+    rng = np.random.default_rng(5)
+    canvas = [rng.uniform(0, 255, (1, 96, 128, 3)).astype(np.float32), np.zeros((1, 94, 126, 1), np.float32)]
+    first = predict(canvas)[0]
+    deadline = time.monotonic() + 60
+    while not predict._static and time.monotonic() < deadline:
+        predict(canvas)
+        time.sleep(0.05)
+    assert list(predict._static) == [tuple(a.shape for a in canvas)]
+    np.testing.assert_allclose(predict(canvas)[0], first, rtol=1e-5, atol=1e-5)
+    other = [rng.uniform(0, 255, (1, 64, 64, 3)).astype(np.float32), np.zeros((1, 62, 62, 1), np.float32)]
+    assert predict(other)[0].shape[1:3] == (27, 27)  # a new shape still runs, on the free-shape model
 
 
 # --- converted models kept under the models folder ----------------------------------------------------
