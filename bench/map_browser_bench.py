@@ -5,19 +5,22 @@ fitted, and headless Chromium (no GPU here: the map's 2-D canvas is drawn in sof
 
 - **open**: from the click on the Map switch until every point is painted (the server's read of the map,
   the points and colour files written and fetched, the component's draw); first with the page's caches
-  cold, then warm (the switch off and on: a new frame, so the files are fetched again);
+  cold (a new server process: what it finds is the read an earlier process kept on disk at the same
+  version, if any; ``--no-kept`` removes those first, so the points are read from the database), then warm
+  (the switch off and on: a new frame, so the files are fetched again);
 - **draw**: the component alone redrawing every point (no server, no fetch);
 - **lasso**: a lasso round ~``--select`` points, from the mouse's release until the gallery lists them.
 
 Usage:
     .venv/bin/python -m bench.map_bench --rows 100000 --data /tmp/map-100k
-    .venv/bin/python -m bench.map_browser_bench --data /tmp/map-100k [--select 5000] [--runs 3]
+    .venv/bin/python -m bench.map_browser_bench --data /tmp/map-100k [--select 5000] [--runs 3] [--no-kept]
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import statistics
 import tempfile
 from pathlib import Path
@@ -26,6 +29,7 @@ from sqlalchemy import func, select
 
 from picmetric_core.store.database import create_database_engine
 from picmetric_core.store.orm import MapPointRow
+from picmetric_ui.map_views import KEPT_DIR
 from tests.support.browser import chromium, new_page, streamlit_server, wait_for_models, wait_for_run
 from tests.support.services import make_settings
 
@@ -112,7 +116,13 @@ def main() -> None:
         action="store_true",
         help="open the map once the networks have loaded (their start shares the server's CPU for a minute or more)",
     )
+    parser.add_argument(
+        "--no-kept", action="store_true", help="remove the map reads kept on disk first: the cold open reads the map"
+    )
     args = parser.parse_args()
+    if args.no_kept:
+        shutil.rmtree(args.data / KEPT_DIR, ignore_errors=True)
+    kept = any((args.data / KEPT_DIR).glob("*.npz"))
     lines = Path("/proc/cpuinfo").read_text().splitlines()
     cpu = next(line.split(":", 1)[1].strip() for line in lines if "model name" in line)
     print(f"CPU: {cpu} × {os.cpu_count()}; load average {_load()}")
@@ -130,7 +140,8 @@ def main() -> None:
         points = mapped_photos(args.data)
         cold = open_map(page, points)
         wait_for_run(page, timeout_ms=600_000)
-        print(f"open the map, caches cold: {cold:.2f} s ({points} points; load {_load()})")
+        found = "a read kept on disk by an earlier process" if kept else "nothing kept on disk"
+        print(f"open the map, caches cold: {cold:.2f} s ({points} points; {found}; load {_load()})")
         for fetched in map_frame(page).evaluate(FETCHED_JS):
             print(f"  fetched the {fetched['file']} file: {fetched['bytes'] / 2**20:.2f} MiB in {fetched['ms']:.0f} ms")
         warm = []

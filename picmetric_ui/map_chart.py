@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from picmetric_core.map.records import Cluster, MapPoint
+from picmetric_core.map.records import Cluster, MapPoint, MapPoints
 
 COLOUR_BY = ("Cluster", "Top class", "Object", "Faces", "Batch", "Date")
 MAX_GROUPS = 10  # named colours; the rest share "other"
@@ -49,23 +49,12 @@ class Colouring:
     gradient: bool
 
 
-def group_of(colour_by: str, clusters: Sequence[Cluster]) -> Callable[[MapPoint], str]:
-    """What a point's colour stands for under ``colour_by``."""
-    names = {c.cluster: c.name for c in clusters}
-    return {
-        "Cluster": lambda p: names.get(p.cluster, "in no cluster"),
-        "Top class": lambda p: p.top_class or "no class",
-        "Object": lambda p: p.objects[0] if p.objects else "no object",
-        "Faces": lambda p: "with faces" if p.has_faces else "without faces",
-        "Batch": lambda p: f"batch {p.batch}" if p.batch is not None else "no batch",
-        "Date": lambda p: f"{p.created_at:%Y-%m-%d}",
-    }[colour_by]
-
-
 def colouring(
     points: Sequence[MapPoint], matching: frozenset[str], colour_by: str, clusters: Sequence[Cluster]
 ) -> Colouring:
     """The colours of ``points`` under ``colour_by``; those not in ``matching`` are ``OUTSIDE``.
+
+    Counted per distinct value of the column ``colour_by`` reads (a cluster, a label, a day…), not per point.
 
     >>> from datetime import datetime
     >>> dot = lambda md5, label: MapPoint(md5, 0, 0, 0, 0.5, None, datetime(2026, 1, 1), label, (), False, None, "")
@@ -74,9 +63,14 @@ def colouring(
     >>> found.groups.tolist(), [(e.name, e.count) for e in found.legend], found.outside
     ([0, 1, 0, 65535], [('dog (2)', 2), ('cat (1)', 1)], 1)
     """
-    group = group_of(colour_by, clusters)
-    names = [group(p) if p.md5 in matching else None for p in points]
-    counts = Counter(name for name in names if name is not None)
+    columns = MapPoints.of(points)
+    values, name_of = _grouped_by(columns, colour_by, clusters)
+    inside = np.fromiter((md5 in matching for md5 in columns.md5), bool, len(columns))
+    distinct, which, how_many = np.unique(values[inside], return_inverse=True, return_counts=True)
+    names = [name_of(int(value)) for value in distinct]
+    counts: Counter[str] = Counter()
+    for name, count in zip(names, how_many.tolist(), strict=True):
+        counts[name] += count
     if colour_by == "Date":
         named = sorted(counts)
     else:
@@ -86,9 +80,31 @@ def colouring(
     others = sum(count for name, count in counts.items() if name not in index)
     if others:
         legend.append(LegendEntry(f"other ({others})", OTHER, others))
-    other = len(named)
-    groups = np.fromiter((OUTSIDE if name is None else index.get(name, other) for name in names), np.uint16, len(names))
-    return Colouring(groups, tuple(legend), len(names) - sum(counts.values()), colour_by == "Date")
+    entry_of = np.array([index.get(name, len(named)) for name in names], np.uint16)
+    groups = np.full(len(columns), OUTSIDE, np.uint16)
+    groups[inside] = entry_of[which.reshape(-1)]
+    return Colouring(groups, tuple(legend), int(len(columns) - inside.sum()), colour_by == "Date")
+
+
+def _grouped_by(
+    columns: MapPoints, colour_by: str, clusters: Sequence[Cluster]
+) -> tuple[np.ndarray, Callable[[int], str]]:
+    """The column a colouring groups by (integers), and what the legend calls a value of it."""
+    labels = columns.labels
+    if colour_by == "Cluster":
+        names = {c.cluster: c.name for c in clusters}
+        return columns.cluster, lambda v: names.get(v, "in no cluster")
+    if colour_by == "Top class":
+        return columns.top_class, lambda v: labels[v] if v >= 0 else "no class"
+    if colour_by == "Object":
+        return columns.first_object, lambda v: labels[v] if v >= 0 else "no object"
+    if colour_by == "Faces":
+        return columns.has_faces.astype(np.int8), lambda v: "with faces" if v else "without faces"
+    if colour_by == "Batch":
+        return columns.batch, lambda v: f"batch {v}" if v >= 0 else "no batch"
+    if colour_by == "Date":
+        return columns.days, lambda v: str(np.datetime64(v, "D"))
+    raise ValueError(f"cannot colour by {colour_by!r}: choose one of {COLOUR_BY}")
 
 
 def marker_px(points: int) -> int:

@@ -3,13 +3,29 @@
 from __future__ import annotations
 
 import io
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
+from typing import Any, overload
 
 import numpy as np
-from sqlalchemy import ScalarSelect, Select, and_, delete, func, insert, select
+from sqlalchemy import (
+    BigInteger,
+    ScalarSelect,
+    Select,
+    String,
+    and_,
+    cast,
+    delete,
+    extract,
+    func,
+    insert,
+    select,
+    type_coerce,
+)
+from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session, defer
+from sqlalchemy.sql.elements import ColumnElement
 
 from picmetric_core.filters import DEFAULT_THRESHOLDS
 from picmetric_core.similar.signature import EMBEDDING_DTYPE
@@ -72,6 +88,122 @@ class MapPoint:
     has_faces: bool
     batch: int | None  # the first batch job that stored or saw it
     thumbnail_key: str
+
+
+@dataclass(frozen=True, eq=False)
+class MapPoints(Sequence[MapPoint]):
+    """Every point of a fit as columns, one entry per photo in analysis id order: what the map draws, colours
+    and hovers by, read without an object per photo (100,000 ``MapPoint`` objects and their rows took seconds).
+    Indexing or iterating gives :class:`MapPoint` objects, made as asked.
+
+    Attributes:
+        labels: The class and object names ``top_class`` and ``object_codes`` index.
+        top_class: Each photo's top class (int32; -1: none).
+        object_start: Where each photo's objects start in ``object_codes`` (int64, one more than the photos):
+            photo ``i``'s are ``object_codes[object_start[i]:object_start[i + 1]]``, most confident first.
+        created_at: ``datetime64[us]`` in UTC.
+        batch: The first batch job that stored or saw it (int64; -1: none).
+    """
+
+    md5: tuple[str, ...]
+    x: np.ndarray
+    y: np.ndarray
+    cluster: np.ndarray
+    uniqueness: np.ndarray
+    filename: tuple[str | None, ...]
+    created_at: np.ndarray
+    labels: tuple[str, ...]
+    top_class: np.ndarray
+    object_start: np.ndarray
+    object_codes: np.ndarray
+    has_faces: np.ndarray
+    batch: np.ndarray
+    thumbnail_key: tuple[str, ...]
+
+    @classmethod
+    def of(cls, points: Sequence[MapPoint]) -> MapPoints:
+        """``points`` as columns (as they are when they are columns already).
+
+        >>> dot = MapPoint("a", 1.0, 2.0, 0, 0.5, None, datetime(2026, 1, 1, tzinfo=UTC), "dog", ("ball",), True, 3, "")
+        >>> columns = MapPoints.of([dot])
+        >>> columns[0] == dot, columns.labels
+        (True, ('dog', 'ball'))
+        """
+        if isinstance(points, MapPoints):
+            return points
+        labels: dict[str, int] = {}
+
+        def code(name: str | None) -> int:
+            return -1 if name is None else labels.setdefault(name, len(labels))
+
+        top = [code(p.top_class) for p in points]
+        objects = [[code(name) for name in p.objects] for p in points]
+        return cls(
+            md5=tuple(p.md5 for p in points),
+            x=np.array([p.x for p in points], np.float64),
+            y=np.array([p.y for p in points], np.float64),
+            cluster=np.array([p.cluster for p in points], np.int64),
+            uniqueness=np.array([p.uniqueness for p in points], np.float64),
+            filename=tuple(p.filename for p in points),
+            created_at=np.array([_utc_naive(p.created_at) for p in points], "datetime64[us]"),
+            labels=tuple(labels),
+            top_class=np.array(top, np.int32),
+            object_start=np.concatenate([[0], np.cumsum([len(o) for o in objects], dtype=np.int64)]).astype(np.int64),
+            object_codes=np.array([c for o in objects for c in o], np.int32),
+            has_faces=np.array([p.has_faces for p in points], bool),
+            batch=np.array([-1 if p.batch is None else p.batch for p in points], np.int64),
+            thumbnail_key=tuple(p.thumbnail_key for p in points),
+        )
+
+    def __len__(self) -> int:
+        return len(self.md5)
+
+    @overload
+    def __getitem__(self, index: int) -> MapPoint: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> tuple[MapPoint, ...]: ...
+
+    def __getitem__(self, index: int | slice) -> MapPoint | tuple[MapPoint, ...]:
+        if isinstance(index, slice):
+            return tuple(self[i] for i in range(*index.indices(len(self))))
+        i = range(len(self))[index]  # IndexError beyond the end, as a sequence's
+        objects = self.object_codes[self.object_start[i] : self.object_start[i + 1]]
+        return MapPoint(
+            md5=self.md5[i],
+            x=float(self.x[i]),
+            y=float(self.y[i]),
+            cluster=int(self.cluster[i]),
+            uniqueness=float(self.uniqueness[i]),
+            filename=self.filename[i],
+            created_at=self.created_at[i].item().replace(tzinfo=UTC),
+            top_class=self.labels[self.top_class[i]] if self.top_class[i] >= 0 else None,
+            objects=tuple(self.labels[c] for c in objects),
+            has_faces=bool(self.has_faces[i]),
+            batch=int(self.batch[i]) if self.batch[i] >= 0 else None,
+            thumbnail_key=self.thumbnail_key[i],
+        )
+
+    def __iter__(self) -> Iterator[MapPoint]:
+        return (self[i] for i in range(len(self)))
+
+    @property
+    def first_object(self) -> np.ndarray:
+        """Each photo's most confident object (an index into ``labels``; -1: none)."""
+        first = np.full(len(self), -1, np.int32)
+        has = np.diff(self.object_start) > 0
+        first[has] = self.object_codes[self.object_start[:-1][has]]
+        return first
+
+    @property
+    def days(self) -> np.ndarray:
+        """Each photo's day (UTC) as days since 1970-01-01 (int64)."""
+        return self.created_at.astype("datetime64[D]").astype(np.int64)
+
+
+def _utc_naive(moment: datetime) -> datetime:
+    """A time as naive UTC (a time without a zone is UTC already)."""
+    return moment.astimezone(UTC).replace(tzinfo=None) if moment.tzinfo else moment
 
 
 @dataclass(frozen=True)
@@ -352,8 +484,12 @@ def ids_of(md5s: Sequence[str]) -> Select[tuple[int]]:
     return select(AnalysisRow.id).where(AnalysisRow.md5.in_(list(md5s)))
 
 
-def points(session: Session, fit_id: int) -> list[MapPoint]:
-    """Every point of the fit with its photo's name, date, top class, objects, faces and first batch."""
+def points(session: Session, fit_id: int) -> MapPoints:
+    """Every point of the fit with its photo's name, date, top class, objects, faces and first batch, as columns.
+
+    Read as plain rows straight into arrays (no ORM object, no per-row type processing: the stored times are
+    parsed in one go), in three queries: the points with their photos, the objects, the faces.
+    """
     top_class = (
         select(ClassificationRow.analysis_id, ClassificationRow.label)
         .where(ClassificationRow.rank == 0)
@@ -365,16 +501,17 @@ def points(session: Session, fit_id: int) -> list[MapPoint]:
         .group_by(BatchItemRow.md5)
         .subquery("first_batch")
     )
+    sqlite = session.get_bind().dialect.name == "sqlite"
     statement = (
         select(
-            AnalysisRow.id,
+            MapPointRow.analysis_id,
             AnalysisRow.md5,
             MapPointRow.x,
             MapPointRow.y,
             MapPointRow.cluster,
             MapPointRow.uniqueness,
             AnalysisRow.filename,
-            AnalysisRow.created_at,
+            _stored_time(sqlite),
             top_class.c.label,
             first_batch.c.job_id,
             AnalysisRow.thumbnail_key,
@@ -383,45 +520,92 @@ def points(session: Session, fit_id: int) -> list[MapPoint]:
         .outerjoin(top_class, top_class.c.analysis_id == AnalysisRow.id)
         .outerjoin(first_batch, first_batch.c.md5 == AnalysisRow.md5)
         .where(MapPointRow.fit_id == fit_id)
-        .order_by(AnalysisRow.id)
+        .order_by(MapPointRow.analysis_id)  # the (fit, photo) index's order: no sort
     )
+    connection = session.connection()
+    rows = _plain_rows(connection, statement)
+    if not rows:
+        return MapPoints.of(())
+    ids, md5s, xs, ys, clusters, uniqueness, filenames, times, tops, batches, thumbnails = zip(*rows, strict=True)
+    analysis_ids = np.array(ids, np.int64)
+    labels: dict[str, int] = {}
+    top = np.fromiter((-1 if t is None else labels.setdefault(t, len(labels)) for t in tops), np.int32, len(tops))
+    # Every detection above the threshold, sorted here: ~3× faster than asking for the fit's, in order.
+    detections = select(DetectionRow.analysis_id, DetectionRow.score, DetectionRow.label).where(
+        DetectionRow.score >= DEFAULT_THRESHOLDS.min_detection_score
+    )
+    object_start, object_codes = _objects(analysis_ids, _plain_rows(connection, detections), labels)
     on_fit = select(MapPointRow.analysis_id).where(MapPointRow.fit_id == fit_id)
-    objects: dict[int, list[str]] = {}
-    detections = (
-        select(DetectionRow.analysis_id, DetectionRow.label)
-        .where(DetectionRow.score >= DEFAULT_THRESHOLDS.min_detection_score, DetectionRow.analysis_id.in_(on_fit))
-        .order_by(DetectionRow.analysis_id, DetectionRow.score.desc())
+    faces = connection.scalars(
+        select(FaceRow.analysis_id)
+        .where(FaceRow.score >= DEFAULT_THRESHOLDS.min_face_score, FaceRow.analysis_id.in_(on_fit))
+        .distinct()
+    ).all()
+    return MapPoints(
+        md5=md5s,
+        x=np.array(xs, np.float64),
+        y=np.array(ys, np.float64),
+        cluster=np.array(clusters, np.int64),
+        uniqueness=np.array(uniqueness, np.float64),
+        filename=filenames,
+        created_at=_times(times),
+        labels=tuple(labels),
+        top_class=top,
+        object_start=object_start,
+        object_codes=object_codes,
+        has_faces=np.isin(analysis_ids, np.array(faces, np.int64)),
+        batch=np.fromiter((-1 if b is None else b for b in batches), np.int64, len(batches)),
+        thumbnail_key=thumbnails,
     )
-    for analysis_id, label in session.execute(detections):
-        found = objects.setdefault(analysis_id, [])
-        if label not in found:
-            found.append(label)
-    faces = set(
-        session.scalars(
-            select(FaceRow.analysis_id)
-            .where(FaceRow.score >= DEFAULT_THRESHOLDS.min_face_score, FaceRow.analysis_id.in_(on_fit))
-            .distinct()
-        )
-    )
-    return [
-        MapPoint(
-            md5=md5,
-            x=float(x),
-            y=float(y),
-            cluster=int(cluster),
-            uniqueness=float(uniqueness),
-            filename=filename,
-            created_at=created_at,
-            top_class=label,
-            objects=tuple(objects.get(analysis_id, ())),
-            has_faces=analysis_id in faces,
-            batch=job_id,
-            thumbnail_key=thumbnail_key,
-        )
-        for analysis_id, md5, x, y, cluster, uniqueness, filename, created_at, label, job_id, thumbnail_key in (
-            session.execute(statement)
-        )
-    ]
+
+
+def _plain_rows(connection: Connection, statement: Select[Any]) -> list[tuple[Any, ...]]:
+    """``statement``'s rows as the driver gives them: tuples, no SQLAlchemy row or type handling per row (which
+    cost more than the query at 100,000 rows), so only for columns whose driver values need no conversion."""
+    result = connection.execute(statement)
+    try:
+        return list(result.cursor.fetchall())
+    finally:
+        result.close()
+
+
+def _stored_time(sqlite: bool) -> ColumnElement[Any]:
+    """``created_at`` as the database keeps it, to parse in one go: SQLite's text (UTC); elsewhere the
+    microseconds since 1970 (UTC)."""
+    if sqlite:
+        return type_coerce(AnalysisRow.created_at, String)
+    return cast(extract("epoch", AnalysisRow.created_at) * 1_000_000, BigInteger)
+
+
+def _times(values: Sequence[object]) -> np.ndarray:
+    """:func:`_stored_time`'s values as ``datetime64[us]`` (UTC)."""
+    if values and isinstance(values[0], str):
+        return np.array(values, "datetime64[us]")
+    return np.array(values, np.int64).astype("datetime64[us]")
+
+
+def _objects(
+    analysis_ids: np.ndarray, rows: Sequence[tuple[int, float, str]], labels: dict[str, int]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Detections (photo, score, label) as each photo's distinct labels, most confident first, ragged:
+    ``MapPoints.object_start`` and ``object_codes`` (``analysis_ids`` sorted; photos not among them are left
+    out). ``labels`` gains the names it did not hold."""
+    start = np.zeros(len(analysis_ids) + 1, np.int64)
+    if not rows:
+        return start, np.zeros(0, np.int32)
+    ids, scores, names = zip(*rows, strict=True)
+    photo = np.array(ids, np.int64)
+    codes = np.fromiter((labels.setdefault(name, len(labels)) for name in names), np.int64, len(names))
+    order = np.lexsort((-np.array(scores, np.float64), photo))  # by photo, most confident first
+    photo, codes = photo[order], codes[order]
+    owner = np.minimum(np.searchsorted(analysis_ids, photo), max(len(analysis_ids) - 1, 0))
+    on_map = analysis_ids[owner] == photo if len(analysis_ids) else np.zeros(len(photo), bool)
+    owner, codes = owner[on_map], codes[on_map]
+    _, first = np.unique(owner * (len(labels) + 1) + codes, return_index=True)  # a label once per photo
+    keep = np.sort(first)
+    owner, codes = owner[keep], codes[keep]
+    np.cumsum(np.bincount(owner, minlength=len(analysis_ids)), out=start[1:])
+    return start, codes.astype(np.int32)
 
 
 def top_classes(session: Session, analysis_ids: Sequence[int]) -> dict[int, str]:

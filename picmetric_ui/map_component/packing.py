@@ -10,17 +10,15 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime
 
 import numpy as np
 
-from picmetric_core.map.records import MapPoint
+from picmetric_core.map.records import MapPoint, MapPoints
 
 MAGIC = b"PMMAP1\0\0"
 NONE = 0xFFFF  # no label
 OBJECTS_PER_POINT = 4  # the hover names up to four detected objects
 DTYPES = {"<f4": "f4", "<i4": "i4", "<u4": "u4", "<u2": "u2", "|u1": "u1"}
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def pack(columns: Mapping[str, np.ndarray], meta: Mapping[str, object]) -> bytes:
@@ -46,42 +44,38 @@ def pack_points(points: Sequence[MapPoint]) -> bytes:
     """What the map draws and hovers of each point: place, uniqueness, name, top class, objects, faces, day.
 
     Labels (classes and objects) are indices into ``meta.labels`` (``NONE``: none); names are one UTF-8
-    column, NUL-separated; ``day`` counts days since 1970-01-01 (UTC).
+    column, NUL-separated; ``day`` counts days since 1970-01-01 (UTC). Made column by column from
+    :class:`~picmetric_core.map.records.MapPoints` (other points are made columns first).
     """
-    labels: dict[str, int] = {}
-
-    def label(text: str | None) -> int:
-        return NONE if text is None else labels.setdefault(text, len(labels))
-
-    count = len(points)
+    columns = MapPoints.of(points)
+    count = len(columns)
+    if len(columns.labels) >= NONE:
+        raise ValueError(f"{len(columns.labels)} distinct labels: the map's file holds fewer than {NONE}")
     objects = np.full((count, OBJECTS_PER_POINT), NONE, np.uint16)
-    for i, point in enumerate(points):
-        for j, name in enumerate(point.objects[:OBJECTS_PER_POINT]):
-            objects[i, j] = label(name)
-    names = "\0".join((p.filename or p.md5[:12]).replace("\0", "") for p in points).encode()
-    columns = {
-        "x": np.fromiter((p.x for p in points), np.float32, count),
-        "y": np.fromiter((p.y for p in points), np.float32, count),
-        "uniqueness": np.fromiter((p.uniqueness for p in points), np.float32, count),
-        "top": np.fromiter((label(p.top_class) for p in points), np.uint16, count),
+    starts, counts = columns.object_start[:-1], np.diff(columns.object_start)
+    for j in range(OBJECTS_PER_POINT):
+        has = counts > j
+        objects[has, j] = columns.object_codes[starts[has] + j]
+    names = "\0".join(
+        (name or md5[:12]).replace("\0", "") for name, md5 in zip(columns.filename, columns.md5, strict=True)
+    ).encode()
+    packed = {
+        "x": columns.x.astype(np.float32),
+        "y": columns.y.astype(np.float32),
+        "uniqueness": columns.uniqueness.astype(np.float32),
+        "top": np.where(columns.top_class >= 0, columns.top_class, NONE).astype(np.uint16),
         "objects": objects.reshape(-1),
-        "faces": np.fromiter((p.has_faces for p in points), np.uint8, count),
-        "day": np.fromiter((_day(p.created_at) for p in points), np.int32, count),
+        "faces": columns.has_faces.astype(np.uint8),
+        "day": columns.days.astype(np.int32),
         "names": np.frombuffer(names, np.uint8),
     }
-    if len(labels) >= NONE:
-        raise ValueError(f"{len(labels)} distinct labels: the map's file holds fewer than {NONE}")
-    return pack(columns, {"count": count, "labels": list(labels), "objects_per_point": OBJECTS_PER_POINT})
+    meta = {"count": count, "labels": list(columns.labels), "objects_per_point": OBJECTS_PER_POINT}
+    return pack(packed, meta)
 
 
 def pack_groups(groups: np.ndarray) -> bytes:
     """Each point's legend entry (``map_chart.Colouring.groups``)."""
     return pack({"groups": groups.astype(np.uint16, copy=False)}, {"count": len(groups)})
-
-
-def _day(moment: datetime) -> int:
-    """Days since 1970-01-01 in UTC (stored times without a zone are UTC)."""
-    return ((moment if moment.tzinfo else moment.replace(tzinfo=UTC)) - _EPOCH).days
 
 
 def _aligned(offset: int) -> int:
