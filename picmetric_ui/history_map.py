@@ -4,10 +4,14 @@ A lasso or box selection (or a click) on the map narrows the gallery below to ex
 every gallery action (open, compare, export, delete) works on them; the History filters dim what they
 exclude; the photo last opened is ringed on the map, and its detail view shows where it lies. Once a map
 exists, the gallery sorts and filters by uniqueness on it.
+
+The map is drawn in a fragment, so what only the map needs (a point's thumbnail for its tooltip, another
+colouring) reruns the map alone; a new selection reruns the whole page, for the gallery.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
@@ -16,14 +20,20 @@ import streamlit as st
 from picmetric_core.errors import PicMetricError
 from picmetric_core.history import MAX_PAGE_SIZE, HistoryQuery, HistorySort
 from picmetric_core.map.view import MapView
+from picmetric_core.store.objects import ObjectNotFound
 from picmetric_ui import history_data, map_views, plain, resources, thumbnails
 from picmetric_ui.map_chart import COLOUR_BY
-from picmetric_ui.map_component import photo_map
+from picmetric_ui.map_component import HoverThumb, hovered_of, photo_map, selection_of, served
+
+log = logging.getLogger(__name__)
 
 SHOW = "show_map"
 SHOW_KEPT = "show_map_kept"  # outlives the switch while the detail view is open
 OPENED = "_map_opened"  # the md5 last opened in the detail view, ringed on the map
 ROUND = "_map_round"  # a new round clears the selection (one made in an earlier round is ignored)
+LISTED = "_map_listed"  # the md5s the gallery was last drawn for (the map's fragment reruns the page when they change)
+MAP_KEY = "history-map"
+DETAIL_MAP_KEY = "detail-map"
 MAX_SELECTED = 30_000  # SQLite takes at most 32,766 values in one statement
 MAP_PX = 560
 DETAIL_MAP_PX = 360
@@ -103,12 +113,11 @@ def map_section(query: HistoryQuery) -> HistoryQuery:
             icon=":material/scatter_plot:",
         )
         return query
-    colour_by = st.segmented_control("Colour by", COLOUR_BY, default="Cluster", key="map_colour") or "Cluster"
-    files = drawn.files(colour_by)
-    selection_round = st.session_state.get(ROUND, 0)
-    marked = drawn.index.get(st.session_state.get(OPENED))
-    selection = photo_map(files, key="history-map", height=MAP_PX, marked=marked, selection_round=selection_round)
-    selected = map_views.selected_md5s(selection, drawn, selection_round)
+    selected = map_views.selected_md5s(
+        selection_of(st.session_state.get(MAP_KEY)), drawn, st.session_state.get(ROUND, 0)
+    )
+    st.session_state[LISTED] = tuple(selected)
+    gallery_map(query)
     map_caption(drawn.view)
     refit_button()
     if not selected:
@@ -123,6 +132,64 @@ def map_section(query: HistoryQuery) -> HistoryQuery:
     )
     right.button("Clear the selection", key="map-clear", on_click=_clear_selection, width="stretch")
     return replace(query, md5_in=tuple(kept))
+
+
+@st.fragment
+def gallery_map(query: HistoryQuery) -> None:
+    """The map over the gallery, with its colouring; a new selection on it reruns the page (the gallery lists it)."""
+    drawn = drawn_map(query)
+    selection_round = st.session_state.get(ROUND, 0)
+    value = st.session_state.get(MAP_KEY)
+    if tuple(map_views.selected_md5s(selection_of(value), drawn, selection_round)) != st.session_state.get(LISTED):
+        st.rerun(scope="app")
+    colour_by = st.segmented_control("Colour by", COLOUR_BY, default="Cluster", key="map_colour") or "Cluster"
+    photo_map(
+        drawn.files(colour_by),
+        key=MAP_KEY,
+        height=MAP_PX,
+        marked=drawn.index.get(st.session_state.get(OPENED)),
+        selection_round=selection_round,
+        thumb=hovered_thumbnail(value, drawn),
+    )
+
+
+@st.fragment
+def detail_map(index: int) -> None:
+    """The map in the detail view, this photo ringed (hovering a point shows its thumbnail, rerunning the map alone)."""
+    drawn = drawn_map(HistoryQuery())
+    thumb = hovered_thumbnail(st.session_state.get(DETAIL_MAP_KEY), drawn)
+    photo_map(
+        drawn.files("Cluster"), key=DETAIL_MAP_KEY, height=DETAIL_MAP_PX, marked=index, selectable=False, thumb=thumb
+    )
+
+
+def hovered_thumbnail(value: object, drawn: map_views.DrawnPoints) -> HoverThumb | None:
+    """The thumbnail of the point the map's value asks for, served (``None``: it asks for none, or for a point of
+    another points file)."""
+    hovered = hovered_of(value)
+    if hovered is None or hovered[0] != drawn.file or hovered[1] >= len(drawn.view.points):
+        return None
+    jpeg = stored_thumbnail(drawn.view.points[hovered[1]].thumbnail_key)
+    return HoverThumb(drawn.file, hovered[1], served.publish_jpeg(jpeg, "thumb") if jpeg else None)
+
+
+@st.cache_data(ttl=600, max_entries=256, show_spinner=False)
+def _stored_thumbnail(settings_key: str, key: str) -> bytes:
+    return resources.service().read_object(key)
+
+
+def stored_thumbnail(key: str) -> bytes | None:
+    """The photo's stored thumbnail (a JPEG of at most 320 px a side); ``None`` when it has none or it cannot be
+    read (logged: a tooltip without its thumbnail must not take the map down)."""
+    if not key:
+        return None
+    try:
+        return _stored_thumbnail(resources.settings_key(resources.settings()), key)
+    except ObjectNotFound:
+        return None
+    except Exception:
+        log.exception("thumbnail %s could not be read for the map", key)
+        return None
 
 
 def map_caption(view: MapView) -> None:
@@ -183,8 +250,7 @@ def on_the_map(md5: str) -> None:
         clusters = view.fit.clusters if view.fit else ()
         name = next((c.name for c in clusters if c.cluster == point.cluster), "in no cluster")
         plain.line(f"Cluster {name} · uniqueness {point.uniqueness:.2f}", muted=True)
-        files = drawn.files("Cluster")
-        photo_map(files, key="detail-map", height=DETAIL_MAP_PX, marked=index, selectable=False)
+        detail_map(index)
 
 
 def clear() -> None:
@@ -192,6 +258,7 @@ def clear() -> None:
     map_views.clear()
     history_data.clear()
     thumbnails.clear()
+    _stored_thumbnail.clear()
 
 
 def _clear_selection() -> None:

@@ -5,6 +5,10 @@ draw the points on a 2-D canvas, with lasso, box and click selection, hover, zoo
 their colours travel as files (``served``), fetched once per content; a rerun sends only their names and
 the legend, and the component redraws nothing when they are the same. A selection comes back as indices
 into the points file.
+
+A point the pointer rests on (or a tap) comes back too, as ``hover`` in the value (with the selection, which
+every value carries): the page serves that photo's thumbnail and passes its name back as ``thumb``, which the
+component shows in the point's tooltip and remembers for the points file.
 """
 
 from __future__ import annotations
@@ -37,6 +41,16 @@ class MapFiles:
 
 
 @dataclass(frozen=True)
+class HoverThumb:
+    """The thumbnail of the point at ``index`` of ``points`` (a points file's name): a served file's name, or
+    ``None`` when the photo has none."""
+
+    points: str
+    index: int
+    name: str | None
+
+
+@dataclass(frozen=True)
 class MapSelection:
     """Points selected on the map: indices into ``points`` (a points file's name), made in ``selection_round``."""
 
@@ -53,10 +67,12 @@ def photo_map(
     marked: int | None = None,
     selection_round: int = 0,
     selectable: bool = True,
+    thumb: HoverThumb | None = None,
 ) -> MapSelection | None:
     """Draws the map; returns the last selection made on it (``None``: none yet).
 
-    ``marked`` (an index into the points) is ringed; a new ``selection_round`` clears the selection drawn.
+    ``marked`` (an index into the points) is ringed; a new ``selection_round`` clears the selection drawn;
+    ``thumb`` is shown in its point's tooltip (what the value's ``hover`` asked for).
     """
     value = _component(
         key=key,
@@ -73,6 +89,7 @@ def photo_map(
         marked=-1 if marked is None else marked,
         round=selection_round,
         selectable=selectable,
+        thumb=None if thumb is None else asdict(thumb),
     )
     return selection_of(value)
 
@@ -85,3 +102,13 @@ def selection_of(value: object) -> MapSelection | None:
     if not isinstance(indices, Sequence) or not all(isinstance(i, int) for i in indices):
         return None
     return MapSelection(value["points"], tuple(indices), int(value.get("round", 0)))
+
+
+def hovered_of(value: object) -> tuple[str, int] | None:
+    """The points file and index of the point the value asks a thumbnail for (``None``: none)."""
+    if not isinstance(value, dict) or not isinstance(value.get("points"), str):
+        return None
+    index = value.get("hover")
+    if not isinstance(index, int) or isinstance(index, bool) or index < 0:
+        return None
+    return value["points"], index

@@ -5,8 +5,10 @@ reach the server (as it serves ``st.image``'s media), so a data file is named by
 under a secret of this process: the same data keeps its name (the browser fetches it once), and nobody
 can guess a name. Files are stored gzipped (once; 4 MiB of points at 100,000 photos become ~1 MiB), which
 Streamlit sends as they are and the browser inflates natively; uncompressed, Streamlit would gzip them again on
-every request. The folder is made per process (the page and script copied in: Streamlit refuses files whose
-real path lies outside the folder) and removed at exit; old data files are pruned.
+every request. A hovered photo's thumbnail is served the same way, as the JPEG it is (``publish_jpeg``: gzip
+saves nothing on it, and the frame's ``<img>`` loads it straight from its name). The folder is made per
+process (the page and script copied in: Streamlit refuses files whose real path lies outside the folder) and
+removed at exit; old data files are pruned.
 """
 
 from __future__ import annotations
@@ -22,11 +24,13 @@ import shutil
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 FRONTEND = Path(__file__).with_name("frontend")
 GZIP_LEVEL = 1  # 50 ms for 100,000 points; higher levels save little on these columns
 KEEP_FILES = 64  # data files kept besides the ones written in the last KEEP_S seconds
+SERVED = ("*.bin.gz", "*.jpg")  # what ``publish`` and ``publish_jpeg`` write (the page and script are kept)
 KEEP_S = 600  # the page's caches keep a file's name for at most 30 s; a file this young may still be drawn
 
 
@@ -44,20 +48,30 @@ class ServedFolder:
 
     def publish(self, data: bytes, kind: str) -> str:
         """Serves ``data`` (gzipped); returns its file's name (relative to the component's page)."""
-        name = f"{kind}-{hmac.new(self._secret, data, hashlib.sha256).hexdigest()[:40]}.bin.gz"
+        return self._serve(f"{kind}-{self._tag(data)}.bin.gz", lambda: gzip.compress(data, GZIP_LEVEL, mtime=0))
+
+    def publish_jpeg(self, jpeg: bytes, kind: str) -> str:
+        """Serves a JPEG as it is (its name ends ``.jpg``, so it is sent as ``image/jpeg``); returns its name."""
+        return self._serve(f"{kind}-{self._tag(jpeg)}.jpg", lambda: jpeg)
+
+    def _tag(self, data: bytes) -> str:
+        return hmac.new(self._secret, data, hashlib.sha256).hexdigest()[:40]
+
+    def _serve(self, name: str, content: Callable[[], bytes]) -> str:
         path = self.root / name
         if path.exists():
             path.touch()  # recently used: pruned last
             return name
         partial = path.with_name(f"{name}.{threading.get_ident()}.part")
-        partial.write_bytes(gzip.compress(data, GZIP_LEVEL, mtime=0))
+        partial.write_bytes(content())
         os.replace(partial, path)
         self._prune()
         return name
 
     def _prune(self) -> None:
         with self._lock:
-            files = sorted(self.root.glob("*.bin.gz"), key=_mtime, reverse=True)
+            found = [path for pattern in SERVED for path in self.root.glob(pattern)]
+            files = sorted(found, key=_mtime, reverse=True)
             now = time.time()
             for old in files[KEEP_FILES:]:
                 if now - _mtime(old) > KEEP_S:

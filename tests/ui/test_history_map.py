@@ -1,13 +1,17 @@
 """History → Map in real Chromium on the real Streamlit server: a lasso, a box and a click on the map list
-exactly the photos inside them, hovering names a photo, an opened photo is ringed on the map, the gallery sorts
-and filters by uniqueness, and the page looks right at laptop and phone width in both themes."""
+exactly the photos inside them, hovering names a photo and shows its thumbnail (a tap too, on a phone), an
+opened photo is ringed on the map, the gallery sorts and filters by uniqueness, and the page looks right at
+laptop and phone width in both themes."""
 
 from __future__ import annotations
 
+import io
 import re
 from collections.abc import Iterator
 
+import numpy as np
 import pytest
+from PIL import Image
 from playwright.sync_api import TimeoutError as PlaywrightTimeout
 from playwright.sync_api import expect
 
@@ -18,7 +22,9 @@ from picmetric_core.store.objects import ObjectKeys
 from tests.support.api import NoNetworks
 from tests.support.browser import (
     SCREENSHOTS,
+    VIEWPORTS,
     chromium,
+    keep_on_loopback,
     new_page,
     outside_requests,
     snapshot,
@@ -36,6 +42,7 @@ THEMES = {"cat": "chelsea", "coffee": "coffee", "astronaut": "astronaut", "rocke
 PER_THEME = 10  # 50 photos: a UMAP map, and one theme fits on a gallery page
 NAMES = [f"{theme}-{i}" for theme in THEMES for i in range(PER_THEME)] + ["outlier"]
 MAP = "iframe[title='picmetric_ui.map_component.picmetric_map']"
+WITHOUT_THUMBNAIL = "cat-0"  # its thumbnail is not stored: its tooltip has none
 MARK_RGB = (0xF5, 0x9E, 0x0B)  # the ring round the opened photo
 
 # Every point's file name and coordinates in the map's frame.
@@ -48,6 +55,15 @@ POINTS_JS = """
     out.push({i, name: pmMap.nameOf(i), x: box.left + p.x, y: box.top + p.y});
   }
   return out;
+}
+"""
+# The tooltip's photo, and its thumbnail once loaded (null until then).
+TIP_THUMB_JS = """
+() => {
+  const img = document.querySelector('#tip:not([hidden]) .thumb img');
+  if (!img || !img.complete || img.naturalWidth === 0) return null;
+  return {name: document.querySelector('#tip b').textContent, src: img.currentSrc,
+          size: [img.naturalWidth, img.naturalHeight], shown: img.getBoundingClientRect().width};
 }
 """
 # The opened photo's name, and the colour of the overlay 11 px right of its point (the ring's radius).
@@ -63,6 +79,7 @@ RING_JS = """
 
 
 UNIQUENESS: dict[str, float] = {}  # each photo's uniqueness on the map, by md5, once the server is up
+THUMBNAILS: dict[str, bytes] = {}  # each photo's stored thumbnail, by file name
 
 
 @pytest.fixture(scope="module")
@@ -78,7 +95,9 @@ def server(tmp_path_factory) -> Iterator[str]:
         rgb = skimage_photo(THEMES.get(name.split("-")[0], "page")).rgb
         keys = ObjectKeys.for_image(md5_of(name), "image/jpeg")
         service.store.put(keys.original, jpeg_bytes(rgb), "image/jpeg")
-        service.store.put(keys.thumbnail, thumbnail_jpeg(rgb), "image/jpeg")
+        if name != WITHOUT_THUMBNAIL:
+            THUMBNAILS[f"{name}.jpg"] = thumbnail_jpeg(rgb)
+            service.store.put(keys.thumbnail, THUMBNAILS[f"{name}.jpg"], "image/jpeg")
     assert service.fit_map().method == "umap"
     UNIQUENESS.update({p.md5: p.uniqueness for p in service.map_view().points})
     service.close()
@@ -242,6 +261,74 @@ def test_a_box_and_a_click_select_and_clear_undoes_them(browser, server):
     page.context.close()
 
 
+def pixels(jpeg: bytes) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(jpeg)).convert("RGB"))
+
+
+def assert_tip_shows_its_thumbnail(page, frame) -> str:
+    """The tooltip shows the stored thumbnail of the photo it names (the served file, byte for byte and pixel for
+    pixel); returns that photo's file name."""
+    frame.wait_for_function(TIP_THUMB_JS, polling=100, timeout=20_000)
+    shown = frame.evaluate(TIP_THUMB_JS)
+    served = page.request.get(shown["src"])
+    assert served.ok and served.headers["content-type"] == "image/jpeg"
+    stored = THUMBNAILS[shown["name"]]
+    assert served.body() == stored
+    assert np.array_equal(pixels(served.body()), pixels(stored))
+    assert tuple(shown["size"]) == Image.open(io.BytesIO(stored)).size and shown["shown"] > 100
+    assert re.search(r"/thumb-[0-9a-f]{40}\.jpg$", shown["src"]), shown["src"]  # a capability name, as the data's
+    return shown["name"]
+
+
+def test_hovering_a_point_shows_its_thumbnail(browser, server):
+    page = open_map(browser, server)
+    frame = map_frame(page)
+    points = map_points(page, frame)
+    painted = frame.evaluate("() => pmMap.state.paintedAt")
+    coffee = next(p for p in points if p["name"] == "coffee-4.jpg")
+    page.mouse.move(coffee["x"], coffee["y"])
+
+    name = assert_tip_shows_its_thumbnail(page, frame)
+    assert name.startswith("coffee-")  # (or another photo drawn on the same spot)
+    assert frame.evaluate("() => pmMap.state.paintedAt") == painted, "the thumbnail's arrival redrew the points"
+    expect(page.get_by_text("selected on the map")).to_have_count(0)  # a hover selects nothing
+
+    plain = next(p for p in points if p["name"] == f"{WITHOUT_THUMBNAIL}.jpg")
+    page.mouse.move(plain["x"], plain["y"])
+    frame.wait_for_function("() => pmMap.state.thumbs.has(pmMap.state.tipIndex)", polling=100, timeout=20_000)
+    tip = page.frame_locator(MAP).locator("#tip")
+    expect(tip).to_contain_text(f"{WITHOUT_THUMBNAIL}.jpg")
+    expect(tip.locator(".thumb")).to_have_count(0)  # a photo without a thumbnail: the tooltip simply has none
+
+    sent = frame.evaluate("() => pmMap.state.sent")
+    page.mouse.move(coffee["x"], coffee["y"])  # back on a point: its thumbnail is known, shown without asking
+    assert_tip_shows_its_thumbnail(page, frame)
+    page.wait_for_timeout(500)
+    assert frame.evaluate("() => pmMap.state.sent") == sent
+    page.context.close()
+
+
+def test_a_tap_on_a_phone_shows_the_thumbnail_and_lists_the_photo(browser, server):
+    context = browser.new_context(viewport=VIEWPORTS["phone"], has_touch=True, is_mobile=True)
+    keep_on_loopback(context)
+    page = context.new_page()
+    page.set_default_timeout(60_000)
+    page.goto(f"{server}/History")
+    wait_for_run(page)
+    page.get_by_text("Map", exact=True).click()
+    wait_for_run(page)
+    frame = drawn_map(page)
+    page.locator(MAP).first.scroll_into_view_if_needed()
+    point = next(p for p in map_points(page, frame) if p["name"] == "astronaut-2.jpg")
+
+    select_and_wait(page, lambda: page.touchscreen.tap(point["x"], point["y"]))
+    name = assert_tip_shows_its_thumbnail(page, frame)
+    assert name.startswith("astronaut-")
+    expect(page.get_by_text("The gallery shows the 1 photo selected on the map")).to_be_visible()
+    assert gallery_names(page) == {name}
+    context.close()
+
+
 def is_ring(rgba: list[int]) -> bool:
     return rgba[3] > 200 and all(abs(a - b) < 40 for a, b in zip(rgba, MARK_RGB, strict=False))
 
@@ -310,6 +397,10 @@ def test_a_uniqueness_range_keeps_exactly_the_photos_in_it(browser, server):
 @pytest.mark.parametrize("theme", ["light", "dark"])
 def test_the_map_at_laptop_and_phone_width(browser, server, viewport, theme):
     page = open_map(browser, server, viewport, theme)
+    frame = map_frame(page)
+    rocket = next(p for p in map_points(page, frame) if p["name"] == "rocket-5.jpg")
+    page.mouse.move(rocket["x"], rocket["y"])  # the screenshot shows a tooltip with its thumbnail
+    assert_tip_shows_its_thumbnail(page, frame)
     width = page.evaluate(f'() => document.querySelector("{MAP}").getBoundingClientRect().width')
     main = page.evaluate("() => document.querySelector(\"[data-testid='stMain']\").scrollWidth")
     drawn = map_frame(page).evaluate(

@@ -1,6 +1,6 @@
 """What the History map sends the browser: the points file read back as map.js reads it, the colours and legend,
-the served names, a selection turned back into md5s, and the version a kept map read is checked against (no
-browser here; tests/ui/test_history_map.py drives one)."""
+the served names, a selection turned back into md5s, a hovered point's thumbnail, and the version a kept map
+read is checked against (no browser here; tests/ui/test_history_map.py drives one)."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from picmetric_core.map.view import map_version
 from picmetric_core.service import PicMetricService
 from picmetric_core.store.database import session_factory
 from picmetric_ui.map_chart import MAX_GROUPS, OTHER, OUTSIDE, colouring
-from picmetric_ui.map_component import MapSelection, selection_of
+from picmetric_ui.map_component import MapSelection, hovered_of, selection_of
 from picmetric_ui.map_component.packing import MAGIC, NONE, pack_groups, pack_points
 from picmetric_ui.map_component.served import ServedFolder
 from picmetric_ui.map_views import DrawnPoints, selected_md5s
@@ -128,12 +128,27 @@ def test_served_files_are_named_by_content_under_a_secret(tmp_path):
         assert one.publish(b"other", "points") != name
         assert other.publish(b"points", "points") != name  # not guessable from the content alone
         assert gzip.decompress((one.root / name).read_bytes()) == b"points"
+        thumb = one.publish_jpeg(b"\xff\xd8jpeg", "thumb")
+        assert thumb.startswith("thumb-") and thumb.endswith(".jpg")  # sent as image/jpeg, for an <img>
+        assert (one.root / thumb).read_bytes() == b"\xff\xd8jpeg" and one.publish_jpeg(
+            b"\xff\xd8jpeg", "thumb"
+        ) == thumb
+        assert other.publish_jpeg(b"\xff\xd8jpeg", "thumb") != thumb
         assert {p.name for p in one.root.iterdir()} >= {"index.html", "map.js"}
     finally:
         for folder in (one, other):
             for path in folder.root.iterdir():
                 path.unlink()
             folder.root.rmdir()
+
+
+def test_a_hover_asks_for_one_point_and_keeps_the_selection():
+    value = {"points": "points-a.bin.gz", "round": 1, "indices": [4, 2], "hover": 7, "sent": 3}
+
+    assert hovered_of(value) == ("points-a.bin.gz", 7)
+    assert selection_of(value) == MapSelection("points-a.bin.gz", (4, 2), 1)  # every value carries the selection
+    assert hovered_of({**value, "hover": -1}) is None and hovered_of({**value, "hover": True}) is None
+    assert hovered_of({"hover": 3}) is None and hovered_of(None) is None
 
 
 @pytest.mark.parametrize("count", [0, 1])

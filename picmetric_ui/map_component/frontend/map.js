@@ -2,6 +2,11 @@
  * zoom and pan. It speaks Streamlit's component protocol (v1) directly: no build step, nothing fetched from
  * outside the server. The points and their colours come as binary files named in the render event's args
  * (see packing.py), each fetched once; a selection goes back as indices into the points file.
+ *
+ * A point's thumbnail: once the pointer has rested on a point for HOVER_MS (or a finger tapped it), the value
+ * asks for it (``hover``: its index; every value also carries the selection). The page serves the photo's
+ * thumbnail and names it in the ``thumb`` arg, which the tooltip shows if it is still that point's; the name is
+ * remembered, so the point's tooltip shows it at once the next time.
  */
 (() => {
   "use strict";
@@ -11,6 +16,8 @@
   const MARK = "#f59e0b"; // the ring round the opened photo
   const TAU = Math.PI * 2;
   const CLICK_PX = 4; // a press that moves less than this is a click
+  const HOVER_MS = 120; // the pointer resting this long on a point asks for its thumbnail
+  const ASK_AGAIN_MS = 3000; // a thumbnail asked for and not come by then (a rerun cut short) is asked again
   const TYPES = { f4: Float32Array, i4: Int32Array, u4: Uint32Array, u2: Uint16Array, u1: Uint8Array };
   const MAGIC = "PMMAP1";
   const DATE = new Intl.DateTimeFormat("en-GB", { day: "numeric", month: "short", year: "numeric", timeZone: "UTC" });
@@ -34,6 +41,10 @@
     view: { k: 1, tx: 0, ty: 0 }, mode: "lasso",
     W: 0, H: 0, dpr: 1, hover: -1, drag: null, pinch: null,
     drawnLook: null, lastDrawMs: 0, paintedPoints: 0, paintedAt: 0, sentHeight: 0,
+    sentIndices: [], sent: 0, // the selection as last sent (every value carries it), and how many values were sent
+    thumbs: new Map(), // point index -> its thumbnail's served name, or null (none), for the current points file
+    tipIndex: -1, tipAt: null, thumbTimer: 0, asked: -1, askedAt: 0,
+    hoverSince: 0, thumbShown: null, // for the tests: when the tip's point was reached; {index, at, since} on load
   };
 
   // ---- data files ----
@@ -318,14 +329,14 @@
   }
 
   // ---- selecting ----
-  function select(shape, notify = true) {
+  function select(shape, notify = true, hover = -1) {
     const found = inside(shape);
     state.shape = shape;
     state.selected = new Uint8Array(state.pts.count);
     for (const i of found) state.selected[i] = 1;
     state.selectedCount = found.length;
     draw();
-    if (notify) sendSelection(found);
+    if (notify) sendSelection(found, hover);
   }
 
   function clearSelection(notify) {
@@ -333,11 +344,39 @@
     Object.assign(state, { selected: null, selectedCount: 0, shape: null });
     if (state.pts) draw();
     if (notify && had) sendSelection([]);
+    else if (!notify) state.sentIndices = [];
   }
 
-  function sendSelection(indices) {
-    const value = { points: state.pointsFile, round: state.round, indices };
+  function sendSelection(indices, hover = -1) {
+    state.sentIndices = indices;
+    sendValue(hover);
+  }
+
+  /** The value: the selection as last sent, and ``hover``, the point whose thumbnail is wanted (-1: none). */
+  function sendValue(hover) {
+    if (hover >= 0) Object.assign(state, { asked: hover, askedAt: performance.now() });
+    const { pointsFile: points, round, sentIndices: indices } = state;
+    const value = { points, round, indices, hover, sent: ++state.sent };
     send("streamlit:setComponentValue", { value, dataType: "json" });
+  }
+
+  // ---- a point's thumbnail, asked for once the pointer rests on it ----
+  const wantsThumb = (i) =>
+    i >= 0 && !state.thumbs.has(i) && !(state.asked === i && performance.now() - state.askedAt < ASK_AGAIN_MS);
+
+  function askThumbSoon(i) {
+    clearTimeout(state.thumbTimer);
+    if (!wantsThumb(i)) return;
+    state.thumbTimer = setTimeout(() => {
+      if (state.tipIndex === i && wantsThumb(i)) sendValue(i);
+    }, HOVER_MS);
+  }
+
+  function takeThumb(thumb) {
+    if (!thumb || thumb.points !== state.pointsFile || thumb.index < 0 || thumb.index >= state.pts.count) return;
+    state.thumbs.set(thumb.index, thumb.name);
+    if (state.asked === thumb.index) state.asked = -1;
+    if (state.tipIndex === thumb.index) fillThumb(thumb.index);
   }
 
   /** The shape a drag drew: in the map's coordinates with a transform ``t``, else in pixels. */
@@ -441,9 +480,18 @@
 
   function click(p, touch) {
     const i = nearest(p.x, p.y, Math.max(pointPx() / 2 + 3, touch ? 14 : 7));
-    if (touch && i >= 0) showTip(i, screenOf(i));
-    if (!state.args.selectable) return;
-    if (i >= 0) select({ kind: "point", x: state.pts.cols.x[i], y: state.pts.cols.y[i] });
+    const tip = i >= 0 && (touch || i === state.hover); // a tap shows what the point is; a click keeps it shown
+    if (tip) {
+      state.hoverSince = performance.now();
+      showTip(i, screenOf(i));
+    }
+    clearTimeout(state.thumbTimer);
+    const hover = tip && wantsThumb(i) ? i : -1; // its thumbnail asked for with the selection
+    if (!state.args.selectable) {
+      if (hover >= 0) sendValue(hover);
+      return;
+    }
+    if (i >= 0) select({ kind: "point", x: state.pts.cols.x[i], y: state.pts.cols.y[i] }, true, hover);
     else clearSelection(true);
   }
 
@@ -454,8 +502,9 @@
     zoomAt(p.x, p.y, Math.exp(-event.deltaY * (event.deltaMode === 1 ? 0.05 : 0.0015)));
   }, { passive: false });
   el.overlay.addEventListener("dblclick", resetView);
-  el.overlay.addEventListener("pointerleave", () => {
-    if (!state.drag) {
+  el.overlay.addEventListener("pointerleave", (event) => {
+    // A finger leaves after every tap: the tooltip a tap showed stays until the next touch.
+    if (!state.drag && event.pointerType !== "touch") {
       state.hover = -1;
       hideTip();
       scheduleOverlay();
@@ -468,8 +517,10 @@
     if (i === state.hover) return;
     state.hover = i;
     scheduleOverlay();
-    if (i < 0) hideTip();
-    else showTip(i, screenOf(i));
+    if (i < 0) return hideTip();
+    state.hoverSince = performance.now();
+    showTip(i, screenOf(i));
+    askThumbSoon(i);
   }
 
   // ---- what a point is ----
@@ -489,6 +540,15 @@
     const entry = legendIndex(i);
     const tip = el.tip;
     tip.replaceChildren();
+    state.tipIndex = i;
+    state.tipAt = at;
+    const withThumb = state.thumbs.get(i) !== null; // room for the thumbnail, shown when it comes (unless none)
+    tip.classList.toggle("with-thumb", withThumb);
+    if (withThumb) {
+      const frame = document.createElement("div");
+      frame.className = "thumb";
+      tip.append(frame);
+    }
     const name = document.createElement("b");
     name.textContent = nameOf(i);
     tip.append(name);
@@ -503,14 +563,51 @@
     group.append(entry < 0 ? "outside the filters" : state.legend[entry].name);
     tip.append(group);
     tip.hidden = false;
-    const gap = 12, width = tip.offsetWidth, height = tip.offsetHeight;
-    const left = at.x + gap + width > state.W ? Math.max(0, at.x - gap - width) : at.x + gap;
-    const top = at.y + gap + height > state.H ? Math.max(0, at.y - gap - height) : at.y + gap;
-    tip.style.left = `${left}px`;
-    tip.style.top = `${top}px`;
+    if (withThumb) fillThumb(i);
+    placeTip();
   }
 
-  const hideTip = () => { el.tip.hidden = true; };
+  /** Beside its point and inside the map, never over the point where there is room: right of and below it,
+   * else right and above, left and below, left and above, straight below or above; else where least is cut. */
+  function placeTip() {
+    const tip = el.tip, at = state.tipAt, gap = 12, w = tip.offsetWidth, h = tip.offsetHeight;
+    const { W, H } = state, edge = 4;
+    const middle = Math.min(Math.max(edge, at.x - w / 2), W - w - edge);
+    const right = at.x + gap, left = at.x - gap - w, below = at.y + gap, above = at.y - gap - h;
+    const places = [[right, below], [right, above], [left, below], [left, above], [middle, below], [middle, above]];
+    const cut = ([x, y]) =>
+      Math.max(0, edge - x) + Math.max(0, x + w + edge - W) + Math.max(0, edge - y) + Math.max(0, y + h + edge - H);
+    const [x, y] = places.find((place) => cut(place) === 0) || places.reduce((a, b) => (cut(b) < cut(a) ? b : a));
+    tip.style.left = `${Math.max(0, Math.min(x, W - w))}px`;
+    tip.style.top = `${Math.max(0, Math.min(y, H - h))}px`;
+  }
+
+  /** The tooltip's thumbnail once its name is known: loaded into the room kept for it, or that room removed. */
+  function fillThumb(i) {
+    const frame = el.tip.querySelector(".thumb");
+    const name = state.thumbs.get(i);
+    if (!frame || name === undefined || frame.dataset.name === name) return;
+    if (name === null) {
+      frame.remove();
+      el.tip.classList.remove("with-thumb");
+      return placeTip();
+    }
+    frame.dataset.name = name;
+    const img = document.createElement("img");
+    img.alt = "";
+    img.decoding = "async";
+    img.addEventListener("load", () => {
+      if (state.tipIndex === i) state.thumbShown = { index: i, at: performance.now(), since: state.hoverSince };
+    });
+    img.src = name;
+    frame.replaceChildren(img);
+  }
+
+  const hideTip = () => {
+    el.tip.hidden = true;
+    state.tipIndex = -1;
+    clearTimeout(state.thumbTimer);
+  };
 
   function swatch(colour) {
     const span = document.createElement("span");
@@ -636,12 +733,17 @@
       if (newPoints) {
         state.view = { k: 1, tx: 0, ty: 0 };
         state.hover = -1;
+        state.thumbs.clear();
+        state.asked = -1;
+        hideTip();
         if (state.shape) select(state.shape); // the same region of the new points, sent back as theirs
       }
       state.drawnLook = null;
     }
     setStatus(state.pts && state.pts.count === 0 ? "No photo is on the map yet." : "");
-    const look = JSON.stringify([args, data.theme, state.W, state.H]);
+    if (state.pts) takeThumb(args.thumb);
+    const { thumb: _thumb, ...drawnArgs } = args; // a thumbnail for the tooltip changes nothing drawn
+    const look = JSON.stringify([drawnArgs, data.theme, state.W, state.H]);
     // the same files, legend, ring, theme and size as last drawn: nothing to redraw
     if (look !== state.drawnLook || sized) {
       state.drawnLook = look;
