@@ -30,11 +30,12 @@ Predict = Callable[[np.ndarray | list[np.ndarray]], list[np.ndarray]]
 
 ARTEFACTS_FOLDER = "converted"
 RECIPE = "bfloat16 with a two-part first convolution; static shapes"
-# Models compiled for one input shape, kept per network (the least recently used dropped): a network whose
-# only free size is the batch (two: one photo, and a batch job's batch), or one free in height and width
-# too (P-Net: three canvases a photo size; each compiled copy is small).
-STATIC_BATCHES = 2
-STATIC_SHAPES = 24
+# Models compiled for one input shape, kept per network (the least recently used dropped): for a network
+# whose only free size is the batch, one photo at a time only (a copy compiled for a batch's size holds that
+# batch's activations: 124 MB more at the peak of bench/batch_bench.py); for one free in height and width
+# too (P-Net: three canvases a photo size), a dozen small copies.
+STATIC_BATCH = 1
+STATIC_SHAPES = 12
 SEEN_SHAPES = 256  # shapes remembered as seen once (forgotten all together beyond that)
 """How the engines are put together; part of a kept choice's key, so a start after a change of recipe measures again."""
 
@@ -197,7 +198,8 @@ class _OpenVinoPredict:
         self._model = model
         self._precision = precision
         self._free = _Compiled(model, precision, artefacts)
-        self._keep = STATIC_SHAPES if _free_beyond_batch(model) else STATIC_BATCHES
+        self._any_batch = _free_beyond_batch(model)
+        self._keep = STATIC_SHAPES if self._any_batch else 1
         self._static: OrderedDict[tuple[tuple[int, ...], ...], _Compiled] = OrderedDict()
         self._seen: set[tuple[tuple[int, ...], ...]] = set()
         self._compiling: set[tuple[tuple[int, ...], ...]] = set()
@@ -209,7 +211,7 @@ class _OpenVinoPredict:
         return self._compiled_for(tuple(a.shape for a in arrays)).infer(arrays)
 
     def _compiled_for(self, shapes: tuple[tuple[int, ...], ...]) -> _Compiled:
-        if not self._free.has_free_shape:
+        if not self._free.has_free_shape or not (self._any_batch or shapes[0][0] == STATIC_BATCH):
             return self._free
         with self._lock:
             compiled = self._static.get(shapes)
