@@ -198,8 +198,8 @@ class _OpenVinoPredict:
         self._model = model
         self._precision = precision
         self._free = _Compiled(model, precision, artefacts)
-        self._any_batch = _free_beyond_batch(model)
-        self._keep = STATIC_SHAPES if self._any_batch else 1
+        self._free_spatial = _free_beyond_batch(model)
+        self._keep = STATIC_SHAPES if self._free_spatial else 1
         self._static: OrderedDict[tuple[tuple[int, ...], ...], _Compiled] = OrderedDict()
         self._seen: set[tuple[tuple[int, ...], ...]] = set()
         self._compiling: set[tuple[tuple[int, ...], ...]] = set()
@@ -211,7 +211,7 @@ class _OpenVinoPredict:
         return self._compiled_for(tuple(a.shape for a in arrays)).infer(arrays)
 
     def _compiled_for(self, shapes: tuple[tuple[int, ...], ...]) -> _Compiled:
-        if not self._free.has_free_shape or not (self._any_batch or shapes[0][0] == STATIC_BATCH):
+        if not self._free.has_free_shape or not (self._free_spatial or shapes[0][0] == STATIC_BATCH):
             return self._free
         with self._lock:
             compiled = self._static.get(shapes)

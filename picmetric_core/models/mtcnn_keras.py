@@ -25,7 +25,15 @@ from picmetric_core.models.area_pyramid import area_levels
 from picmetric_core.models.compiled import compiled_predict
 from picmetric_core.models.crops import crop_and_resize
 from picmetric_core.models.engines import Engine, Predict, predictor
-from picmetric_core.models.mtcnn_runtime import BACKGROUND, face_logit, face_probability, merged_heads, runtime_copy
+from picmetric_core.models.mtcnn_runtime import (
+    BACKGROUND,
+    PIXEL_OFFSET,
+    PIXEL_SCALE,
+    face_logit,
+    face_probability,
+    merged_heads,
+    runtime_copy,
+)
 from picmetric_core.models.weights import weights_label
 from picmetric_core.results import LANDMARK_NAMES, RAW_FACE_SCORE, Box, Face, ModelInfo, Point
 
@@ -249,7 +257,7 @@ def place_landmarks(landmarks: np.ndarray, boxes: np.ndarray) -> np.ndarray:
 
 def normalize(rgb: np.ndarray) -> np.ndarray:
     """Pixels to the package networks' range, ``(v - 127.5) / 128``, as float32 (the runtime networks fold it in)."""
-    return (rgb.astype(np.float32) - 127.5) / 128.0
+    return (rgb.astype(np.float32) - PIXEL_OFFSET) / PIXEL_SCALE
 
 
 @dataclass(frozen=True)
