@@ -63,6 +63,7 @@ class Analyzer:
     top_k: int = 5
     parallel: bool = False
     load_seconds: dict[str, float] = field(default_factory=dict)
+    keras_free: bool = False  # read back from the converted models an earlier start kept; Keras not loaded
     _pool: ThreadPoolExecutor | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
@@ -197,6 +198,8 @@ class Analyzer:
         return {name: future.result() for future, name in futures.items()}
 
     def runtime(self) -> RuntimeInfo:
+        if self.keras_free:
+            return RuntimeInfo(backend="OpenVINO (Keras not loaded)", device="CPU", load_seconds=self.load_seconds)
         import keras
 
         from picmetric_core.models.compiled import device_name
@@ -232,6 +235,19 @@ def load_analyzer(
     device; ``classifier`` ("lite2", "lite0") the shipped stand-in used when ResNet50's weights are absent;
     ``parallel`` whether the networks run on three threads (None: :func:`concurrent_networks` decides).
     """
+    from picmetric_core.models import kept_networks
+
+    started = time.perf_counter()
+    settings = (precision, face_detector, device_nms, classifier)
+    if precision == "auto":
+        kept = kept_networks.read(models_dir, kept_networks.start_key(models_dir, settings))
+        if kept is not None:
+            log.info("read back the converted networks: Keras not loaded")
+            load_seconds = {"converted networks": round(time.perf_counter() - started, 2)}
+            networks = kept.classifier, kept.detector, kept.faces
+            parallel = concurrent_networks([network.info for network in networks]) if parallel is None else parallel
+            return Analyzer(*networks, top_k=top_k, parallel=parallel, load_seconds=load_seconds, keras_free=True)
+
     from picmetric_core.models import choice, engines
     from picmetric_core.models.classifier import load_classifier
     from picmetric_core.models.compiled import building_precision, use_device_nms
@@ -269,6 +285,9 @@ def load_analyzer(
         return network.run_on(engine, models_dir)
 
     networks = placed("classifier", classifier), placed("detector", detector), placed("faces", faces)
+    # Keyed after choosing: the key covers engines.json, which a first start has just written.
+    if precision == "auto" and kept_networks.keep(models_dir, kept_networks.start_key(models_dir, settings), *networks):
+        log.info("recorded the converted networks: the next start reads them back without Keras")
     if parallel is None:
         parallel = concurrent_networks([network.info for network in networks])
     return Analyzer(*networks, top_k=top_k, parallel=parallel, load_seconds=load_seconds)

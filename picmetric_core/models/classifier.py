@@ -16,16 +16,18 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import keras
 import numpy as np
 from PIL import Image
 
 from picmetric_core.errors import WeightsError
 from picmetric_core.models import efficientnet_lite, weights
-from picmetric_core.models.compiled import compiled_forward
-from picmetric_core.models.engines import Engine, predictor
+from picmetric_core.models.engines import Engine, KeptModel, kept_model, kept_predictor, predictor
 from picmetric_core.results import Classification, ModelInfo
+
+if TYPE_CHECKING:
+    import keras
 
 log = logging.getLogger(__name__)
 
@@ -80,9 +82,16 @@ def center_crop(rgb: np.ndarray, size: int = INPUT_SIZE, resize_to: int = RESIZE
     return np.asarray(image.resize((size, size), Image.Resampling.BICUBIC, box=box))
 
 
+IMAGENET_BGR_MEAN = np.array([103.939, 116.779, 123.68], np.float32)
+
+
 def _resnet50_preprocess(batch: np.ndarray) -> np.ndarray:
-    # Caffe convention: RGB -> BGR and ImageNet mean subtraction, no scaling.
-    return keras.applications.resnet50.preprocess_input(batch.astype(np.float32))
+    """Keras' ``resnet50.preprocess_input`` (the Caffe convention: RGB to BGR, the ImageNet mean subtracted,
+    no scaling), in numpy so that a classifier read back from its converted model needs no Keras."""
+    return batch[..., ::-1].astype(np.float32) - IMAGENET_BGR_MEAN
+
+
+PREPROCESSING = {"resnet50": _resnet50_preprocess, "efficientnet_lite": efficientnet_lite.preprocess}
 
 
 class KerasClassifier:
@@ -109,6 +118,8 @@ class KerasClassifier:
         labels: list[str],
         resize_to: int = RESIZE_TO,
     ) -> None:
+        from picmetric_core.models.compiled import compiled_forward
+
         self.model = model
         self.info = info
         self.labels = labels
@@ -120,14 +131,43 @@ class KerasClassifier:
         # "more like this" embedding), side by side in one output so the compiled call is unchanged.
         self._features_model = _with_pooled_features(model)
         self._forward = self._keras_forward = compiled_forward(self._features_model, self.input_size)
+        self._kept: KeptModel | None = None
+
+    @classmethod
+    def kept(
+        cls, kept: KeptModel, info: ModelInfo, preprocessing: str, resize_to: int, artefacts: Path
+    ) -> KerasClassifier:
+        """The classifier an earlier start converted (:attr:`kept_model`), run by OpenVINO without Keras;
+        ``preprocessing`` names its :data:`PREPROCESSING`. It runs only as kept (no :meth:`run_on`)."""
+        classifier = cls.__new__(cls)
+        classifier.model = classifier._features_model = classifier._keras_forward = None
+        classifier.info, classifier.labels = info, load_imagenet_names()
+        classifier.input_size, classifier.resize_to = info.input_size, resize_to
+        classifier._preprocess = PREPROCESSING[preprocessing]
+        classifier._lock = threading.Lock()
+        predict = kept_predictor(kept, artefacts)
+        classifier._forward, classifier._kept = (lambda batch: predict(batch)[0]), kept
+        return classifier
+
+    @property
+    def kept_model(self) -> KeptModel | None:
+        """The converted model this classifier runs, where it is kept on disk (None on Keras)."""
+        return self._kept
+
+    @property
+    def preprocessing(self) -> str:
+        """The name of its input preparation in :data:`PREPROCESSING`."""
+        return next(name for name, prepare in PREPROCESSING.items() if prepare is self._preprocess)
 
     def run_on(self, engine: Engine, artefacts: Path | None = None) -> KerasClassifier:
         """This classifier run by ``engine`` (a Keras engine: the compiled forward it was built with)."""
+        if self.model is None:
+            raise ValueError("a classifier read back from its converted model runs only as it was kept")
         clone = copy.copy(self)
-        clone._forward = self._keras_forward
+        clone._forward, clone._kept = self._keras_forward, None
         if engine.runtime != "keras":
             predict = predictor(self._features_model, engine, artefacts, self.info.weights)
-            clone._forward = lambda batch: predict(batch)[0]
+            clone._forward, clone._kept = (lambda batch: predict(batch)[0]), kept_model(predict)
         clone._lock = threading.Lock()
         clone.info = replace(self.info, runtime=engine.describe())
         return clone
@@ -175,6 +215,8 @@ class KerasClassifier:
 
 def _with_pooled_features(model: keras.Model) -> keras.Model:
     """``model`` with its last layer's input (the pooled features) appended to its output columns."""
+    import keras
+
     pooled = model.layers[-1].input
     both = keras.layers.Concatenate(name="probabilities_and_features")([model.output, pooled])
     return keras.Model(model.inputs, both, name=f"{model.name}_with_features")
@@ -186,6 +228,8 @@ def load_resnet50(path: Path) -> KerasClassifier:
     Raises:
         WeightsError: the file does not load into ResNet50 (truncated, or another network's).
     """
+    import keras
+
     model = keras.applications.ResNet50(weights=None)
     try:
         model.load_weights(path)

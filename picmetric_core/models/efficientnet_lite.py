@@ -19,13 +19,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import keras
 import numpy as np
 
 from picmetric_core.errors import WeightsError
 from picmetric_core.models import weights
 from picmetric_core.models.pth import load_state_dict
+
+if TYPE_CHECKING:
+    import keras
 
 BN_EPSILON = 1e-3
 STAGE_STRIDES = (1, 2, 2, 2, 1, 2, 1)
@@ -110,12 +113,16 @@ def shape_from_state(state: dict[str, np.ndarray]) -> LiteShape:
 def _conv_bn(
     x: keras.KerasTensor, filters: int, kernel: int, stride: int, name: str, bn: str, act: bool = True
 ) -> keras.KerasTensor:
+    import keras
+
     x = keras.layers.Conv2D(filters, kernel, stride, "same", use_bias=False, name=name)(x)
     x = keras.layers.BatchNormalization(epsilon=BN_EPSILON, name=bn)(x)
     return keras.layers.ReLU(6.0, name=f"{name}_relu6")(x) if act else x
 
 
 def _mbconv(x: keras.KerasTensor, block: BlockShape, index: int) -> keras.KerasTensor:
+    import keras
+
     prefix = f"blocks_{index}"
     shortcut = x
     if block.expanded != block.c_in:
@@ -133,6 +140,8 @@ def _mbconv(x: keras.KerasTensor, block: BlockShape, index: int) -> keras.KerasT
 
 def build_efficientnet_lite(shape: LiteShape, input_size: int, name: str) -> keras.Model:
     """An EfficientNet-Lite of ``shape`` with random weights: NHWC float input in [-1, 1], softmax output."""
+    import keras
+
     inputs = keras.Input((input_size, input_size, 3), name="image")
     x = _conv_bn(inputs, shape.stem, 3, 2, "conv_stem", "bn0")
     for index, block in enumerate(shape.blocks):
@@ -144,6 +153,8 @@ def build_efficientnet_lite(shape: LiteShape, input_size: int, name: str) -> ker
 
 
 def _keras_weights(layer: keras.layers.Layer, state: dict[str, np.ndarray], key: str) -> list[np.ndarray]:
+    import keras
+
     if isinstance(layer, keras.layers.DepthwiseConv2D):
         return [state[f"{key}.weight"].transpose(2, 3, 0, 1)]  # (C,1,kh,kw) -> (kh,kw,C,1)
     if isinstance(layer, keras.layers.Conv2D):

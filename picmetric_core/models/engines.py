@@ -16,12 +16,17 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import keras
 import numpy as np
 
-from picmetric_core.models.compiled import accelerator, compiled_predict, traced_inference
 from picmetric_core.models.split_first_convolution import split_first_convolution
+
+if TYPE_CHECKING:
+    import keras
+
+# Keras (and with it TensorFlow, ~900 MB resident) is imported only where a Keras model is built or run:
+# networks read back from their converted models (:mod:`.prebuilt`) run without it.
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +71,8 @@ ENGINES = {engine.name: engine for engine in (KERAS_FLOAT32, KERAS_MIXED_BFLOAT1
 
 
 def keras_runtime() -> str:
+    import keras
+
     backend = keras.backend.backend()
     return {"tensorflow": "TensorFlow", "jax": "JAX", "torch": "PyTorch"}.get(backend, backend)
 
@@ -103,9 +110,16 @@ def instruction_set(flags: frozenset[str] | None = None) -> str:
     >>> instruction_set(frozenset({"avx2"}))
     'AVX2'
     """
-    flags = cpu_flags() if flags is None else flags
+    from picmetric_core.models.compiled import accelerator
+
     if accelerator() is not None:
         return str(accelerator())
+    return cpu_instruction_set(flags)
+
+
+def cpu_instruction_set(flags: frozenset[str] | None = None) -> str:
+    """:func:`instruction_set` of the CPU alone (no accelerator asked about, so no Keras imported)."""
+    flags = cpu_flags() if flags is None else flags
     if {"amx_bf16", "amx_tile"} <= flags:
         return "AMX"
     if "avx512_bf16" in flags:
@@ -119,8 +133,18 @@ def instruction_set(flags: frozenset[str] | None = None) -> str:
 def openvino_version() -> str | None:
     """OpenVINO's version, or None where it cannot run here (not installed, or not on the TensorFlow backend
     it converts from, or the networks are on an accelerator)."""
+    import keras
+
+    from picmetric_core.models.compiled import accelerator
+
     if keras.backend.backend() != "tensorflow" or accelerator() is not None:
         return None
+    return installed_openvino_version()
+
+
+@lru_cache(maxsize=1)
+def installed_openvino_version() -> str | None:
+    """OpenVINO's version where it is installed (whether or not it can run the networks here)."""
     try:
         import openvino
     except ImportError:
@@ -155,21 +179,54 @@ def predictor(model: keras.Model, engine: Engine, artefacts: Path | None = None,
         weights: the weights' label (name and checksum), part of the converted model's key.
     """
     if engine.runtime == "keras":
+        from picmetric_core.models.compiled import compiled_predict
+
         return compiled_predict(model)
     if not runnable(engine):
         raise ValueError(f"{engine.name} cannot run on this machine")
-    return _OpenVinoPredict(openvino_artefact(model, artefacts, weights), engine.precision, artefacts)
+    converted = openvino_artefact(model, artefacts, weights)
+    return _OpenVinoPredict(converted, engine.precision, artefacts, artefact_path(model, artefacts, weights))
+
+
+def kept_predictor(kept: KeptModel, artefacts: Path) -> Predict:
+    """A converted model an earlier start kept, run by OpenVINO (neither Keras nor TensorFlow is imported)."""
+    return _OpenVinoPredict(_core().read_model(kept.path), kept.precision, artefacts, kept.path)
+
+
+def kept_model(predict: Predict) -> KeptModel | None:
+    """Where ``predict``'s converted model is kept and the precision it runs in; None for Keras (or unkept)."""
+    if isinstance(predict, _OpenVinoPredict) and predict.source is not None:
+        return KeptModel(predict.source, predict.precision)
+    return None
+
+
+@dataclass(frozen=True)
+class KeptModel:
+    """A converted model on disk (``converted/<name>-<key>.xml``) and the precision it is compiled in."""
+
+    path: Path
+    precision: str
+
+
+def artefact_path(model: keras.Model, folder: Path | None, weights: str) -> Path | None:
+    """Where ``model``'s converted model is kept: keyed on its name and input shapes, the weights' label and
+    OpenVINO's version (None: no folder, converted in memory each time)."""
+    if folder is None:
+        return None
+    key = hashlib.sha256(
+        "|".join([model.name, str([tuple(i.shape) for i in model.inputs]), weights, openvino_version() or ""]).encode()
+    ).hexdigest()[:16]
+    return folder / ARTEFACTS_FOLDER / f"{model.name}-{key}.xml"
 
 
 def openvino_artefact(model: keras.Model, folder: Path | None, weights: str):
     """``model`` as an OpenVINO model: read from ``folder`` when an earlier start converted it, else converted
-    (and written there). The key is the model's name and input shapes, the weights' label and OpenVINO's version."""
+    (and written there, at :func:`artefact_path`)."""
     import openvino as ov
 
-    key = hashlib.sha256(
-        "|".join([model.name, str([tuple(i.shape) for i in model.inputs]), weights, openvino_version() or ""]).encode()
-    ).hexdigest()[:16]
-    path = folder / ARTEFACTS_FOLDER / f"{model.name}-{key}.xml" if folder is not None else None
+    from picmetric_core.models.compiled import traced_inference
+
+    path = artefact_path(model, folder, weights)
     if path is not None and path.exists() and path.with_suffix(".bin").exists():
         try:
             return _core().read_model(path)
@@ -194,9 +251,10 @@ class _OpenVinoPredict:
     call waits for). Where more shapes come back than it keeps (photos of many sizes), it stops compiling
     once it has dropped as many as it keeps, rather than compile the same shapes again and again."""
 
-    def __init__(self, model, precision: str, artefacts: Path | None) -> None:
+    def __init__(self, model, precision: str, artefacts: Path | None, source: Path | None = None) -> None:
         self._model = model
-        self._precision = precision
+        self.precision = precision
+        self.source = source
         self._free = _Compiled(model, precision, artefacts)
         self._free_spatial = _free_beyond_batch(model)
         self._keep = STATIC_SHAPES if self._free_spatial else 1
@@ -230,7 +288,7 @@ class _OpenVinoPredict:
         try:
             static = self._model.clone()
             static.reshape({index: list(shape) for index, shape in enumerate(shapes)})
-            compiled = _Compiled(static, self._precision, None)
+            compiled = _Compiled(static, self.precision, None)
         except RuntimeError:
             log.warning("could not compile %s for shapes %s; it keeps running for free shapes", self._model, shapes)
             return

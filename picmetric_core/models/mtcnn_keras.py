@@ -9,22 +9,21 @@ from __future__ import annotations
 
 import copy
 import importlib.util
+import sys
 import threading
 import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import joblib
-import keras
 import numpy as np
-from keras import layers
 
 from picmetric_core.models import pyramid_mosaic as mosaic
 from picmetric_core.models.area_pyramid import area_levels
-from picmetric_core.models.compiled import compiled_predict
 from picmetric_core.models.crops import crop_and_resize
-from picmetric_core.models.engines import Engine, Predict, predictor
+from picmetric_core.models.engines import Engine, KeptModel, Predict, kept_model, kept_predictor, predictor
 from picmetric_core.models.mtcnn_runtime import (
     BACKGROUND,
     PIXEL_OFFSET,
@@ -36,6 +35,12 @@ from picmetric_core.models.mtcnn_runtime import (
 )
 from picmetric_core.models.weights import weights_label
 from picmetric_core.results import LANDMARK_NAMES, RAW_FACE_SCORE, Box, Face, ModelInfo, Point
+
+if TYPE_CHECKING:
+    import keras
+
+# Keras is imported where the networks are built or run by it: a detector read back from its converted models
+# (:meth:`KerasMtcnn.kept`) runs without Keras or TensorFlow.
 
 # The package's defaults (mtcnn/stages/*.py), except the O-Net threshold: the raw results' face cut-off.
 MIN_FACE_SIZE = 20
@@ -86,6 +91,8 @@ def weights_dir() -> Path:
 
 
 def _conv_block(x: keras.KerasTensor, filters: int, kernel: int, index: int) -> keras.KerasTensor:
+    from keras import layers
+
     x = layers.Conv2D(filters, kernel, padding="valid", name=f"conv{index}")(x)
     return layers.PReLU(shared_axes=[1, 2], name=f"prelu{index}")(x)
 
@@ -98,6 +105,9 @@ def build_pnet(runtime: bool = False) -> keras.Model:
     Outputs box offsets ``(B, h, w, 4)`` and face probabilities ``(B, h, w, 2)``; with ``runtime``
     (:mod:`.mtcnn_runtime`: pixels 0–255 in) one output ``(B, h, w, 5)``, the offsets and the face logit.
     """
+    import keras
+    from keras import layers
+
     image = keras.Input((None, None, 3), name="image")
     mask = keras.Input((None, None, 1), name="mask")
     x = keras.ops.add(_conv_block(image, 10, 3, 1), mask)
@@ -112,6 +122,8 @@ def build_pnet(runtime: bool = False) -> keras.Model:
 
 
 def _dense_head(x: keras.KerasTensor, units: int, index: int) -> keras.KerasTensor:
+    from keras import layers
+
     # The package flattens width-major (Permute before Flatten): its dense kernels expect that order.
     x = layers.Flatten()(layers.Permute((2, 1, 3))(x))
     x = layers.Dense(units, name=f"fc{index}")(x)
@@ -121,6 +133,9 @@ def _dense_head(x: keras.KerasTensor, units: int, index: int) -> keras.KerasTens
 def build_rnet(runtime: bool = False) -> keras.Model:
     """R-Net on 24×24 patches: outputs box offsets ``(N, 4)`` and face probabilities ``(N, 2)``; with
     ``runtime``, one output ``(N, 5)``: the offsets and the face logit."""
+    import keras
+    from keras import layers
+
     patches = keras.Input((24, 24, 3), name="patches")
     x = layers.MaxPooling2D(3, 2, padding="same")(_conv_block(patches, 28, 3, 1))
     x = layers.MaxPooling2D(3, 2, padding="valid")(_conv_block(x, 48, 3, 2))
@@ -135,6 +150,9 @@ def build_rnet(runtime: bool = False) -> keras.Model:
 def build_onet(runtime: bool = False) -> keras.Model:
     """O-Net on 48×48 patches: box offsets ``(N, 4)``, landmarks ``(N, 10)`` (xs then ys), probabilities;
     with ``runtime``, one output ``(N, 15)``: offsets, landmarks and the face logit."""
+    import keras
+    from keras import layers
+
     patches = keras.Input((48, 48, 3), name="patches")
     x = layers.MaxPooling2D(3, 2, padding="same")(_conv_block(patches, 32, 3, 1))
     x = layers.MaxPooling2D(3, 2, padding="valid")(_conv_block(x, 64, 3, 2))
@@ -172,7 +190,10 @@ def scale_pyramid(height: int, width: int) -> np.ndarray:
 
 
 def _batch_bucket(count: int, smallest: int = MIN_BATCH_BUCKET) -> int:
-    if keras.backend.backend() != "jax":
+    # JAX compiles again for each batch size, so Keras on JAX gets batches padded to a few sizes; where Keras
+    # is not even loaded (networks read back from their converted models) nothing runs on it.
+    keras = sys.modules.get("keras")
+    if keras is None or keras.backend.backend() != "jax":
         return count
     return max(smallest, 1 << (count - 1).bit_length())
 
@@ -277,6 +298,10 @@ class KerasMtcnn:
     """
 
     def __init__(self, weights: Path | None = None) -> None:
+        import keras
+
+        from picmetric_core.models.compiled import compiled_predict
+
         folder = weights or weights_dir()
         pnet = load_package_weights(build_pnet(), folder / "pnet.lz4", PNET_LAYERS)
         rnet = load_package_weights(build_rnet(), folder / "rnet.lz4", RNET_LAYERS)
@@ -295,8 +320,28 @@ class KerasMtcnn:
             note=f"keras backend: {keras.backend.backend()}",
         )
 
+    @classmethod
+    def kept(cls, kept: dict[str, KeptModel], info: ModelInfo, artefacts: Path) -> KerasMtcnn:
+        """The detector whose three networks an earlier start converted (:attr:`kept_models`, by network),
+        run by OpenVINO without Keras. It runs only as kept (no :meth:`run_on`)."""
+        detector = cls.__new__(cls)
+        detector._pnet = detector._rnet = detector._onet = detector._keras_predicts = None
+        detector._predicts = {net: kept_predictor(kept[net], artefacts) for net in NETWORKS}
+        _compile_host_kernels()
+        detector._lock = threading.Lock()
+        detector.info = info
+        return detector
+
+    @property
+    def kept_models(self) -> dict[str, KeptModel] | None:
+        """Each network's converted model, where it is kept on disk (None unless all three are)."""
+        kept = {net: kept_model(predict) for net, predict in self._predicts.items()}
+        return kept if all(kept.values()) else None
+
     def run_on(self, engine: Engine, artefacts: Path | None = None) -> KerasMtcnn:
         """This detector with its three networks run by ``engine`` (the same weights, shared)."""
+        if self._keras_predicts is None:
+            raise ValueError("a face detector read back from its converted models runs only as it was kept")
         clone = copy.copy(self)
         clone._predicts = self._keras_predicts
         if engine.runtime != "keras":
@@ -476,6 +521,8 @@ _CALLS: weakref.WeakKeyDictionary[keras.Model, Callable] = weakref.WeakKeyDictio
 
 
 def _predict(model: keras.Model, inputs: np.ndarray | tuple[np.ndarray, ...]) -> list[np.ndarray]:
+    from picmetric_core.models.compiled import compiled_predict
+
     if model not in _CALLS:
         _CALLS[model] = compiled_predict(model)
     return _CALLS[model](list(inputs) if isinstance(inputs, tuple) else inputs)

@@ -14,9 +14,12 @@ of the largest pyramid level under bfloat16: softmax 4.0 ms, the three convoluti
 
 from __future__ import annotations
 
-import keras
+from typing import TYPE_CHECKING
+
 import numpy as np
-from keras import layers
+
+if TYPE_CHECKING:
+    import keras
 
 PIXEL_OFFSET = 127.5
 PIXEL_SCALE = 128.0
@@ -59,6 +62,8 @@ def _folded(kernel: np.ndarray, bias: np.ndarray) -> list[np.ndarray]:
 
 
 def merged_heads(x: keras.KerasTensor, units: int, dense: bool) -> keras.KerasTensor:
+    from keras import layers
+
     """The runtime networks' one output layer: ``units`` regression values, then the face logit."""
     if dense:
         return layers.Dense(units + 1, name="heads")(x)

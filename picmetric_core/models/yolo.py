@@ -14,19 +14,25 @@ import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import cv2
-import keras
 import numpy as np
 
 from picmetric_core.errors import WeightsError
-from picmetric_core.models import compiled, weights
+from picmetric_core.models import weights
 from picmetric_core.models.coco import official_name
-from picmetric_core.models.darknet import DarknetNet, YoloHead, load_darknet
-from picmetric_core.models.device_nms import FRAME_COLUMNS, select_detections
-from picmetric_core.models.engines import Engine, predictor
+from picmetric_core.models.engines import Engine, KeptModel, kept_model, kept_predictor, predictor
 from picmetric_core.nms import class_wise_nms
 from picmetric_core.results import Box, Detection, ModelInfo
+
+if TYPE_CHECKING:
+    import keras
+
+    from picmetric_core.models.darknet import DarknetNet, YoloHead
+
+# Keras, the darknet builder and the device-side selection are imported where they are used: a detector read
+# back from its converted model (:meth:`YoloDetector.kept`) runs without Keras or TensorFlow.
 
 log = logging.getLogger(__name__)
 
@@ -99,6 +105,8 @@ def decode_head(raw: keras.KerasTensor, head: YoloHead, input_size: int) -> kera
     Coordinates are fractions of the network input, as darknet's and OpenCV's yolo layers give
     them; rows run over (grid y, grid x, anchor).
     """
+    import keras
+
     _, rows, cols, _ = raw.shape
     anchors = len(head.anchors)
     # Decoded in float32 whatever the network computed in: bfloat16 box sizes would be off by pixels.
@@ -115,6 +123,8 @@ def decode_head(raw: keras.KerasTensor, head: YoloHead, input_size: int) -> kera
 
 def decoding_model(net: DarknetNet) -> keras.Model:
     """``net`` plus on-graph decoding: (N, S, S, 3) in [0, 1] to (N, boxes, 5 + classes)."""
+    import keras
+
     decoded = [decode_head(raw, head, net.input_size) for raw, head in zip(net.model.outputs, net.heads, strict=True)]
     merged = decoded[0] if len(decoded) == 1 else keras.ops.concatenate(decoded, axis=1)
     return keras.Model(net.model.input, merged, name=f"{net.model.name}_decoded")
@@ -159,6 +169,8 @@ def postprocess(
 
 def frames(boxes: Sequence[Letterbox]) -> np.ndarray:
     """``(N, 6)`` float32 rows of :data:`FRAME_COLUMNS`: what ``device_nms`` needs to map boxes."""
+    from picmetric_core.models.device_nms import FRAME_COLUMNS
+
     return np.array([[getattr(b, column) for column in FRAME_COLUMNS] for b in boxes], np.float32)
 
 
@@ -191,6 +203,9 @@ class YoloDetector:
     def __init__(
         self, net: DarknetNet, info: ModelInfo, labels: tuple[str, ...], device_nms: bool | None = None
     ) -> None:
+        from picmetric_core.models import compiled
+        from picmetric_core.models.device_nms import select_detections
+
         classes = {head.classes for head in net.heads}
         if classes != {len(labels)}:
             raise WeightsError(f"{info.name}: heads predict {classes} classes, {len(labels)} labels given")
@@ -209,16 +224,36 @@ class YoloDetector:
                 functools.partial(select_detections, size=net.input_size), static=("capacity",)
             )
         self._lock = threading.Lock()
+        self._kept: KeptModel | None = None
+
+    @classmethod
+    def kept(cls, kept: KeptModel, info: ModelInfo, artefacts: Path) -> YoloDetector:
+        """The detector an earlier start converted (:attr:`kept_model`), run by OpenVINO without Keras, its
+        detections selected on the host. It runs only as kept (no :meth:`run_on`)."""
+        detector = cls.__new__(cls)
+        detector.info, detector.labels, detector.input_size = info, read_labels(), info.input_size
+        detector.net = detector.model = detector._keras_infer = detector._select = None
+        detector._lock = threading.Lock()
+        predict = kept_predictor(kept, artefacts)
+        detector._infer, detector._kept = (lambda batch: predict(batch)[0]), kept
+        return detector
+
+    @property
+    def kept_model(self) -> KeptModel | None:
+        """The converted model this detector runs, where it is kept on disk (None on Keras)."""
+        return self._kept
 
     def run_on(self, engine: Engine, artefacts: Path | None = None) -> YoloDetector:
         """This detector run by ``engine`` (a Keras engine: the compiled forward it was built with)."""
+        if self.model is None:
+            raise ValueError("a detector read back from its converted model runs only as it was kept")
         clone = copy.copy(self)
-        clone._infer = self._keras_infer
+        clone._infer, clone._kept = self._keras_infer, None
         if engine.runtime != "keras":
             if self.device_nms:
                 raise ValueError(f"{engine.name} runs on the CPU: it cannot select detections on a device")
             predict = predictor(self.model, engine, artefacts, self.info.weights)
-            clone._infer = lambda batch: predict(batch)[0]
+            clone._infer, clone._kept = (lambda batch: predict(batch)[0]), kept_model(predict)
         clone._lock = threading.Lock()
         clone.info = replace(self.info, runtime=engine.describe())
         return clone
@@ -274,6 +309,8 @@ class YoloDetector:
         overfull = np.flatnonzero(passing > DEVICE_NMS_CAPACITY)
         for start in range(0, len(overfull), OVERFULL_IMAGES_PER_CALL):
             chosen = overfull[start : start + OVERFULL_IMAGES_PER_CALL]
+            import keras
+
             subset = keras.ops.take(decoded, keras.ops.convert_to_tensor(chosen), axis=0)
             more_rows, more_kept, _ = self._selection(subset, image_frames[chosen], thresholds, MAX_CANDIDATES)
             for index, image_rows, image_kept in zip(chosen, more_rows, more_kept, strict=True):
@@ -283,6 +320,8 @@ class YoloDetector:
     def _selection(
         self, decoded, image_frames: np.ndarray, thresholds: tuple[np.ndarray, np.ndarray], capacity: int
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        import keras
+
         outputs = self._select(decoded, image_frames, *thresholds, capacity=capacity)
         return tuple(keras.ops.convert_to_numpy(o) for o in outputs)
 
@@ -314,6 +353,11 @@ def load_darknet_detector(
     Raises:
         WeightsError: the weights do not fit the cfg.
     """
+    import keras
+
+    from picmetric_core.models import compiled
+    from picmetric_core.models.darknet import load_darknet
+
     if device_nms is None:
         device_nms = compiled.use_device_nms()
     key = (cfg_path.resolve(), weights_path.resolve(), input_size, keras.config.dtype_policy().name, device_nms)
