@@ -21,7 +21,7 @@ import joblib
 import numpy as np
 
 from picmetric_core.models import pyramid_mosaic as mosaic
-from picmetric_core.models.area_pyramid import area_levels
+from picmetric_core.models.area_pyramid import area_levels, compile_kernels
 from picmetric_core.models.crops import crop_and_resize
 from picmetric_core.models.engines import Engine, KeptModel, Predict, kept_model, kept_predictor, predictor
 from picmetric_core.models.mtcnn_runtime import (
@@ -481,7 +481,7 @@ def _compile_host_kernels() -> None:
     """Runs the pyramid and the crops once on a blank image, so that numba compiles them (or reads its
     cache) while the models load rather than on the first photo."""
     blank = np.zeros((PNET_WINDOW * 2, PNET_WINDOW * 2, 3), np.uint8)
-    _pyramid(blank)
+    compile_kernels()
     crop_and_resize(blank, np.array([[0.0, 0.0, 10.0, 10.0]]), 24, BACKGROUND)
 
 

@@ -263,3 +263,17 @@ def test_pyramid_levels_are_opencvs_area_averages(shape) -> None:
     for level, (height, width) in zip(area_levels(rgb, sizes), sizes, strict=True):
         expected = cv2.resize(rgb.astype(np.float32), (width, height), interpolation=cv2.INTER_AREA)
         np.testing.assert_allclose(level, expected.reshape(level.shape), atol=1e-3)
+
+
+def test_a_photo_too_large_for_32_bit_sums_gets_the_same_levels_from_float64_sums(monkeypatch) -> None:
+    import cv2
+
+    from picmetric_core.models import area_pyramid
+
+    assert area_pyramid.table_depth((2900, 2904, 3)) == cv2.CV_64F  # 2.1e9 > 2**31: 32-bit sums would wrap
+    rgb = np.random.default_rng(5).integers(0, 256, (480, 640, 3), dtype=np.uint8)
+    sizes = [(int(480 * s), int(640 * s)) for s in mk.scale_pyramid(480, 640)]
+    from_integers = area_pyramid.area_levels(rgb, sizes)
+    monkeypatch.setattr(area_pyramid, "table_depth", lambda shape: cv2.CV_64F)
+    for integer_level, float_level in zip(from_integers, area_pyramid.area_levels(rgb, sizes), strict=True):
+        np.testing.assert_allclose(float_level, integer_level, atol=1e-4)
