@@ -229,7 +229,9 @@ def load_analyzer(
     """Load the three networks, preferring full ResNet50/YOLOv3 weights when ``models_dir`` has them.
 
     ``precision`` says how they run: "auto" = per network, the fastest engine here that passes the
-    fidelity gate (:mod:`picmetric_core.models.choice`); "float32" or "mixed_bfloat16" = Keras with that
+    fidelity gate (:mod:`picmetric_core.models.choice`), and once all three run on OpenVINO a later start
+    reads their converted models back without importing Keras (:mod:`picmetric_core.models.kept_networks`);
+    "float32" or "mixed_bfloat16" = Keras with that
     dtype policy for the classifier and detector; "openvino_float32" / "openvino_bfloat16" = that engine
     for all three. ``device_nms`` ("auto", "on", "off") whether YOLO selects its detections on the
     device; ``classifier`` ("lite2", "lite0") the shipped stand-in used when ResNet50's weights are absent;
