@@ -531,6 +531,8 @@ def _predict(model: keras.Model, inputs: np.ndarray | tuple[np.ndarray, ...]) ->
 def _stacked(canvases: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
     """Canvases of one shape as a P-Net batch (on JAX padded with blank canvases to a power of two)."""
     count = _batch_bucket(len(canvases), smallest=1)
+    if count == 1:  # one canvas: a view with a batch axis, not a copy (the largest level alone is 1.3 MB)
+        return canvases[0][0][None], canvases[0][1][None]
     image = np.zeros((count, *canvases[0][0].shape), np.float32)
     mask = np.full((count, *canvases[0][1].shape), mosaic.PAD_ACTIVATION, np.float32)
     for row, (level_image, level_mask) in enumerate(canvases):
@@ -540,7 +542,10 @@ def _stacked(canvases: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray,
 
 def _predict_patches(predict: Predict, patches: np.ndarray) -> list[np.ndarray]:
     count = len(patches)
-    padded = np.zeros((_batch_bucket(count), *patches.shape[1:]), np.float32)
+    bucket = _batch_bucket(count)
+    if bucket == count:
+        return predict(patches)
+    padded = np.zeros((bucket, *patches.shape[1:]), np.float32)
     padded[:count] = patches
     return [o[:count] for o in predict(padded)]
 

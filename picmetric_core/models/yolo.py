@@ -93,9 +93,13 @@ def letterbox(rgb: np.ndarray, size: int) -> tuple[np.ndarray, Letterbox]:
     height, width = rgb.shape[:2]
     new_w, new_h = letterbox_size(width, height, size)
     resized = cv2.resize(rgb, (new_w, new_h), interpolation=cv2.INTER_LINEAR)
-    canvas = np.full((size, size, 3), LETTERBOX_GRAY, dtype=np.float32)
     dx, dy = (size - new_w) // 2, (size - new_h) // 2
-    canvas[dy : dy + new_h, dx : dx + new_w] = resized.astype(np.float32) / 255.0
+    canvas = np.empty((size, size, 3), dtype=np.float32)
+    inside = canvas[dy : dy + new_h]
+    for border in (canvas[:dy], canvas[dy + new_h :], inside[:, :dx], inside[:, dx + new_w :]):
+        border.fill(LETTERBOX_GRAY)
+    # Divided straight into the canvas: the same float32 values as ``resized.astype(np.float32) / 255``.
+    np.divide(resized, np.float32(255.0), out=inside[:, dx : dx + new_w], casting="unsafe")
     return canvas, Letterbox(new_w / width, new_h / height, dx, dy, width, height)
 
 
