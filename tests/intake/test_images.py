@@ -81,6 +81,15 @@ def test_lossy_jpeg_stays_close_to_the_photo():
     assert np.abs(rgb.astype(int) - ASTRONAUT).mean() < 3
 
 
+@pytest.mark.parametrize("subsampling", [0, 1, 2])
+@pytest.mark.parametrize("progressive", [False, True])
+def test_a_jpeg_gives_exactly_the_pixels_pillow_decodes(subsampling, progressive):
+    # Plain colour JPEGs are decoded by libjpeg-turbo in one strict pass (images._plain_jpeg), the rest by Pillow.
+    raw = encode(ASTRONAUT, "JPEG", quality=90, subsampling=subsampling, progressive=progressive)
+
+    assert np.array_equal(decode(raw).rgb, np.asarray(Image.open(io.BytesIO(raw)).convert("RGB")))
+
+
 def test_md5_is_the_hash_of_the_original_bytes():
     raw = encode(CHELSEA, "JPEG")
 
