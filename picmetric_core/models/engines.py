@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     import keras
 
 # Keras (and with it TensorFlow, ~900 MB resident) is imported only where a Keras model is built or run:
-# networks read back from their converted models (:mod:`.prebuilt`) run without it.
+# networks read back from their converted models (:mod:`.kept_networks`) run without it.
 
 log = logging.getLogger(__name__)
 
@@ -112,14 +112,9 @@ def instruction_set(flags: frozenset[str] | None = None) -> str:
     """
     from picmetric_core.models.compiled import accelerator
 
+    flags = cpu_flags() if flags is None else flags
     if accelerator() is not None:
         return str(accelerator())
-    return cpu_instruction_set(flags)
-
-
-def cpu_instruction_set(flags: frozenset[str] | None = None) -> str:
-    """:func:`instruction_set` of the CPU alone (no accelerator asked about, so no Keras imported)."""
-    flags = cpu_flags() if flags is None else flags
     if {"amx_bf16", "amx_tile"} <= flags:
         return "AMX"
     if "avx512_bf16" in flags:
@@ -139,12 +134,6 @@ def openvino_version() -> str | None:
 
     if keras.backend.backend() != "tensorflow" or accelerator() is not None:
         return None
-    return installed_openvino_version()
-
-
-@lru_cache(maxsize=1)
-def installed_openvino_version() -> str | None:
-    """OpenVINO's version where it is installed (whether or not it can run the networks here)."""
     try:
         import openvino
     except ImportError:

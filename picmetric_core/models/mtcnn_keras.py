@@ -478,8 +478,8 @@ class KerasMtcnn:
 
 
 def _compile_host_kernels() -> None:
-    """Runs the pyramid and the crops once on a blank image, so that numba compiles them (or reads its
-    cache) while the models load rather than on the first photo."""
+    """Has numba compile the pyramid and crop kernels (or read its cache) while the models load rather than
+    on the first photo."""
     blank = np.zeros((PNET_WINDOW * 2, PNET_WINDOW * 2, 3), np.uint8)
     compile_kernels()
     crop_and_resize(blank, np.array([[0.0, 0.0, 10.0, 10.0]]), 24, BACKGROUND)
