@@ -357,12 +357,26 @@ def card_names(page) -> list[str]:
     return [text.strip() for text in texts if text.strip().endswith(".jpg")]
 
 
+def choose(page, box_label: str, option: str) -> None:
+    """Picks ``option`` in the selectbox labelled ``box_label``, opening it again when its list did not show
+    (once in CI the first click opened nothing within 60 s while the page was still settling)."""
+    box = page.locator('[data-testid="stSelectbox"]').filter(has_text=box_label)
+    choice = page.get_by_role("option", name=option, exact=True)
+    for _ in range(3):
+        box.click()
+        try:
+            choice.wait_for(timeout=10_000)
+            break
+        except PlaywrightTimeout:
+            continue
+    choice.click()
+
+
 def test_most_unique_first_opens_the_gallery_on_the_outlier(browser, server):
     page = new_page(browser)
     page.goto(f"{server}/History")
     wait_for_run(page)
-    page.locator('[data-testid="stSelectbox"]').filter(has_text="Sort").click()
-    page.get_by_role("option", name="Most unique first", exact=True).click()
+    choose(page, "Sort", "Most unique first")
     expect(page.get_by_role("button", name="Next")).to_be_visible()
     wait_for_run(page)
 
